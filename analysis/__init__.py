@@ -1,0 +1,1 @@
+"""analysis: plots and run reports, rendered headless from JSON/JSONL files."""

@@ -1,0 +1,1 @@
+"""sim: discrete-event simulator and closed-form cost models of local-SGD communication."""

@@ -1,0 +1,1 @@
+"""train: the real local-SGD trainer (mini-batch, local, post-local, hierarchical)."""
