@@ -1,0 +1,154 @@
+"""Headless figure rendering: one house style, fixed pixel sizes, and atomic saving in several formats."""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+from analysis.errors import InputError
+from analysis.files import atomic_write_bytes
+
+__all__ = [
+    "FORMATS",
+    "RenderConfig",
+    "new_figure",
+    "style",
+    "save_figure",
+    "figure_bytes",
+    "format_bytes",
+    "bytes_axis",
+    "parse_formats",
+    "legend_below",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "svg", "pdf")
+
+# Sized for a README / paper column: 7 in wide at 100 dpi is 700 px, where 10 pt text stays legible.
+_RC = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 8.5,
+    "legend.framealpha": 0.85,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.6,
+    "lines.markersize": 5,
+    "svg.hashsalt": "localsgd-analysis",  # deterministic SVG element ids
+    "svg.fonttype": "path",
+}
+
+
+@dataclass(kw_only=True)
+class RenderConfig:
+    """How figures are rendered: output formats, resolution and size in inches (pixels = inches x dpi)."""
+
+    formats: tuple[str, ...] = ("png", "svg")
+    dpi: int = 100
+    width_in: float = 7.0
+    height_in: float = 4.2
+
+    def __post_init__(self) -> None:
+        if not self.formats:
+            raise InputError(f"formats must name at least one of {', '.join(FORMATS)}, got none")
+        for fmt in self.formats:
+            if fmt not in FORMATS:
+                raise InputError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        if isinstance(self.dpi, bool) or not isinstance(self.dpi, int) or not 30 <= self.dpi <= 600:
+            raise InputError(f"dpi must be an integer in [30, 600], got {self.dpi!r}")
+        for name in ("width_in", "height_in"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 1.0 <= value <= 30.0:
+                raise InputError(f"{name} must be a number of inches in [1, 30], got {value!r}")
+
+    def pixels(self, *, height_scale: float = 1.0) -> tuple[int, int]:
+        """The (width, height) in pixels of a PNG rendered with this configuration."""
+        return round(self.width_in * self.dpi), round(self.height_in * height_scale * self.dpi)
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """Parse ``png,svg[,pdf]`` into a tuple, rejecting unknown formats with a one-line error."""
+    items = tuple(dict.fromkeys(s.strip().lower() for s in text.split(",") if s.strip()))
+    RenderConfig(formats=items)  # validates
+    return items
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The house style for every figure, scoped so the caller's rcParams are left alone."""
+    with matplotlib.rc_context(_RC):
+        yield
+
+
+def new_figure(cfg: RenderConfig, nrows: int = 1, ncols: int = 1, *,
+               height_scale: float = 1.0, sharex: bool = False) -> tuple[Figure, list[Axes]]:
+    """A constrained-layout figure (nothing clipped, fixed pixel size) and its axes as a flat list."""
+    fig = Figure(figsize=(cfg.width_in, cfg.height_in * height_scale), dpi=cfg.dpi,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex)
+    return fig, [ax for row in axes for ax in row]
+
+
+def figure_bytes(fig: Figure, fmt: str, cfg: RenderConfig) -> bytes:
+    """Render ``fig`` to bytes in ``fmt`` without metadata that would change between runs."""
+    metadata: dict[str, str | None] = {"png": {"Software": None}, "svg": {"Date": None},
+                                       "pdf": {"CreationDate": None}}[fmt]
+    buf = io.BytesIO()
+    with style():
+        fig.savefig(buf, format=fmt, dpi=cfg.dpi, metadata=metadata)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, outdir: str | Path, stem: str, cfg: RenderConfig) -> list[Path]:
+    """Write ``OUTDIR/STEM.FMT`` for each configured format, atomically; return the paths."""
+    paths = []
+    for fmt in cfg.formats:
+        path = atomic_write_bytes(Path(outdir) / f"{stem}.{fmt}", figure_bytes(fig, fmt, cfg))
+        log.debug("wrote %s", path)
+        paths.append(path)
+    return paths
+
+
+def format_bytes(n: float) -> str:
+    """Message size with a binary prefix: 4 B, 64 KiB, 8 MiB."""
+    if n <= 0:
+        return "0 B"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def bytes_axis(ax: Axes, sizes: Sequence[float]) -> None:
+    """Log2 x axis labelled with binary-prefixed message sizes."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_bytes(v)))
+    if sizes and min(sizes) > 0:
+        octaves = math.log2(max(sizes) / min(sizes))
+        step = 1 if octaves <= 6 else 2 if octaves <= 14 else 4
+        ax.xaxis.set_major_locator(LogLocator(base=2.0**step))
+
+
+def legend_below(fig: Figure, ax: Axes, *, ncols: int = 2) -> None:
+    """One figure legend under the axes (outside the data, inside the figure): nothing hidden or clipped."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)),
+                   frameon=False)

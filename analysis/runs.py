@@ -1,0 +1,149 @@
+"""Training run directories (config.json, metrics.jsonl, summary.json) read into plain records."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from analysis.errors import InputError
+from analysis.files import Record, opt, opt_num, read_json, read_jsonl
+
+__all__ = [
+    "RunDir",
+    "load_run",
+    "load_runs",
+    "BREAKDOWN",
+    "ALIASES",
+    "as_percent",
+]
+
+# Known spellings of each field we read; the first is the documented name (docs/schema-train.md).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "K": ("K", "world_size", "workers", "n_workers"),
+    "H": ("H", "local_steps"),
+    "Hb": ("Hb", "H_b", "block_steps"),
+    "algorithm": ("algorithm", "algo", "method"),
+    "model": ("model",),
+    "dataset": ("dataset",),
+    "B_loc": ("B_loc", "batch_size", "local_batch_size", "B"),
+    "wall_s": ("wall_s", "wall_time_s", "total_wall_s", "time.wall_s"),
+    "tta_s": ("time_to_acc_s", "time_to_accuracy_s", "tta_s", "time_to_target_s",
+              "time_to_acc.wall_s", "time_to_accuracy.wall_s"),
+    "target_acc": ("target_acc", "time_to_acc.target_acc", "time_to_accuracy.target_acc"),
+    "predicted_s": ("predicted.wall_s", "predicted.total_s", "predicted.wall_time_s", "predicted_s",
+                    "predicted.t_total_s"),
+}
+
+# The stacked-bar components: (label, aliases), in drawing order.
+BREAKDOWN: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("compute", ("compute_s", "time.compute_s", "breakdown.compute_s")),
+    ("comm intra-node", ("comm_intra_s", "time.comm_intra_s", "breakdown.comm_intra_s")),
+    ("comm inter-node", ("comm_inter_s", "time.comm_inter_s", "breakdown.comm_inter_s")),
+    ("waiting", ("wait_s", "time.wait_s", "breakdown.wait_s")),
+)
+
+
+@dataclass(kw_only=True)
+class RunDir:
+    """One training run: its resolved configuration, its metric records and (when finished) its summary."""
+
+    path: Path
+    config: Record
+    metrics: list[Record] = field(default_factory=list)
+    summary: Record | None = None
+
+    def cfg(self, key: str, default: Any = None) -> Any:
+        """A configuration value by canonical name, looked up in config.json, then summary.json."""
+        value = opt(self.config, ALIASES.get(key, (key,)))
+        if value is None and self.summary is not None:
+            value = opt(self.summary, ALIASES.get(key, (key,)))
+        return default if value is None else value
+
+    @property
+    def name(self) -> str:
+        return self.path.name or str(self.path)
+
+    @property
+    def label(self) -> str:
+        """Short legend text: algorithm, K, H (and H^b when hierarchical); the directory name otherwise."""
+        parts = []
+        alg = self.cfg("algorithm")
+        if alg:
+            parts.append(str(alg))
+        for key, sym in (("K", "K"), ("H", "H"), ("Hb", "Hᵇ")):
+            value = self.cfg(key)
+            if value is not None and not (key == "Hb" and value == 1):
+                parts.append(f"{sym}={value}")
+        return " ".join(parts) if parts else self.name
+
+    def records(self, kind: str) -> list[Record]:
+        """Metric records of one kind ("epoch" or "step"), in file order."""
+        return [r for r in self.metrics if opt(r, "kind") == kind]
+
+    def summary_num(self, key: str) -> float | None:
+        if self.summary is None:
+            return None
+        return opt_num(self.summary, ALIASES.get(key, (key,)))
+
+    def wall_s(self) -> float | None:
+        """Total wall time: summary.json, else the last record's cumulative wall_s."""
+        value = self.summary_num("wall_s")
+        if value is None and self.metrics:
+            value = opt_num(self.metrics[-1], ALIASES["wall_s"])
+        return value
+
+    def breakdown(self) -> dict[str, float]:
+        """Seconds spent per component (compute, comm per level, waiting) over the whole run.
+
+        From summary.json when it has the fields, else from the last metric record (the
+        per-record timings are cumulative since the start of the run, like wall_s). A component
+        that is absent counts as 0; if every one is absent that is an error naming the run.
+        """
+        for source in ([self.summary] if self.summary is not None else []) + self.metrics[-1:]:
+            found = {label: opt_num(source, names) for label, names in BREAKDOWN}
+            if any(v is not None for v in found.values()):
+                return {label: (v or 0.0) for label, v in found.items()}
+        names = ", ".join(names[0] for _, names in BREAKDOWN)
+        raise InputError(f"{self.path}: no time breakdown ({names}) in summary.json or metrics.jsonl")
+
+
+def load_run(path: str | Path) -> RunDir:
+    """Read a run directory; metrics.jsonl is required, config.json and summary.json are optional."""
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"run directory {str(root)!r} does not exist or is not a directory")
+    metrics_path = root / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise InputError(f"{root}: missing metrics.jsonl (not a train run directory?)")
+    config = read_json(root / "config.json") if (root / "config.json").is_file() else Record.of({}, str(root))
+    summary = read_json(root / "summary.json") if (root / "summary.json").is_file() else None
+    metrics = read_jsonl(metrics_path, allow_empty=True)
+    for rec in metrics:
+        kind = opt(rec, "kind")
+        if kind not in ("step", "epoch"):
+            raise InputError(f"{rec.source}: key 'kind' must be 'step' or 'epoch', got {kind!r}")
+    return RunDir(path=root, config=config, metrics=metrics, summary=summary)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[RunDir]:
+    """Several run directories, in the order given; duplicate paths are an error."""
+    if not paths:
+        raise InputError("no run directories given (expected one or more RUN_DIR)")
+    seen: set[Path] = set()
+    runs = []
+    for p in paths:
+        resolved = Path(p).resolve()
+        if resolved in seen:
+            raise InputError(f"run directory {str(p)!r} given twice")
+        seen.add(resolved)
+        runs.append(load_run(p))
+    return runs
+
+
+def as_percent(values: Sequence[float]) -> list[float]:
+    """Accuracies in percent: values all within [0, 1] are taken as fractions and scaled by 100."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    scale = 100.0 if finite and max(finite) <= 1.0 and min(finite) >= 0.0 else 1.0
+    return [v * scale for v in values]
