@@ -1,0 +1,18 @@
+"""comm: our own recursive halving/doubling all-reduce over mpi4py, hierarchical all-reduce and flat buffers."""
+from __future__ import annotations
+
+import os
+
+# MPICH busy-polls while a rank waits; on oversubscribed cores the waiting ranks would steal the CPU of the rank
+# that works. Heavy yield makes them sched_yield instead. It must be set before MPI is initialised.
+os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
+
+from .allreduce import ALGORITHMS, AUTO_THRESHOLD_BYTES, OPS, allreduce, auto_algorithm  # noqa: E402
+from .buffers import DTYPES  # noqa: E402
+from .cuda import cuda_aware  # noqa: E402
+from .errors import CommError  # noqa: E402
+from .flat import FlatBuffer  # noqa: E402
+from .topology import Topology, block_allreduce, hierarchical_allreduce  # noqa: E402
+
+__all__ = ["allreduce", "hierarchical_allreduce", "block_allreduce", "Topology", "FlatBuffer", "cuda_aware",
+           "CommError", "ALGORITHMS", "OPS", "DTYPES", "AUTO_THRESHOLD_BYTES", "auto_algorithm"]

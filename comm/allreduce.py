@@ -1,0 +1,102 @@
+"""comm.allreduce: in-place all-reduce of any contiguous buffer with our own algorithms or MPI_Allreduce."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from mpi4py import MPI
+
+from .algorithms import ALGORITHM_FUNCS
+from .buffers import adapt
+from .errors import CommError
+
+__all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algorithm", "private_comm",
+           "check_args", "reduce_work"]
+
+ALGORITHMS = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
+OPS = ("sum", "mean", "max", "min")
+# Messages up to this many bytes go to recursive doubling under "auto", longer ones to Rabenseifner. Measured on
+# the 2-core CI machine (MPICH 5, shared memory) with benchmarks/auto_threshold.py: see the README.
+AUTO_THRESHOLD_BYTES = int(os.environ.get("LOCALSGD_AUTO_THRESHOLD_BYTES", 32 * 1024))
+
+_MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+_KEYVAL: int | None = None
+
+
+def check_args(op: str, algorithm: str) -> None:
+    """Validate the arguments every rank passes alike, before any communication."""
+    if op not in OPS:
+        raise CommError(f"op must be one of {', '.join(OPS)}; got {op!r}")
+    if algorithm not in ALGORITHMS:
+        raise CommError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
+
+
+def auto_algorithm(nbytes: int) -> str:
+    """The algorithm "auto" picks for a message of `nbytes`."""
+    return "recursive_doubling" if nbytes <= AUTO_THRESHOLD_BYTES else "rabenseifner"
+
+
+def _free_private(comm: Any, keyval: int, attr: Any) -> None:
+    if attr is not None and attr != MPI.COMM_NULL and not MPI.Is_finalized():
+        attr.Free()
+
+
+def private_comm(comm: Any) -> Any:
+    """The library's own duplicate of `comm`, made once (collectively) and cached on `comm` as an MPI attribute,
+    so our messages can never match a user's receive and the duplicate is freed with `comm`."""
+    global _KEYVAL
+    if _KEYVAL is None:
+        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free_private)
+    dup = comm.Get_attr(_KEYVAL)
+    if dup is None:
+        dup = comm.Dup()
+        comm.Set_attr(_KEYVAL, dup)
+    return dup
+
+
+def _resolve_comm(comm: Any) -> Any:
+    if comm is None:
+        return MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
+        raise CommError(f"comm must be an mpi4py intracommunicator (e.g. MPI.COMM_WORLD); got {comm!r}")
+    return comm
+
+
+def allreduce(buf: Any, *, op: str = "sum", algorithm: str = "auto", comm: Any = None) -> Any:
+    """All-reduce `buf` in place over `comm` (default MPI.COMM_WORLD) and return it.
+
+    buf: any contiguous buffer: a numpy array, a torch CPU or CUDA tensor, or an object with DLPack,
+    __cuda_array_interface__ or the buffer protocol; dtypes float16, bfloat16 (accumulated in float32), float32,
+    float64, int32, int64. op: "sum", "mean" (floating types), "max" or "min". algorithm: "auto" (recursive doubling
+    up to AUTO_THRESHOLD_BYTES, Rabenseifner above), "recursive_doubling", "rabenseifner", "ring" or "native"
+    (MPI_Allreduce). Every rank ends with a bitwise identical result. For CUDA buffers the caller must have
+    synchronised the stream that wrote them.
+    """
+    check_args(op, algorithm)
+    comm = _resolve_comm(comm)
+    work = adapt(buf)  # validates the buffer before any communication
+    if op == "mean" and work.dtype.startswith("int"):
+        raise CommError(f"op 'mean' needs a floating dtype; got {work.dtype} (use op='sum' and divide yourself)")
+    reduce_work(work, op, algorithm, comm)
+    work.finish()
+    return buf
+
+
+def reduce_work(work: Any, op: str, algorithm: str, comm: Any) -> None:
+    """Run the chosen algorithm on an adapted work array (shared with the hierarchical all-reduce)."""
+    p = comm.Get_size()
+    if p > 1 and work.count > 0:
+        private = private_comm(comm)
+        if algorithm == "auto":
+            algorithm = auto_algorithm(work.count * _itemsize(work.dtype))
+        if algorithm == "native":
+            work.ops.sync()
+            private.Allreduce(MPI.IN_PLACE, work.array, op=_MPI_OPS[op])
+        else:
+            ALGORITHM_FUNCS[algorithm](private, work.array, work.ops, op)
+    if op == "mean":
+        work.ops.divide(work.array, p)
+
+
+def _itemsize(dtype: str) -> int:
+    return {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8, "int32": 4, "int64": 8}[dtype]

@@ -1,0 +1,198 @@
+"""`python -m comm bench`: all-reduce time, algbw and busbw by message size and algorithm, osu/nccl-tests style."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from mpi4py import MPI
+
+from .allreduce import allreduce
+from .errors import CommError
+from .topology import Topology, hierarchical_allreduce
+
+__all__ = ["BenchConfig", "parse_size", "pattern", "expected_sum", "time_call", "run_bench", "main",
+           "BENCH_ALGORITHMS"]
+
+BENCH_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "native", "hierarchical")
+BENCH_DTYPES = ("float16", "float32", "float64", "int32", "int64")
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
+          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """'4K', '1M', '100MiB' or '4096' -> bytes (binary units)."""
+    t = text.strip().upper()
+    digits = t.rstrip("KMGIB")
+    unit = t[len(digits):]
+    if not digits.isdigit() or unit not in _UNITS:
+        raise CommError(f"size {text!r} is not a byte count like 4096, 4K, 1M or 128MiB")
+    return int(digits) * _UNITS[unit]
+
+
+def default_sizes() -> list[int]:
+    return [4096 << i for i in range(16)]  # 4 KiB .. 128 MiB, doubling
+
+
+@dataclass(kw_only=True)
+class BenchConfig:
+    sizes: list[int]
+    algorithms: list[str]
+    warmup: int = 3
+    iters: int = 20
+    dtype: str = "float32"
+    gpus_per_node: int | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        for s in self.sizes:
+            if s < 0:
+                raise CommError(f"message size must be >= 0 bytes; got {s}")
+        for a in self.algorithms:
+            if a not in BENCH_ALGORITHMS:
+                raise CommError(f"algorithm {a!r} is not one of {', '.join(BENCH_ALGORITHMS)}")
+        if self.dtype not in BENCH_DTYPES:
+            raise CommError(f"dtype must be one of {', '.join(BENCH_DTYPES)}; got {self.dtype!r}")
+        if self.iters < 1:
+            raise CommError(f"iters must be >= 1; got {self.iters}")
+        if self.warmup < 0:
+            raise CommError(f"warmup must be >= 0; got {self.warmup}")
+        if self.gpus_per_node is not None and self.gpus_per_node < 1:
+            raise CommError(f"gpus-per-node must be >= 1; got {self.gpus_per_node}")
+
+
+def pattern(rank: int, count: int, dtype: Any) -> np.ndarray:
+    """Rank-dependent small integers, exact in every benchmarked dtype: (rank + 1) + (i mod 7)."""
+    return ((rank + 1) + (np.arange(count) % 7)).astype(dtype)
+
+
+def expected_sum(p: int, count: int, dtype: Any) -> np.ndarray:
+    """The closed-form sum over ranks of pattern(rank, ...): p (p + 1) / 2 + p (i mod 7)."""
+    return (p * (p + 1) // 2 + p * (np.arange(count) % 7)).astype(dtype)
+
+
+def time_call(fn: Callable[[], Any], comm: Any) -> float:
+    """Seconds one collective call takes on the slowest rank (barrier before, max-reduce after)."""
+    comm.Barrier()
+    t0 = MPI.Wtime()
+    fn()
+    elapsed = MPI.Wtime() - t0
+    return comm.allreduce(elapsed, op=MPI.MAX)
+
+
+def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[float], correct: bool) -> dict:
+    med = statistics.median(times)
+    algbw = nbytes / med / 1e9 if med > 0 else 0.0
+    return {"library": "mpi" if algorithm == "native" else "localsgd", "p": p,
+            "gpus_per_node": cfg.gpus_per_node if algorithm == "hierarchical" else None, "bytes": nbytes,
+            "dtype": cfg.dtype, "algorithm": algorithm, "t_median_s": med, "t_min_s": min(times),
+            "t_max_s": max(times), "algbw_GBps": algbw, "busbw_GBps": algbw * 2 * (p - 1) / p if p > 1 else 0.0,
+            "correct": correct}
+
+
+def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] | None = None) -> list[dict]:
+    """Time every (size, algorithm) of `cfg` and check each result against its closed form."""
+    world = world or MPI.COMM_WORLD
+    p, rank = world.Get_size(), world.Get_rank()
+    dtype = np.dtype(cfg.dtype)
+    topo = Topology.from_comm(world, cfg.gpus_per_node) if "hierarchical" in cfg.algorithms else None
+    rows = []
+    for nbytes in cfg.sizes:
+        count = nbytes // dtype.itemsize
+        src, want = pattern(rank, count, dtype), expected_sum(p, count, dtype)
+        buf = np.empty_like(src)
+        for algorithm in cfg.algorithms:
+            if algorithm == "hierarchical":
+                call = lambda: hierarchical_allreduce(buf, topo)  # noqa: E731
+            else:
+                call = lambda a=algorithm: allreduce(buf, algorithm=a, comm=world)  # noqa: E731
+            times, ok = [], True
+            for it in range(cfg.warmup + cfg.iters):
+                np.copyto(buf, src)
+                t = time_call(call, world)
+                ok = ok and bool(np.array_equal(buf, want))
+                if it >= cfg.warmup:
+                    times.append(t)
+            correct = bool(world.allreduce(ok, op=MPI.LAND))
+            row = _row(p, cfg, count * dtype.itemsize, algorithm, times, correct)
+            rows.append(row)
+            if rank == 0 and emit:
+                emit(row)
+    return rows
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, scale in (("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:g} {unit}"
+    return f"{n} B"
+
+
+def print_row(row: dict) -> None:
+    print(f"{_fmt_bytes(row['bytes']):>10} {row['algorithm']:>18} {row['t_median_s'] * 1e6:>12.1f} "
+          f"{row['t_min_s'] * 1e6:>12.1f} {row['t_max_s'] * 1e6:>12.1f} {row['algbw_GBps']:>8.3f} "
+          f"{row['busbw_GBps']:>8.3f} {'ok' if row['correct'] else 'WRONG':>6}", flush=True)
+
+
+def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
+    """Write rows as JSON lines to a temp file beside `path`, then rename: no half-written file is ever seen."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m comm bench", description=__doc__)
+    ap.add_argument("--sizes", default=None, help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
+    ap.add_argument("--algorithms", default=",".join(BENCH_ALGORITHMS), help="comma-separated; default: all")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per cell (default 3)")
+    ap.add_argument("--iters", type=int, default=20, help="timed iterations per cell (default 20)")
+    ap.add_argument("--dtype", default="float32", help=f"one of {', '.join(BENCH_DTYPES)} (default float32)")
+    ap.add_argument("--gpus-per-node", type=int, default=None,
+                    help="ranks per (virtual) node for the hierarchical rows; default: real shared-memory nodes")
+    ap.add_argument("--out", default=None, help="write JSON lines, one row per size x algorithm")
+    ap.add_argument("--json", action="store_true", help="print JSON lines instead of the table")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    world = MPI.COMM_WORLD
+    try:  # every rank validates the same arguments before any communication
+        sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
+        cfg = BenchConfig(sizes=sizes, algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()],
+                          warmup=args.warmup, iters=args.iters, dtype=args.dtype, gpus_per_node=args.gpus_per_node,
+                          out=args.out)
+        if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and "hierarchical" in cfg.algorithms:
+            raise CommError(f"world size {world.Get_size()} is not divisible by --gpus-per-node {cfg.gpus_per_node}")
+        if cfg.out and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
+            raise CommError(f"--out {cfg.out!r}: directory {os.path.dirname(os.path.abspath(cfg.out))!r} does not exist")
+    except CommError as e:
+        if world.Get_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    rank0 = world.Get_rank() == 0
+    if rank0 and not args.json:
+        print(f"# localsgd comm bench: p={world.Get_size()} dtype={cfg.dtype} warmup={cfg.warmup} "
+              f"iters={cfg.iters} ({MPI.Get_library_version().splitlines()[0].strip()})")
+        print(f"{'size':>10} {'algorithm':>18} {'median(us)':>12} {'min(us)':>12} {'max(us)':>12} "
+              f"{'algbw':>8} {'busbw':>8} {'check':>6}")
+        print(f"{'':>10} {'':>18} {'':>12} {'':>12} {'':>12} {'(GB/s)':>8} {'(GB/s)':>8}")
+    emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else print_row
+    rows = run_bench(cfg, world, emit)
+    if rank0 and cfg.out:
+        write_jsonl_atomic(cfg.out, rows)
+    return 0 if all(r["correct"] for r in rows) else 1
