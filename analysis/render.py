@@ -29,6 +29,7 @@ __all__ = [
     "bytes_axis",
     "parse_formats",
     "legend_below",
+    "plain_log_ticks",
 ]
 
 log = logging.getLogger(__name__)
@@ -152,3 +153,20 @@ def legend_below(fig: Figure, ax: Axes, *, ncols: int = 2) -> None:
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)),
                    frameon=False)
+
+
+def _plain(value: float, _pos: object = None) -> str:
+    return f"{value:g}"
+
+
+def _plain_minor(value: float, _pos: object = None) -> str:
+    text = f"{value:g}"
+    return text if text.lstrip("0.")[:1] in ("2", "5") else ""
+
+
+def plain_log_ticks(ax: Axes, which: str = "both") -> None:
+    """Log-axis tick labels as plain numbers (0.5, 2, 20) instead of 2x10^1; minor labels at 2 and 5."""
+    axes = {"x": [ax.xaxis], "y": [ax.yaxis], "both": [ax.xaxis, ax.yaxis]}[which]
+    for axis in axes:
+        axis.set_major_formatter(FuncFormatter(_plain))
+        axis.set_minor_formatter(FuncFormatter(_plain_minor))
