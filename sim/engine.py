@@ -1,0 +1,239 @@
+"""SimPy network model: ports and NICs as resources, and the message-level execution of one collective.
+
+Contention model: every GPU has its own intra-node send port and receive port; all GPUs of a node
+share one NIC send queue and one NIC receive queue for inter-node messages (capacity 1 each, FIFO).
+A message first takes the sender's port, then the receiver's port, holds both for
+``overhead_s + n / bandwidth``, releases them, and is delivered ``latency_s`` later. Ports are taken
+in that order only, and nothing is awaited while holding a receive port, so no deadlock can occur.
+Rendezvous protocol: a message moves only once the receiver has posted the matching receive (has
+reached that round), and the send completes when the message is delivered. This makes a
+contention-free run equal the alpha-beta-gamma closed forms, also for the fold and binomial trees.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Callable, Generator
+
+import numpy as np
+import simpy
+
+from sim.collectives import Program, flat_programs, hierarchical_programs
+from sim.errors import SimError
+from sim.topology import Level, Topology
+
+__all__ = ["CountingEnvironment", "Network", "CollectiveResult", "start_collective", "simulate_collective",
+           "collective_programs", "interval_measure"]
+
+log = logging.getLogger(__name__)
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it processes (for events-per-second figures)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n_events = 0
+
+    def step(self) -> None:
+        self.n_events += 1
+        super().step()
+
+
+class Network:
+    """The ports and NIC queues of a topology inside one SimPy environment."""
+
+    def __init__(self, env: simpy.Environment, topo: Topology) -> None:
+        self.env = env
+        self.topo = topo
+        self.b = topo.gpus_per_node
+        self._res: dict[tuple[str, int], simpy.Resource] = {}
+
+    def _port(self, kind: str, idx: int) -> simpy.Resource:
+        res = self._res.get((kind, idx))
+        if res is None:
+            res = self._res[(kind, idx)] = simpy.Resource(self.env, capacity=1)
+        return res
+
+    def level_of(self, src: int, dst: int) -> tuple[str, Level]:
+        if src // self.b == dst // self.b:
+            return "intra", self.topo.intra
+        return "inter", self.topo.inter
+
+    def transfer(self, src: int, dst: int, nbytes: float, posted: simpy.Event, done: simpy.Event,
+                 record: "_Recorder") -> Generator[simpy.Event, object, None]:
+        """Move one message once `posted` (the receive) has fired; succeeds `done` on delivery."""
+        if not posted.triggered:
+            yield posted
+        name, lv = self.level_of(src, dst)
+        if name == "intra":
+            tx, rx = self._port("tx", src), self._port("rx", dst)
+        else:
+            tx, rx = self._port("nic_tx", src // self.b), self._port("nic_rx", dst // self.b)
+        t0 = self.env.now
+        req_tx = tx.request()
+        yield req_tx
+        req_rx = rx.request()
+        yield req_rx
+        hold = lv.overhead_s + nbytes * lv.beta
+        if hold > 0:
+            yield self.env.timeout(hold)
+        rx.release(req_rx)
+        tx.release(req_tx)
+        if lv.latency_s > 0:
+            yield self.env.timeout(lv.latency_s)
+        record.message(name, nbytes, t0, self.env.now)
+        done.succeed()
+
+
+class _Recorder:
+    """Bytes per level and the intervals during which inter-node messages were in flight."""
+
+    def __init__(self) -> None:
+        self.bytes = {"intra": 0.0, "inter": 0.0}
+        self.messages = 0
+        self.inter_intervals: list[tuple[float, float]] = []
+
+    def message(self, level: str, nbytes: float, t0: float, t1: float) -> None:
+        self.bytes[level] += nbytes
+        self.messages += 1
+        if level == "inter":
+            self.inter_intervals.append((t0, t1))
+
+
+def interval_measure(intervals: list[tuple[float, float]], lo: float, his: np.ndarray) -> np.ndarray:
+    """For each h in `his`: length of the union of `intervals` clipped to [lo, h]."""
+    his = np.asarray(his, dtype=float)
+    merged: list[list[float]] = []
+    for a, b in sorted(intervals):
+        a = max(a, lo)
+        if b <= a:
+            continue
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    if not merged:
+        return np.zeros_like(his)
+    starts = np.array([m[0] for m in merged])
+    ends = np.array([m[1] for m in merged])
+    # Union measure up to h: full intervals ending before h plus the part of the one containing h.
+    full = np.concatenate(([0.0], np.cumsum(ends - starts)))
+    k = np.searchsorted(starts, his, side="right")  # intervals starting before h
+    part = np.where(k > 0, np.minimum(his, ends[np.maximum(k - 1, 0)]) - starts[np.maximum(k - 1, 0)], 0.0)
+    return full[np.maximum(k - 1, 0)] * (k > 0) + np.maximum(part, 0.0)
+
+
+@dataclass(kw_only=True, frozen=True)
+class CollectiveResult:
+    """One collective started by all its ranks at time 0: per-rank finish and inter-node share."""
+
+    finish_s: np.ndarray        # per local rank: time from the common start to that rank's completion
+    inter_s: np.ndarray         # per local rank: part of finish_s with an inter-node message in flight
+    bytes_intra: float
+    bytes_inter: float
+    messages: int
+    events: int
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.finish_s.max()) if self.finish_s.size else 0.0
+
+
+def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b: int) -> list[Program]:
+    """Programs for a group of global `ranks`; hierarchical needs whole nodes of b consecutive ranks."""
+    p = len(ranks)
+    if algorithm == "hierarchical":
+        if p % b or any(r != ranks[0] + i for i, r in enumerate(ranks)) or ranks[0] % b:
+            raise SimError(f"hierarchical all-reduce needs whole nodes of {b} consecutive ranks, got {p} ranks")
+        return hierarchical_programs(p // b, b, nbytes)
+    return flat_programs(algorithm, p, nbytes)
+
+
+def start_collective(env: simpy.Environment, net: Network, ranks: tuple[int, ...], algorithm: str,
+                     nbytes: float, paper_level: Level | None = None,
+                     on_done: Callable[[], None] | None = None) -> tuple[list[simpy.Process], _Recorder]:
+    """Launch one collective now; returns the per-rank processes (in `ranks` order) and its recorder.
+
+    algorithm "paper": no messages; every rank spends C lg p, C = alpha of `paper_level` (SPEC eq. 6).
+    """
+    rec = _Recorder()
+    if algorithm == "paper":
+        p = len(ranks)
+        cost = paper_level.latency_s + paper_level.overhead_s if paper_level is not None else 0.0
+        dt = cost * float(np.log2(p))
+        inter = paper_level is net.topo.inter
+        start = env.now
+
+        def paper_proc() -> Generator[simpy.Event, object, None]:
+            if dt > 0:
+                yield env.timeout(dt)
+            if inter:
+                rec.inter_intervals.append((start, env.now))
+        return [env.process(paper_proc()) for _ in ranks], rec
+
+    programs = collective_programs(algorithm, ranks, nbytes, net.b)
+    events: dict[tuple[int, int, int], tuple[simpy.Event, simpy.Event]] = {}
+
+    def msg_events(src: int, dst: int, seq: int) -> tuple[simpy.Event, simpy.Event]:
+        """(receive posted, message delivered) of the seq-th message src -> dst."""
+        evs = events.get((src, dst, seq))
+        if evs is None:
+            evs = events[(src, dst, seq)] = (env.event(), env.event())
+        return evs
+
+    def rank_proc(i: int, prog: Program) -> Generator[simpy.Event, object, None]:
+        me = ranks[i]
+        sent: dict[int, int] = {}
+        got: dict[int, int] = {}
+        for sends, recvs in prog:
+            waits = []
+            for d, m in sends:
+                seq = sent.get(d, 0)
+                sent[d] = seq + 1
+                posted, done = msg_events(i, d, seq)
+                env.process(net.transfer(me, ranks[d], m, posted, done, rec))
+                waits.append(done)
+            red = 0.0
+            for s, m, reduce in recvs:
+                seq = got.get(s, 0)
+                got[s] = seq + 1
+                posted, done = msg_events(s, i, seq)
+                posted.succeed()
+                waits.append(done)
+                if reduce:
+                    red += m * net.level_of(ranks[s], me)[1].gamma_s_per_byte
+            yield waits[0] if len(waits) == 1 else simpy.AllOf(env, waits)
+            if red > 0:
+                yield env.timeout(red)
+
+    return [env.process(rank_proc(i, prog)) for i, prog in enumerate(programs)], rec
+
+
+@functools.lru_cache(maxsize=256)
+def simulate_collective(topo: Topology, ranks: tuple[int, ...], algorithm: str, nbytes: float,
+                        paper_level: str = "inter") -> CollectiveResult:
+    """Event-level simulation of one collective alone on the network, all ranks starting at 0 (memoised).
+
+    `paper_level` ("intra" or "inter") is the level whose C a "paper" collective charges: eq. (6)
+    charges C2 for every global sync, even when all devices share one server.
+    """
+    env = CountingEnvironment()
+    net = Network(env, topo)
+    level = topo.inter if paper_level == "inter" else topo.intra
+    procs, rec = start_collective(env, net, ranks, algorithm, nbytes, level)
+    finish = np.zeros(len(ranks))
+
+    def watch(i: int, proc: simpy.Process) -> Generator[simpy.Event, object, None]:
+        yield proc
+        finish[i] = env.now
+
+    for i, proc in enumerate(procs):
+        env.process(watch(i, proc))
+    env.run()
+    inter = interval_measure(rec.inter_intervals, 0.0, finish)
+    log.debug("collective %s over %d ranks, %g bytes: %.6g s, %d events", algorithm, len(ranks), nbytes,
+              finish.max() if finish.size else 0.0, env.n_events)
+    return CollectiveResult(finish_s=finish, inter_s=inter, bytes_intra=rec.bytes["intra"],
+                            bytes_inter=rec.bytes["inter"], messages=rec.messages, events=env.n_events)

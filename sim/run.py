@@ -1,0 +1,275 @@
+"""Simulate one training run: workers alternate compute and syncs; a fast engine and the event-level reference.
+
+Semantics shared by both engines: a sync's collective starts when the last worker of its group
+(the node for a "block" sync, all K workers for a "global" one) arrives; the time a worker spends
+before that is "waiting". Collectives then run at message level on the shared network. Block
+syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
+level is added to every worker of the group after the collective.
+
+engine "event": every worker is a SimPy process and every collective is simulated message by message
+on one network (the reference). engine "fast": the same barrier recurrence in numpy, with each
+distinct collective simulated once at message level and memoised (a collective that starts
+together always takes the same per-rank times, stragglers or not). Tests check both agree.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generator
+
+import numpy as np
+import simpy
+
+from sim.collectives import ALL_ALGORITHMS, FLAT_ALGORITHMS
+from sim.compute import ModelSpec
+from sim.costs import auto_algorithm, eq6
+from sim.engine import (CollectiveResult, CountingEnvironment, Network, interval_measure, simulate_collective,
+                        start_collective)
+from sim.errors import SimError
+from sim.schedule import SyncSchedule, total_steps
+from sim.stragglers import Stragglers
+from sim.topology import Topology
+
+__all__ = ["ALLREDUCE_CHOICES", "ENGINES", "RunConfig", "RunResult", "simulate", "resolve_allreduce"]
+
+log = logging.getLogger(__name__)
+
+ALLREDUCE_CHOICES = ("auto", "paper") + ALL_ALGORITHMS
+ENGINES = ("fast", "event")
+SCHEMA = "sim.run/1"
+
+
+def _nonneg(name: str, v: object) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise SimError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """One simulated run: K workers of `topology`, training `model` for N samples with batch B per worker."""
+
+    topology: Topology
+    model: ModelSpec
+    K: int
+    B: int
+    N: int
+    schedule: SyncSchedule
+    allreduce: str = "auto"
+    delay_global_s: float = 0.0
+    delay_block_s: float = 0.0
+    stragglers: Stragglers = field(default_factory=Stragglers)
+    epochs: float | None = None  # for the record only; N is what counts
+
+    def __post_init__(self) -> None:
+        self.nodes_used = self.topology.check_workers(self.K)
+        for name in ("B", "N"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SimError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.allreduce not in ALLREDUCE_CHOICES:
+            raise SimError(f"allreduce must be one of {', '.join(ALLREDUCE_CHOICES)}, got {self.allreduce!r}")
+        _nonneg("delay_global_s", self.delay_global_s)
+        _nonneg("delay_block_s", self.delay_block_s)
+        self.stragglers.check_workers(self.K)
+
+    @property
+    def total_steps(self) -> int:
+        return total_steps(self.N, self.K, self.B)
+
+
+def resolve_allreduce(choice: str, nodes: int, b: int, nbytes: float) -> tuple[str, str]:
+    """(global algorithm over all K ranks, block algorithm over one node's b ranks)."""
+    if choice == "paper":
+        return "paper", "paper"
+    block = auto_algorithm(nbytes) if choice in ("auto", "hierarchical") else choice
+    if choice in ("auto", "hierarchical"):
+        glob = "hierarchical" if nodes > 1 and b > 1 else auto_algorithm(nbytes)
+        return glob, block
+    if choice not in FLAT_ALGORITHMS:
+        raise SimError(f"allreduce must be one of {', '.join(ALLREDUCE_CHOICES)}, got {choice!r}")
+    return choice, block
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """Per-worker means of the time split, counts and the comparison figures of one run."""
+
+    config: RunConfig
+    engine: str
+    algorithms: tuple[str, str]
+    wall_s: float
+    compute_s: float
+    comm_intra_s: float
+    comm_inter_s: float
+    wait_s: float
+    delay_s: float
+    syncs_block: int
+    syncs_global: int
+    bytes_intra: float
+    bytes_inter: float
+    comm_accounted_s: float
+    sim_seconds: float
+    sim_events: int
+
+    def to_json(self) -> dict[str, Any]:
+        c = self.config
+        t, s = c.topology, c.schedule
+        n = c.model.bytes
+        C1, C2 = t.intra.message_s(n), t.inter.message_s(n)
+        e6 = eq6(K=c.K, servers=c.nodes_used, N=c.N, B=c.B, H=s.H, Hb=s.Hb, C1=C1, C2=C2)
+        single = total_steps(c.N, 1, c.B) * t.compute.seconds(c.model, c.B)
+        return {
+            "schema": SCHEMA, "topology": t.name, "nodes": c.nodes_used, "gpus_per_node": t.gpus_per_node,
+            "K": c.K, "model": c.model.name, "model_bytes": n, "B": c.B, "N": c.N, "epochs": c.epochs,
+            "algorithm": s.algorithm, "H": s.H, "Hb": s.Hb, "switch_step": s.switch_step,
+            "warmup": s.warmup, "warmup_steps": s.warmup_steps, "total_steps": c.total_steps,
+            "allreduce": c.allreduce, "allreduce_global": self.algorithms[0],
+            "allreduce_block": self.algorithms[1], "delay_global_s": c.delay_global_s,
+            "delay_block_s": c.delay_block_s, "stragglers": c.stragglers.to_json(), "engine": self.engine,
+            "wall_s": self.wall_s, "compute_s": self.compute_s, "comm_intra_s": self.comm_intra_s,
+            "comm_inter_s": self.comm_inter_s, "wait_s": self.wait_s, "delay_s": self.delay_s,
+            "syncs_block": self.syncs_block, "syncs_global": self.syncs_global,
+            "bytes_intra": self.bytes_intra, "bytes_inter": self.bytes_inter,
+            "comm_accounted_s": self.comm_accounted_s, "eq6_s": e6, "eq6_C1_s": C1, "eq6_C2_s": C2,
+            "single_worker_s": single, "speedup": single / self.wall_s if self.wall_s > 0 else None,
+            "sim_seconds": self.sim_seconds, "sim_events": self.sim_events,
+        }
+
+
+def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, CollectiveResult]:
+    t, b, n = cfg.topology, cfg.topology.gpus_per_node, float(cfg.model.bytes)
+    algs = resolve_allreduce(cfg.allreduce, cfg.nodes_used, b, n)
+    gres = simulate_collective(t, tuple(range(cfg.K)), algs[0], n, "inter")
+    bres = simulate_collective(t, tuple(range(b)), algs[1], n, "intra")
+    return algs, gres, bres
+
+
+def _fast(cfg: RunConfig) -> RunResult:
+    K, b, nodes = cfg.K, cfg.topology.gpus_per_node, cfg.nodes_used
+    T = cfg.total_steps
+    c0 = cfg.topology.compute.seconds(cfg.model, cfg.B)
+    algs, gres, bres = _collectives(cfg)
+    events = gres.events + bres.events
+    strag = cfg.stragglers
+    strag.reset()
+    random = strag.active
+    clock, comp, wait = np.zeros(K), np.zeros(K), np.zeros(K)
+    intra, inter, delay = np.zeros(K), np.zeros(K), np.zeros(K)
+    g_intra, g_inter = gres.finish_s - gres.inter_s, gres.inter_s
+    b_intra, b_inter = np.tile(bres.finish_s - bres.inter_s, nodes), np.tile(bres.inter_s, nodes)
+    b_fin = bres.finish_s[None, :]
+    prev, n_g, n_b = -1, 0, 0
+    for step, level in cfg.schedule.events(T):
+        seg = step - prev
+        prev = step
+        dt = c0 * strag.block(seg, K).sum(axis=0) if random else c0 * seg
+        clock += dt
+        comp += dt
+        if level == "global":
+            n_g += 1
+            start = clock.max()
+            wait += start - clock
+            clock = start + gres.finish_s + cfg.delay_global_s
+            intra += g_intra
+            inter += g_inter
+            delay += cfg.delay_global_s
+        else:
+            n_b += 1
+            grid = clock.reshape(nodes, b)
+            start = grid.max(axis=1, keepdims=True)
+            wait += (start - grid).ravel()
+            clock = (start + b_fin).ravel() + cfg.delay_block_s
+            intra += b_intra
+            inter += b_inter
+            delay += cfg.delay_block_s
+    return RunResult(
+        config=cfg, engine="fast", algorithms=algs, wall_s=float(clock.max()), compute_s=float(comp.mean()),
+        comm_intra_s=float(intra.mean()), comm_inter_s=float(inter.mean()), wait_s=float(wait.mean()),
+        delay_s=float(delay.mean()), syncs_block=n_b, syncs_global=n_g,
+        bytes_intra=n_g * gres.bytes_intra + n_b * nodes * bres.bytes_intra,
+        bytes_inter=n_g * gres.bytes_inter + n_b * nodes * bres.bytes_inter,
+        comm_accounted_s=n_g * gres.duration_s + n_b * nodes * bres.duration_s, sim_seconds=0.0,
+        sim_events=events)
+
+
+def _event(cfg: RunConfig) -> RunResult:
+    t = cfg.topology
+    K, b, nodes = cfg.K, t.gpus_per_node, cfg.nodes_used
+    T = cfg.total_steps
+    n = float(cfg.model.bytes)
+    c0 = t.compute.seconds(cfg.model, cfg.B)
+    algs = resolve_allreduce(cfg.allreduce, nodes, b, n)
+    cfg.stragglers.reset()
+    factors = cfg.stragglers.block(T, K) if cfg.stragglers.active else None
+    env = CountingEnvironment()
+    net = Network(env, t)
+    acc = {k: np.zeros(K) for k in ("compute", "wait", "intra", "inter", "delay", "finish")}
+    barriers: dict[tuple[int, int], dict[str, Any]] = {}
+    totals = {"block": 0, "global": 0, "bytes_intra": 0.0, "bytes_inter": 0.0, "accounted": 0.0}
+
+    def worker(k: int) -> Generator[simpy.Event, Any, None]:
+        node, n_sync = k // b, 0
+        for step in range(T):
+            dt = c0 * (factors[step, k] if factors is not None else 1.0)
+            if dt > 0:
+                yield env.timeout(dt)
+            acc["compute"][k] += dt
+            level = cfg.schedule.sync_after(step, T)
+            if level is None:
+                continue
+            n_sync += 1
+            gid = -1 if level == "global" else node
+            ranks = tuple(range(K)) if level == "global" else tuple(range(node * b, node * b + b))
+            bar = barriers.setdefault((n_sync, gid), {"n": 0, "ev": env.event(), "max_fin": 0.0})
+            arrive = env.now
+            bar["n"] += 1
+            if bar["n"] == len(ranks):
+                paper = t.inter if level == "global" else t.intra  # eq. (6): global syncs cost C2
+                procs, rec = start_collective(env, net, ranks, algs[0] if level == "global" else algs[1], n, paper)
+                bar.update(procs=procs, rec=rec, start=env.now)
+                totals[level] += 1
+                bar["ev"].succeed()
+            yield bar["ev"]
+            start, rec = bar["start"], bar["rec"]
+            acc["wait"][k] += start - arrive
+            yield bar["procs"][ranks.index(k)]
+            fin = env.now - start
+            inter_k = float(interval_measure(rec.inter_intervals, start, np.array([env.now]))[0])
+            acc["intra"][k] += fin - inter_k
+            acc["inter"][k] += inter_k
+            bar["n"] -= 1
+            bar["max_fin"] = max(bar["max_fin"], fin)
+            if bar["n"] == 0:  # last one out books the collective's bytes and its accounted duration
+                totals["bytes_intra"] += rec.bytes["intra"]
+                totals["bytes_inter"] += rec.bytes["inter"]
+                totals["accounted"] += bar["max_fin"]
+                del barriers[(n_sync, gid)]
+            d = cfg.delay_global_s if level == "global" else cfg.delay_block_s
+            if d > 0:
+                yield env.timeout(d)
+            acc["delay"][k] += d
+        acc["finish"][k] = env.now
+
+    for k in range(K):
+        env.process(worker(k))
+    env.run()
+    return RunResult(
+        config=cfg, engine="event", algorithms=algs, wall_s=float(acc["finish"].max()),
+        compute_s=float(acc["compute"].mean()), comm_intra_s=float(acc["intra"].mean()),
+        comm_inter_s=float(acc["inter"].mean()), wait_s=float(acc["wait"].mean()),
+        delay_s=float(acc["delay"].mean()), syncs_block=totals["block"], syncs_global=totals["global"],
+        bytes_intra=totals["bytes_intra"], bytes_inter=totals["bytes_inter"],
+        comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events)
+
+
+def simulate(cfg: RunConfig, engine: str = "fast") -> RunResult:
+    """Run the configuration on the chosen engine; sim_seconds records this call's own wall time."""
+    if engine not in ENGINES:
+        raise SimError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    t0 = time.perf_counter()
+    res = _fast(cfg) if engine == "fast" else _event(cfg)
+    res.sim_seconds = time.perf_counter() - t0
+    log.info("%s engine: %d steps x %d workers in %.3f s", engine, cfg.total_steps, cfg.K, res.sim_seconds)
+    return res
