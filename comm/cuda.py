@@ -2,32 +2,42 @@
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
 import os
 
 from .errors import CommError
 
-__all__ = ["cuda_aware", "ENV_OVERRIDE"]
+__all__ = ["cuda_aware", "ENV_OVERRIDE", "libmpi_path"]
 
 ENV_OVERRIDE = "LOCALSGD_CUDA_AWARE"
 
 
+def libmpi_path() -> str | None:
+    """Path of the libmpi this process loaded (mpi4py opens it privately, so it is found in the memory map)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith(("libmpi.so", "libmpi_abi.so")):
+                    return path
+    except OSError:
+        pass
+    return ctypes.util.find_library("mpi")
+
+
 @functools.lru_cache(maxsize=1)
 def _query_libmpi() -> bool:
-    """Ask the MPI library itself; False when the symbol is absent (the library cannot say it is aware)."""
-    from mpi4py import MPI  # noqa: F401  (loads libmpi into the process, so its symbols are visible)
+    """Ask the MPI library itself through MPIX_Query_cuda_support; False when it has no such symbol."""
+    from mpi4py import MPI  # noqa: F401  (loads libmpi, so that its path appears in the memory map)
 
-    lib = ctypes.CDLL(None)  # the symbols of everything loaded so far, libmpi included
+    path = libmpi_path()
+    if path is None:
+        return False
     try:
-        query = lib.MPIX_Query_cuda_support
-    except AttributeError:
-        try:
-            import mpi4py.MPI as _mpi
-
-            lib = ctypes.CDLL(_mpi.__file__)
-            query = lib.MPIX_Query_cuda_support
-        except (OSError, AttributeError):
-            return False
+        query = ctypes.CDLL(path).MPIX_Query_cuda_support
+    except (OSError, AttributeError):
+        return False
     query.restype = ctypes.c_int
     query.argtypes = []
     return bool(query())

@@ -1,0 +1,37 @@
+"""`python -m comm bench` as a user runs it: the table, the JSONL schema, and one-line errors with no output file."""
+from __future__ import annotations
+
+import json
+
+from tests.parallel.harness import mpirun
+
+KEYS = {"library", "p", "gpus_per_node", "bytes", "dtype", "algorithm", "t_median_s", "t_min_s", "t_max_s",
+        "algbw_GBps", "busbw_GBps", "correct"}
+
+
+def test_bench_writes_checked_rows(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    res = mpirun(4, ["-m", "comm", "bench", "--sizes", "4K,100K", "--iters", "3", "--warmup", "1",
+                     "--gpus-per-node", "2", "--out", str(out)], timeout=120)
+    assert "busbw" in res.stdout and "WRONG" not in res.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 * 5
+    assert {r["algorithm"] for r in rows} == {"recursive_doubling", "rabenseifner", "ring", "native", "hierarchical"}
+    for r in rows:
+        assert set(r) == KEYS and r["correct"] is True and r["p"] == 4
+        assert r["t_min_s"] <= r["t_median_s"] <= r["t_max_s"]
+        assert abs(r["busbw_GBps"] - r["algbw_GBps"] * 2 * 3 / 4) < 1e-9
+        assert r["library"] == ("mpi" if r["algorithm"] == "native" else "localsgd")
+        assert r["gpus_per_node"] == (2 if r["algorithm"] == "hierarchical" else None)
+    assert {r["bytes"] for r in rows} == {4096, 102400}
+
+
+def test_bench_bad_input_one_line_error_and_no_file(tmp_path):
+    out = tmp_path / "never.jsonl"
+    for args, needle in ((["--algorithms", "tree"], "'tree'"), (["--sizes", "4Q"], "'4Q'"),
+                         (["--gpus-per-node", "3"], "not divisible by --gpus-per-node 3")):
+        res = mpirun(4, ["-m", "comm", "bench", *args, "--out", str(out)], timeout=60, check=False)
+        assert res.returncode != 0
+        errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and needle in errors[0], res.stdout[-2000:]
+        assert not out.exists()

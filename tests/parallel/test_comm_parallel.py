@@ -1,0 +1,38 @@
+"""comm under mpirun at world sizes 1, 2, 3, 4, 5, 8 and 16 (bodies in checks_comm.py)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.parallel.harness import WORLD_SIZES, run_checks
+
+CORE = ["check_numpy_all_algorithms", "check_other_buffer_kinds", "check_private_communicator_isolation",
+        "check_scratch_reused", "check_bad_input_raises_everywhere"]
+
+
+@pytest.mark.parametrize("p", WORLD_SIZES)
+def test_allreduce_numpy(p):
+    run_checks(p, "tests.parallel.checks_comm", CORE, timeout=240)
+
+
+@pytest.mark.parametrize("p", [3, 5, 6, 7, 16])
+def test_random_inputs_equal_native(p):
+    run_checks(p, "tests.parallel.checks_comm", ["check_random_equals_native_exactly"], timeout=120)
+
+
+# torch on every rank costs seconds of import per rank on 2 cores: a few sizes, 16 among them.
+@pytest.mark.parametrize("p", [1, 2, 3, 5, 16])
+def test_allreduce_torch_cpu(p):
+    run_checks(p, "tests.parallel.checks_comm",
+               ["check_torch_cpu_buffers", "check_device_ops_path", "check_flat_buffer_sync"], timeout=240)
+
+
+@pytest.mark.parametrize("p,gpus", [(8, 2), (8, 4), (6, 2), (6, 3), (4, 4), (2, 1)])
+def test_hierarchical_virtual_blocks(p, gpus):
+    run_checks(p, "tests.parallel.checks_hier",
+               ["check_virtual_topology_shape", "check_hierarchical_equals_flat", "check_block_allreduce_stays_in_node"],
+               env={"HIER_GPUS_PER_NODE": str(gpus)}, timeout=180)
+
+
+@pytest.mark.parametrize("p", [1, 3, 4])
+def test_shared_memory_topology(p):
+    run_checks(p, "tests.parallel.checks_hier", ["check_shared_memory_nodes"], timeout=60)
