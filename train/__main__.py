@@ -1,0 +1,32 @@
+"""`python -m train`: run the CLI; an uncaught exception on any rank aborts the whole MPI job instead of hanging."""
+from __future__ import annotations
+
+import sys
+import traceback
+
+
+def _entry() -> int:
+    from train.cli import main
+    from train.errors import TrainError
+
+    try:
+        return main()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure must take the whole job down
+        mpi = sys.modules.get("mpi4py.MPI")
+        size = mpi.COMM_WORLD.Get_size() if mpi is not None and mpi.Is_initialized() else 1
+        code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if isinstance(exc, TrainError) else 1
+        rank = mpi.COMM_WORLD.Get_rank() if mpi is not None and mpi.Is_initialized() else 0
+        if isinstance(exc, TrainError):
+            print(f"error: {exc}" + (f" (rank {rank})" if size > 1 else ""), file=sys.stderr, flush=True)
+        else:
+            traceback.print_exc()
+            print(f"rank {rank}: aborting the MPI job after {type(exc).__name__}", file=sys.stderr, flush=True)
+        if size > 1:
+            mpi.COMM_WORLD.Abort(code)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(_entry())

@@ -1,0 +1,205 @@
+"""Command line of the trainer: `python -m train [run] [FLAGS]` and `python -m train download NAME`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import fields
+from typing import Any, Callable
+
+from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
+from train.errors import TrainError
+from train.models import MODEL_HELP
+
+__all__ = ["main", "build_parser", "config_from_args", "launch_rank_size", "format_summary"]
+
+_D = TrainConfig()
+
+
+def launch_rank_size() -> tuple[int, int]:
+    """(rank, size) from the launcher's environment (MPICH/Hydra, Open MPI, Slurm), before MPI starts."""
+    for r, s in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+                 ("SLURM_PROCID", "SLURM_NTASKS")):
+        if r in os.environ and s in os.environ:
+            try:
+                return int(os.environ[r]), int(os.environ[s])
+            except ValueError:
+                break
+    return 0, 1
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.5,0.75, got {text!r}") from None
+
+
+def _straggler(text: str) -> tuple[int, float]:
+    try:
+        return parse_straggler(text)
+    except TrainError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# (flag, field, type, help); defaults come from TrainConfig so the help shows them.
+_FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
+    ("--model", "model", str, f"model: {MODEL_HELP}"),
+    ("--width", "width", int, "base width (channels) of the resnetD family (16 = the paper's ResNet-20)"),
+    ("--dropout", "dropout", float, "dropout of the LSTM and WideResNet"),
+    ("--dataset", "dataset", str, f"one of {', '.join(DATASETS)}"),
+    ("--data-dir", "data_dir", str, "folder with the dataset files (CIFAR batches, w8a, wiki.*.tokens)"),
+    ("--synthetic-train", "synthetic_train", int, "synthetic training samples"),
+    ("--synthetic-test", "synthetic_test", int, "synthetic test samples"),
+    ("--synthetic-classes", "synthetic_classes", int, "synthetic classes (vocabulary size for lstm)"),
+    ("--synthetic-size", "synthetic_size", int, "synthetic images are 3 x SIZE x SIZE"),
+    ("--synthetic-noise", "synthetic_noise", float, "noise std around the synthetic class templates"),
+    ("--test-fraction", "test_fraction", float, "w8a: share held out as the test set (fixed split)"),
+    ("--bptt", "bptt", int, "LSTM sequence length (backpropagation through time)"),
+    ("--algorithm", "algorithm", str, "minibatch, local, postlocal or hierarchical"),
+    ("--H", "H", int, "local steps between syncs (target H after the local-step warm-up)"),
+    ("--Hb", "Hb", int, "hierarchical: block syncs per global sync (1 = plain local SGD)"),
+    ("--gpus-per-node", "gpus_per_node", int, "hierarchical: virtual blocks of this many consecutive ranks "
+                                              "(default: the real shared-memory nodes)"),
+    ("--switch-step", "switch_step", int, "postlocal: first local step (default: the first lr decay)"),
+    ("--switch-epoch", "switch_epoch", float, "postlocal: switch at this epoch instead"),
+    ("--local-warmup", "local_warmup", str, "local-step warm-up shape: constant, linear or exponential"),
+    ("--local-warmup-steps", "local_warmup_steps", int, "local-step warm-up length in steps"),
+    ("--local-warmup-epochs", "local_warmup_epochs", float, "local-step warm-up length in epochs"),
+    ("--momentum-variant", "momentum_variant", str, f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2)"),
+    ("--global-momentum", "global_momentum", float, "m_g of the global and hybrid momentum variants"),
+    ("--allreduce", "allreduce", str, "comm algorithm: auto, recursive_doubling, rabenseifner, ring, native"),
+    ("--batch-size", "batch_size", int, "per-worker batch: B (minibatch) or B_loc (local variants)"),
+    ("--epochs", "epochs", float, "epochs of data the K workers access together (may be fractional)"),
+    ("--lr", "lr", float, "base learning rate gamma_0 for one worker at batch --lr-ref-batch"),
+    ("--lr-ref-batch", "lr_ref_batch", int, "batch the base learning rate is tuned for"),
+    ("--lr-scaling", "lr_scaling", str, "linear (peak = lr K B / ref batch) or none"),
+    ("--lr-warmup-epochs", "lr_warmup_epochs", float, "epochs of linear warm-up from lr to the scaled peak"),
+    ("--lr-decay-at", "lr_decay_at", _fractions, "fractions of all samples where lr is divided (e.g. 0.5,0.75)"),
+    ("--lr-decay-factor", "lr_decay_factor", float, "divisor at each decay"),
+    ("--momentum", "momentum", float, "local Nesterov momentum"),
+    ("--weight-decay", "weight_decay", float, "weight decay (never on BatchNorm parameters)"),
+    ("--bn-eval", "bn_eval", str, f"BatchNorm statistics for evaluation: {' or '.join(BN_EVAL)} "
+                                  "(average = mean of the workers' statistics; rank0 = rank 0's)"),
+    ("--eval-every", "eval_every", float, "epochs between evaluations of the synchronised model"),
+    ("--log-every", "log_every", int, "steps between step records in metrics.jsonl"),
+    ("--target-acc", "target_acc", float, "test accuracy for the time-to-accuracy figure (0..1)"),
+    ("--global-sync-delay", "global_sync_delay", float, "seconds added to every global sync (slow network)"),
+    ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
+    ("--checkpoint-every", "checkpoint_every", float, "epochs between checkpoints (0: only at the end)"),
+    ("--stop-at-epoch", "stop_at_epoch", float, "pause at this epoch: checkpoint and exit (continue with --resume)"),
+    ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
+    ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),
+    ("--out-dir", "out_dir", str, "run folder (default runs/train-<UTC time>-<algorithm>-K<ranks>)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train", description=(
+        "Train with mini-batch, local, post-local or hierarchical local SGD over our MPI all-reduce. "
+        "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
+        "post-local SGD, about a minute on 2 CPU cores)."))
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="train (the default subcommand)")
+    for flag, name, typ, text in _FLAGS:
+        default = getattr(_D, name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        run.add_argument(flag, dest=name, type=typ, default=None, help=f"{text} (default: {shown})")
+    run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
+                     help="plain (heavy-ball) momentum instead of Nesterov")
+    run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
+                     metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
+                     "with its saved configuration (only --stop-at-epoch and --quiet/--json apply)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
+    run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    dl = sub.add_parser("download", help="download and verify CIFAR-10/100 (needs internet)")
+    dl.add_argument("name", help="cifar10 or cifar100")
+    dl.add_argument("--data-dir", required=True, help="folder to put the archive and batches in")
+    dl.add_argument("--url", help="mirror URL of the archive (the md5 is still checked)")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `run` arguments (or the saved one for --resume); validated."""
+    if ns.resume:
+        path = os.path.join(ns.resume, "config.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                saved = json.load(fh)["config"]
+        except (OSError, KeyError, json.JSONDecodeError) as e:
+            raise TrainError(f"cannot resume: {path} is missing or unreadable ({e})") from None
+        saved["stop_at_epoch"] = ns.stop_at_epoch
+        saved["out_dir"] = ns.resume
+        return TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+    given = {name: getattr(ns, name) for _, name, _, _ in _FLAGS if getattr(ns, name) is not None}
+    for name in ("nesterov", "stragglers"):
+        if getattr(ns, name) is not None:
+            given[name] = getattr(ns, name)
+    return TrainConfig(**given)
+
+
+def _fmt_s(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f} s"
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The human summary table printed by rank 0 at the end of a run."""
+    fin, mean, tt = s["final"], s["totals_mean"], s["time_to_target"]
+    acc = "-" if fin.get("test_acc") is None else f"{100 * fin['test_acc']:.2f} %"
+    best = "-" if s["best_test_acc"] is None else f"{100 * s['best_test_acc']:.2f} %"
+    rows = [
+        ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']} | {s['status']}"),
+        ("steps", f"{s['steps_done']} / {s['total_steps']} per worker ({s['epochs_done']:.2f} epochs)"),
+        ("wall time", f"{s['wall_s']:.2f} s ({s['samples_per_s'] or 0:.0f} samples/s)"),
+        ("test acc (final/best)", f"{acc} / {best}   test loss {fin.get('test_loss') or float('nan'):.4f}"),
+        ("train loss (last epoch)", f"{fin.get('train_loss') or float('nan'):.4f}"),
+        ("compute (mean/rank)", _fmt_s(mean.get("compute_s"))),
+        ("comm global / block", f"{_fmt_s(mean.get('comm_s_global'))} / {_fmt_s(mean.get('comm_s_block'))}"),
+        ("waiting global / block", f"{_fmt_s(mean.get('wait_s_global'))} / {_fmt_s(mean.get('wait_s_block'))}"),
+        ("syncs global / block", f"{s['syncs']['global']} / {s['syncs']['block']} "
+                                 f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})"),
+        ("bytes per sync", f"{s['payload_bytes']:,}"),
+    ]
+    if s["target_acc"] is not None:
+        rows.append((f"time to {100 * s['target_acc']:.1f} %",
+                     "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
+    rows.append(("run folder", s["run_dir"]))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _download(ns: argparse.Namespace) -> int:
+    from train.data import download_cifar
+    folder = download_cifar(ns.name, ns.data_dir, url=ns.url)
+    print(f"{ns.name} ready in {folder}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    ns = build_parser().parse_args(argv)
+    if ns.command is None:
+        ns = build_parser().parse_args(["run"])
+    rank, size = launch_rank_size()
+    logging.basicConfig(level=logging.INFO if getattr(ns, "verbose", False) else logging.WARNING,
+                        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
+    try:
+        if ns.command == "download":
+            return _download(ns)
+        cfg = config_from_args(ns)      # validated on every rank, before MPI starts
+        cfg.check_world(size)
+    except TrainError as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr)
+        return 2
+    from train.trainer import Trainer  # starts MPI (through comm and mpi4py)
+    summary = Trainer(cfg, resume_dir=ns.resume, progress=not ns.quiet and sys.stderr.isatty()).run()
+    if summary is not None and not ns.quiet:
+        print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)
+    return 0

@@ -1,0 +1,201 @@
+"""The trainer's configuration: one validated dataclass, resolved against the world size and the data."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sim.schedule import ALGORITHMS, WARMUPS
+from train.errors import TrainError
+from train.models import check_model_name, is_sequence_model
+
+__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "BN_EVAL", "TrainConfig", "parse_straggler"]
+
+DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
+MOMENTUM_VARIANTS = ("local", "global", "hybrid")
+BN_EVAL = ("average", "rank0")
+DEVICES = ("auto", "cpu", "cuda")
+ALLREDUCE = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
+
+
+def _int(name: str, v: Any, lo: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise TrainError(f"{name} must be an integer >= {lo}, got {v!r}")
+
+
+def _num(name: str, v: Any, lo: float, *, strict: bool = False, hi: float | None = None) -> None:
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    ok = ok and (v > lo if strict else v >= lo) and (hi is None or v <= hi)
+    if not ok:
+        rng = f"{'>' if strict else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+        raise TrainError(f"{name} must be a finite number {rng}, got {v!r}")
+
+
+def _choice(name: str, v: Any, options: tuple[str, ...]) -> None:
+    if v not in options:
+        raise TrainError(f"{name} must be one of {', '.join(options)}, got {v!r}")
+
+
+def parse_straggler(text: str) -> tuple[int, float]:
+    """Parse RANK:FACTOR (e.g. 3:2.5: rank 3 computes 2.5 times slower) into (rank, factor)."""
+    rank_s, sep, factor_s = text.partition(":")
+    try:
+        rank, factor = int(rank_s), float(factor_s)
+    except ValueError:
+        rank, factor = -1, float("nan")
+    if not sep or rank < 0 or not math.isfinite(factor) or factor < 1:
+        raise TrainError(f"straggler must be RANK:FACTOR with an integer RANK >= 0 and FACTOR >= 1, got {text!r}")
+    return rank, factor
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything a run needs; every field is validated here, before any MPI work."""
+
+    # model and data
+    model: str = "resnet8"
+    width: int = 8                       # base width of the resnetD family
+    dropout: float = 0.0                 # LSTM / WideResNet dropout
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    synthetic_train: int = 8192          # synthetic training images
+    synthetic_test: int = 2048
+    synthetic_classes: int = 10
+    synthetic_size: int = 16             # synthetic images are 3 x size x size
+    synthetic_noise: float = 6.0         # noise std around the class templates (harder when larger)
+    test_fraction: float = 0.2           # w8a has no test file: this share is held out (fixed split)
+    bptt: int = 30
+    # algorithm (SPEC section 2)
+    algorithm: str = "postlocal"
+    H: int = 8
+    Hb: int = 1
+    gpus_per_node: int | None = None     # hierarchical blocks: None = real nodes, an int = virtual blocks
+    switch_step: int | None = None       # postlocal: None = first learning-rate decay
+    switch_epoch: float | None = None
+    local_warmup: str = "constant"
+    local_warmup_steps: int | None = None
+    local_warmup_epochs: float | None = None
+    momentum_variant: str = "local"
+    global_momentum: float = 0.0         # m_g of the global / hybrid variants
+    allreduce: str = "auto"              # comm's algorithm
+    # protocol (SPEC section 3)
+    batch_size: int = 32                 # per worker: B (minibatch) or B_loc (the others)
+    epochs: float = 10.0
+    lr: float = 0.1                      # gamma_0 for one worker at batch lr_ref_batch
+    lr_ref_batch: int = 128
+    lr_scaling: str = "linear"           # linear: gamma_0 * K B / lr_ref_batch; none: gamma_0
+    lr_warmup_epochs: float = 5.0
+    lr_decay_at: tuple[float, ...] = (0.5, 0.75)
+    lr_decay_factor: float = 10.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    bn_eval: str = "average"
+    # measurement, emulation, run management
+    eval_every: float = 1.0              # epochs between evaluations of the synchronised model
+    log_every: int = 1                   # steps between step records
+    target_acc: float | None = 0.9      # test accuracy for time-to-accuracy (None: not measured)
+    global_sync_delay: float = 0.0
+    block_sync_delay: float = 0.0
+    stragglers: tuple[tuple[int, float], ...] = field(default_factory=tuple)
+    checkpoint_every: float = 0.0        # epochs; 0 = only at the end
+    stop_at_epoch: float | None = None   # pause the run (checkpoint, exit) at this epoch; resume later
+    seed: int = 0
+    device: str = "auto"
+    out_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        check_model_name(self.model)
+        _int("width", self.width, 1)
+        _num("dropout", self.dropout, 0.0, hi=0.99)
+        _choice("dataset", self.dataset, DATASETS)
+        if self.dataset in ("cifar10", "cifar100", "wikitext2") and not self.data_dir:
+            raise TrainError(f"dataset {self.dataset!r} needs --data-dir pointing at its files, got none")
+        if (self.dataset == "wikitext2") != is_sequence_model(self.model) and self.dataset != "synthetic":
+            raise TrainError(f"model {self.model!r} does not fit dataset {self.dataset!r}: "
+                             f"wikitext2 goes with lstm, images and features with the other models")
+        _int("synthetic_train", self.synthetic_train, 1)
+        _int("synthetic_test", self.synthetic_test, 1)
+        _int("synthetic_classes", self.synthetic_classes, 2)
+        _int("synthetic_size", self.synthetic_size, 4)
+        _num("synthetic_noise", self.synthetic_noise, 0.0)
+        _num("test_fraction", self.test_fraction, 0.0, strict=True, hi=0.9)
+        _int("bptt", self.bptt, 1)
+        _choice("algorithm", self.algorithm, ALGORITHMS)
+        _int("H", self.H, 1)
+        _int("Hb", self.Hb, 1)
+        if self.Hb != 1 and self.algorithm != "hierarchical":
+            raise TrainError(f"Hb must be 1 unless algorithm is hierarchical, got Hb={self.Hb} with {self.algorithm}")
+        if self.gpus_per_node is not None:
+            _int("gpus_per_node", self.gpus_per_node, 1)
+        if self.switch_step is not None and self.switch_epoch is not None:
+            raise TrainError(f"give at most one of switch_step and switch_epoch, got {self.switch_step} and "
+                             f"{self.switch_epoch}")
+        if (self.switch_step is not None or self.switch_epoch is not None) and self.algorithm != "postlocal":
+            raise TrainError(f"switch_step / switch_epoch only apply to algorithm postlocal, got {self.algorithm}")
+        if self.switch_step is not None:
+            _int("switch_step", self.switch_step, 0)
+        if self.switch_epoch is not None:
+            _num("switch_epoch", self.switch_epoch, 0.0)
+        _choice("local_warmup", self.local_warmup, WARMUPS)
+        if self.local_warmup_steps is not None and self.local_warmup_epochs is not None:
+            raise TrainError(f"give at most one of local_warmup_steps and local_warmup_epochs, got "
+                             f"{self.local_warmup_steps} and {self.local_warmup_epochs}")
+        if self.local_warmup_steps is not None:
+            _int("local_warmup_steps", self.local_warmup_steps, 0)
+        if self.local_warmup_epochs is not None:
+            _num("local_warmup_epochs", self.local_warmup_epochs, 0.0)
+        _choice("momentum_variant", self.momentum_variant, MOMENTUM_VARIANTS)
+        _num("global_momentum", self.global_momentum, 0.0, hi=0.999)
+        if self.momentum_variant != "local" and self.algorithm == "minibatch":
+            raise TrainError(f"momentum_variant must be local for minibatch (identical models: local momentum is "
+                             f"global momentum), got {self.momentum_variant!r}")
+        _choice("allreduce", self.allreduce, ALLREDUCE)
+        _int("batch_size", self.batch_size, 1)
+        _num("epochs", self.epochs, 0.0, strict=True)
+        _num("lr", self.lr, 0.0, strict=True)
+        _int("lr_ref_batch", self.lr_ref_batch, 1)
+        _choice("lr_scaling", self.lr_scaling, ("linear", "none"))
+        _num("lr_warmup_epochs", self.lr_warmup_epochs, 0.0)
+        self.lr_decay_at = tuple(self.lr_decay_at)
+        if any(not isinstance(f, (int, float)) or not 0 < f < 1 for f in self.lr_decay_at) or \
+                list(self.lr_decay_at) != sorted(set(self.lr_decay_at)):
+            raise TrainError(f"lr_decay_at must be increasing fractions strictly between 0 and 1, "
+                             f"got {list(self.lr_decay_at)}")
+        _num("lr_decay_factor", self.lr_decay_factor, 1.0)
+        _num("momentum", self.momentum, 0.0, hi=0.999)
+        _num("weight_decay", self.weight_decay, 0.0)
+        _choice("bn_eval", self.bn_eval, BN_EVAL)
+        _num("eval_every", self.eval_every, 0.0, strict=True)
+        _int("log_every", self.log_every, 1)
+        if self.target_acc is not None:
+            _num("target_acc", self.target_acc, 0.0, hi=1.0)
+        _num("global_sync_delay", self.global_sync_delay, 0.0)
+        _num("block_sync_delay", self.block_sync_delay, 0.0)
+        self.stragglers = tuple((int(r), float(f)) for r, f in self.stragglers)
+        for r, f in self.stragglers:
+            if r < 0 or not math.isfinite(f) or f < 1:
+                raise TrainError(f"straggler must be (rank >= 0, factor >= 1), got ({r}, {f})")
+        _num("checkpoint_every", self.checkpoint_every, 0.0)
+        if self.stop_at_epoch is not None:
+            _num("stop_at_epoch", self.stop_at_epoch, 0.0, strict=True)
+        _int("seed", self.seed, 0)
+        _choice("device", self.device, DEVICES)
+
+    def check_world(self, size: int) -> None:
+        """Checks that need the number of ranks K (run before MPI starts when the launcher tells K)."""
+        for r, _ in self.stragglers:
+            if r >= size:
+                raise TrainError(f"straggler rank must be < the number of ranks {size}, got {r}")
+        g = self.gpus_per_node
+        if g is not None and size % g:
+            raise TrainError(f"gpus_per_node must divide the number of ranks {size}, got {g}")
+        if self.momentum_variant != "local" and self.algorithm == "minibatch":
+            raise TrainError("momentum_variant must be local for minibatch")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict of every field (tuples become lists)."""
+        d = asdict(self)
+        d["lr_decay_at"] = list(self.lr_decay_at)
+        d["stragglers"] = [list(s) for s in self.stragglers]
+        return d

@@ -1,0 +1,57 @@
+"""LIBSVM text files (w8a) read into dense tensors, with a fixed held-out test split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.data.dataset import Dataset
+from train.errors import TrainError
+
+__all__ = ["read_libsvm", "load_w8a"]
+
+
+def read_libsvm(path: str | Path, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Parse `label idx:val ...` lines (1-based indices) into a dense float32 matrix and float labels."""
+    rows: list[tuple[list[int], list[float]]] = []
+    labels: list[float] = []
+    with open(path, encoding="ascii") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                labels.append(float(parts[0]))
+                idx, val = [], []
+                for item in parts[1:]:
+                    i, _, v = item.partition(":")
+                    idx.append(int(i) - 1)
+                    val.append(float(v))
+            except ValueError:
+                raise TrainError(f"{path}:{lineno}: not a LIBSVM line: {line.strip()[:60]!r}") from None
+            if idx and (min(idx) < 0 or max(idx) >= n_features):
+                raise TrainError(f"{path}:{lineno}: feature index outside 1..{n_features}")
+            rows.append((idx, val))
+    x = np.zeros((len(rows), n_features), dtype=np.float32)
+    for r, (idx, val) in enumerate(rows):
+        x[r, idx] = val
+    return x, np.asarray(labels)
+
+
+def load_w8a(data_dir: str, *, test_fraction: float) -> Dataset:
+    """w8a (300 binary features, labels -1/+1 mapped to classes 0/1) from DATA_DIR/w8a or the file DATA_DIR.
+
+    There is no w8a.t here, so a fixed share `test_fraction` (a permutation with seed 0) is held out as test set.
+    """
+    p = Path(data_dir)
+    path = p / "w8a" if p.is_dir() else p
+    if not path.is_file():
+        raise TrainError(f"w8a file missing: {path} (pass --data-dir with the folder that holds w8a)")
+    x, b = read_libsvm(path, 300)
+    y = (b > 0).astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    n_test = max(1, int(round(test_fraction * len(y))))
+    te, tr = perm[:n_test], perm[n_test:]
+    return Dataset(name="w8a", x_train=torch.from_numpy(x[tr]), y_train=torch.from_numpy(y[tr]),
+                   x_test=torch.from_numpy(x[te]), y_test=torch.from_numpy(y[te]), num_classes=2)

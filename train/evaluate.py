@@ -1,0 +1,77 @@
+"""Loss and accuracy, and the evaluation of the synchronised model on each rank's share of the test set."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+import comm
+
+__all__ = ["batch_metrics", "Evaluator"]
+
+
+def batch_metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """(mean cross-entropy, correct predictions, predictions) of a batch; sequences count every token."""
+    flat = logits.reshape(-1, logits.shape[-1])
+    target = y.reshape(-1)
+    loss = F.cross_entropy(flat, target)
+    correct = int((flat.detach().argmax(1) == target).sum())
+    return loss, correct, int(target.numel())
+
+
+class Evaluator:
+    """Evaluates the average of the workers' parameters without disturbing any worker's own state.
+
+    BatchNorm statistics stay per worker during training; for evaluation `bn_eval` picks "average" (the mean of
+    all workers' running statistics) or "rank0" (rank 0's statistics, broadcast). Rank k evaluates test samples
+    k, k + K, k + 2K, ...; the sums are all-reduced, so every rank returns the same (loss, accuracy).
+    """
+
+    def __init__(self, model: torch.nn.Module, model_fb: Any, *, world: Any, bn_eval: str,
+                 x_test: torch.Tensor, y_test: torch.Tensor, device: torch.device, chunk: int = 500) -> None:
+        self.model, self.model_fb, self.world, self.bn_eval = model, model_fb, world, bn_eval
+        rank, size = world.Get_rank(), world.Get_size()
+        self.x, self.y = x_test[rank::size], y_test[rank::size]
+        self.device, self.chunk = device, chunk
+        self.buffers = [b for b in model.buffers() if b.is_floating_point()]
+        self.buffer_fb = comm.FlatBuffer(self.buffers) if self.buffers else None
+
+    def _set_eval_state(self) -> None:
+        comm.allreduce(self.model_fb.pack(), op="mean", comm=self.world)
+        self.model_fb.unpack()
+        if self.buffer_fb is None:
+            return
+        buf = self.buffer_fb.pack()
+        if self.bn_eval == "average":
+            comm.allreduce(buf, op="mean", comm=self.world)
+        else:
+            host = buf.detach().cpu().numpy().copy()
+            self.world.Bcast(host, root=0)
+            buf.copy_(torch.from_numpy(host))
+        self.buffer_fb.unpack()
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """(test loss, test accuracy) of the synchronised model; collective over the world."""
+        saved_p = [p.detach().clone() for p in self.model_fb.tensors]
+        saved_b = [b.clone() for b in self.buffers]
+        was_training = self.model.training
+        try:
+            self._set_eval_state()
+            self.model.eval()
+            sums = np.zeros(3, dtype=np.float64)
+            for i in range(0, len(self.x), self.chunk):
+                x = self.x[i:i + self.chunk].to(self.device)
+                y = self.y[i:i + self.chunk].to(self.device)
+                loss, correct, n = batch_metrics(self.model(x), y)
+                sums += (float(loss) * n, correct, n)
+            comm.allreduce(sums, op="sum", comm=self.world)
+        finally:
+            for p, s in zip(self.model_fb.tensors, saved_p):
+                p.copy_(s)
+            for b, s in zip(self.buffers, saved_b):
+                b.copy_(s)
+            self.model.train(was_training)
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2])

@@ -1,0 +1,292 @@
+"""The training loop of every algorithm: local steps, syncs through comm, evaluation, metrics and checkpoints."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import comm
+from mpi4py import MPI
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.config import TrainConfig
+from train.data import WorkerStream, load_dataset
+from train.errors import TrainError
+from train.evaluate import Evaluator, batch_metrics
+from train.metrics import JsonlWriter, truncate_jsonl, write_json_atomic
+from train.models import build_model, no_decay_names
+from train.plan import RunPlan
+from train.sync import LEVELS, Synchronizer, device_sync
+
+__all__ = ["Trainer", "pick_device"]
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(choice: str, local_rank: int) -> torch.device:
+    """cuda:(local_rank % device_count) when CUDA is present (or forced), else the CPU."""
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
+
+
+class Trainer:
+    """One rank's share of a run. Construct on every rank (collective), then call run()."""
+
+    def __init__(self, cfg: TrainConfig, *, resume_dir: str | None = None, world: Any = None,
+                 progress: bool = False) -> None:
+        self.world = world if world is not None else MPI.COMM_WORLD
+        self.rank, self.K = self.world.Get_rank(), self.world.Get_size()
+        cfg.check_world(self.K)
+        self.cfg = cfg
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+        node = comm.Topology.from_comm(self.world)
+        self.device = pick_device(cfg.device, node.node_rank)
+        hier = cfg.algorithm == "hierarchical"
+        self.topology = comm.Topology.from_comm(self.world, cfg.gpus_per_node) if hier else None
+        self.run_dir = Path(resume_dir or self.world.bcast(self._default_dir() if self.rank == 0 else None, root=0))
+
+        self.data = load_dataset(cfg)
+        self.stream = WorkerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
+        self.plan = RunPlan.build(cfg, workers=self.K, n_train=len(self.data.x_train))
+
+        torch.manual_seed(cfg.seed)  # the same initial model on every rank (then broadcast to be sure)
+        self.model = build_model(cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
+                                 width=cfg.width, dropout=cfg.dropout).to(self.device)
+        torch.manual_seed(cfg.seed * 100_003 + self.rank + 1)  # per-rank stream for dropout
+        self.gen = torch.Generator().manual_seed(cfg.seed * 100_003 + self.rank + 1)  # data augmentation
+        skip = no_decay_names(self.model)
+        named = list(self.model.named_parameters())
+        groups = [{"params": [p for n, p in named if n not in skip], "weight_decay": cfg.weight_decay},
+                  {"params": [p for n, p in named if n in skip], "weight_decay": 0.0}]
+        local_m = 0.0 if cfg.momentum_variant == "global" else cfg.momentum
+        self.opt = torch.optim.SGD([g for g in groups if g["params"]], lr=self.plan.lr.lr_at(0), momentum=local_m,
+                                   dampening=0.0, nesterov=cfg.nesterov and local_m > 0)
+        self.sync = Synchronizer([p for _, p in named], world=self.world, topology=self.topology, hierarchical=hier,
+                                 allreduce=cfg.allreduce, variant=cfg.momentum_variant,
+                                 global_momentum=cfg.global_momentum,
+                                 delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay})
+        self._broadcast_model()
+        if self.sync.anchor is not None:
+            self.sync.reset_anchor()
+        self.evaluator = Evaluator(self.model, self.sync.model_fb, world=self.world, bn_eval=cfg.bn_eval,
+                                   x_test=self.data.x_test, y_test=self.data.y_test, device=self.device)
+        self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
+        self.progress = progress and self.rank == 0
+        # counters (all saved in checkpoints)
+        self.step = 0
+        self.compute_s = self.eval_s = self.straggle_s = 0.0
+        self.wall_offset = 0.0
+        self.window = [0.0, 0, 0]  # loss sum, correct, count since the last epoch record
+        self.best: dict[str, Any] = {"test_acc": None, "target": None}
+        if resume_dir:
+            self._restore()
+
+    # -- set-up helpers ------------------------------------------------------------------------------
+    def _default_dir(self) -> str:
+        if self.cfg.out_dir:
+            return self.cfg.out_dir
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        return os.path.join("runs", f"train-{stamp}-{self.cfg.algorithm}-K{self.K}")
+
+    def _broadcast_model(self) -> None:
+        buf = self.sync.model_fb.pack()
+        host = buf.detach().cpu().numpy().copy()
+        self.world.Bcast(host, root=0)
+        buf.copy_(torch.from_numpy(host))
+        self.sync.model_fb.unpack()
+
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sync": self.sync.state_dict(), "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "compute_s": self.compute_s, "eval_s": self.eval_s, "straggle_s": self.straggle_s,
+                "wall_s": self._wall(), "window": list(self.window), "best": dict(self.best)}
+
+    def _restore(self) -> None:
+        st = load_checkpoint(self.run_dir, self.rank, self.K)
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.sync.load_state_dict(st["sync"])
+        torch.set_rng_state(st["torch_rng"])
+        self.gen.set_state(st["gen"])
+        if st["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(st["cuda_rng"], self.device)
+        self.step = st["step"] + 1
+        self.compute_s, self.eval_s, self.straggle_s = st["compute_s"], st["eval_s"], st["straggle_s"]
+        self.wall_offset = st["wall_s"]
+        self.window = list(st["window"])
+        self.best = dict(st["best"])
+        if self.rank == 0:
+            truncate_jsonl(self.run_dir / "metrics.jsonl", st["step"])
+        log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
+
+    def _wall(self) -> float:
+        return self.wall_offset + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
+
+    # -- records -------------------------------------------------------------------------------------
+    def _totals(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"compute_s": self.compute_s, "straggle_s": self.straggle_s, "eval_s": self.eval_s}
+        for lvl in LEVELS:
+            for k, v in self.sync.stats[lvl].items():
+                out[f"{k}_{lvl}"] = v
+        return out
+
+    def _step_record(self, t: int, lr: float, h: int, level: str | None, loss: float, acc: float) -> dict[str, Any]:
+        rec = {"kind": "step", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(), "lr": lr,
+               "H": h, "sync": level, "phase": "minibatch" if self.plan.grad_phase(t) else "local",
+               "train_loss": loss, "train_acc": acc}
+        rec.update(self._totals())
+        return rec
+
+    def _epoch_record(self, t: int, lr: float, h: int) -> dict[str, Any] | None:
+        """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
+        t0 = time.perf_counter()
+        test_loss, test_acc = self.evaluator.evaluate()
+        win = torch.tensor(self.window, dtype=torch.float64).numpy()
+        comm.allreduce(win, op="sum", comm=self.world)
+        self.window = [0.0, 0, 0]
+        self.eval_s += time.perf_counter() - t0
+        per_rank = self.world.gather(self._totals(), root=0)
+        if self.rank != 0:
+            return None
+        rec: dict[str, Any] = {"kind": "epoch", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(),
+                               "train_s": self._wall() - self.eval_s, "lr": lr, "H": h,
+                               "train_loss": win[0] / max(win[2], 1), "train_acc": win[1] / max(win[2], 1),
+                               "test_loss": test_loss, "test_acc": test_acc}
+        for key in per_rank[0]:
+            vals = [r[key] for r in per_rank]
+            rec[key] = sum(vals) / len(vals) if isinstance(vals[0], float) else vals[0]
+            rec[f"{key}_max"] = max(vals)
+        rec["per_rank"] = {k: [r[k] for r in per_rank] for k in ("compute_s", "wait_s_global", "wait_s_block",
+                                                                    "comm_s_global", "comm_s_block", "straggle_s")}
+        if self.best["test_acc"] is None or test_acc > self.best["test_acc"]:
+            self.best["test_acc"] = test_acc
+        target = self.cfg.target_acc
+        if target is not None and self.best["target"] is None and test_acc >= target:
+            self.best["target"] = {"wall_s": rec["wall_s"], "train_s": rec["train_s"], "step": t,
+                                   "epoch": rec["epoch"]}
+        self.last_epoch = rec
+        return rec
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any] | None:
+        """Train to the end (or to stop_at_epoch); returns the summary on rank 0, None elsewhere."""
+        cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
+        writer = None
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
+                        "topology": self.topology.describe() if self.topology else None,
+                        "model_params": sum(p.numel() for p in self.model.parameters()),
+                        "payload_bytes": self.sync.nbytes, "run_dir": str(self.run_dir),
+                        "dataset": {"name": self.data.name, "n_train": len(self.data.x_train),
+                                    "n_test": len(self.data.x_test), "input_shape": list(self.data.input_shape),
+                                    "num_classes": self.data.num_classes}}
+            write_json_atomic(self.run_dir / "config.json", resolved)
+            writer = JsonlWriter(self.run_dir / "metrics.jsonl")
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=T, initial=self.step, unit="step", dynamic_ncols=True, leave=False)
+        self.world.Barrier()
+        self._t0 = time.perf_counter()
+        status, self.last_epoch = "completed", getattr(self, "last_epoch", None)
+        self.model.train()
+        try:
+            while self.step < T:
+                t = self.step
+                stop = self._one_step(t, writer)
+                if bar is not None:
+                    bar.update(1)
+                self.step = t + 1
+                if stop:
+                    status = "paused"
+                    break
+        except KeyboardInterrupt:
+            if self.rank == 0:  # everything on disk is already consistent (atomic files, flushed lines)
+                self._summary("interrupted")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        return self._summary(status) if self.rank == 0 else None
+
+    def _one_step(self, t: int, writer: JsonlWriter | None) -> bool:
+        cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
+        lr, h = plan.lr.lr_at(t), plan.schedule.h_at(t)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        grad_phase = plan.grad_phase(t)
+        if self.sync.anchor is not None and t == plan.switch_step and t > 0 and not grad_phase:
+            self.sync.reset_anchor()  # post-local: global momentum starts from the model at the switch
+        t0 = time.perf_counter()
+        x, y = self.stream.batch_at(t, self.gen)
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        self.opt.zero_grad(set_to_none=False)
+        loss, correct, n = batch_metrics(self.model(x), y)
+        loss.backward()
+        device_sync(self.device)
+        dt = time.perf_counter() - t0
+        if self.slow > 1.0:  # straggler emulation: this rank computes `slow` times slower
+            time.sleep((self.slow - 1.0) * dt)
+            self.straggle_s += (self.slow - 1.0) * dt
+        level = plan.schedule.sync_after(t, T)
+        if grad_phase:
+            if level != "global":
+                raise TrainError(f"internal: mini-batch step {t} has sync level {level!r}")
+            self.sync.sync_grads()
+        t1 = time.perf_counter()
+        self.opt.step()
+        device_sync(self.device)
+        self.compute_s += dt + time.perf_counter() - t1
+        if level is not None and not grad_phase:
+            self.sync.sync_models(level, lr)
+        loss_v = float(loss.detach())
+        self.window[0] += loss_v * n
+        self.window[1] += correct
+        self.window[2] += n
+        if writer is not None and (t % cfg.log_every == 0 or t == T - 1):
+            writer.write(self._step_record(t, lr, h, level, loss_v, correct / n))
+        last = t == T - 1
+        if plan.crosses(t, cfg.eval_every) or last:
+            rec = self._epoch_record(t, lr, h)
+            if writer is not None and rec is not None:
+                writer.write(rec)
+        s = cfg.stop_at_epoch
+        stop = s is not None and not last and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9
+        if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
+            self.step = t  # the checkpoint records the last finished step
+            save_checkpoint(self.run_dir, t, self._state(), self.world)
+        return stop
+
+    def _summary(self, status: str) -> dict[str, Any]:
+        last = self.last_epoch or {}
+        totals = self._totals()
+        summary: dict[str, Any] = {
+            "status": status, "run_dir": str(self.run_dir), "algorithm": self.cfg.algorithm,
+            "model": self.cfg.model, "dataset": self.data.name, "world_size": self.K,
+            "steps_done": self.step, "total_steps": self.plan.total_steps,
+            "epochs_done": self.plan.epoch_after(self.step - 1) if self.step else 0.0,
+            "wall_s": self._wall(), "final": {k: last.get(k) for k in ("test_loss", "test_acc", "train_loss",
+                                                                        "train_acc")},
+            "best_test_acc": self.best["test_acc"], "target_acc": self.cfg.target_acc,
+            "time_to_target": self.best["target"],
+            "totals_rank0": totals,
+            "totals_mean": {k: last.get(k) for k in totals}, "totals_max": {k: last.get(f"{k}_max") for k in totals},
+            "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),
+            "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
+            "payload_bytes": self.sync.nbytes, "samples_per_s": None, "prediction": None,
+        }
+        if summary["wall_s"] > 0:
+            summary["samples_per_s"] = self.step * self.cfg.batch_size * self.K / summary["wall_s"]
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
