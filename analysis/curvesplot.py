@@ -115,6 +115,7 @@ def plot_breakdown(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Figur
                 ax.plot([wall, wall], [i - 0.38, i + 0.38], color="black", lw=1.5,
                         label="wall time" if i == 0 else None)
         ax.set_yticks(range(len(runs)), labels)
+        ax.set_ylabel("run")
         ax.invert_yaxis()
         ax.grid(axis="y", visible=False)
         ax.set_xlabel("time (s, whole run)")

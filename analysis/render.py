@@ -99,8 +99,9 @@ def style() -> Iterator[None]:
 def new_figure(cfg: RenderConfig, nrows: int = 1, ncols: int = 1, *,
                height_scale: float = 1.0, sharex: bool = False) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure (nothing clipped, fixed pixel size) and its axes as a flat list."""
-    fig = Figure(figsize=(cfg.width_in, cfg.height_in * height_scale), dpi=cfg.dpi,
-                 layout="constrained")
+    # Whole pixels, so the PNG is exactly width_in x dpi by the rounded height (Agg truncates).
+    height_in = max(1, round(cfg.height_in * height_scale * cfg.dpi)) / cfg.dpi
+    fig = Figure(figsize=(cfg.width_in, height_in), dpi=cfg.dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex)
     return fig, [ax for row in axes for ax in row]

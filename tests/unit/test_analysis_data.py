@@ -1,0 +1,176 @@
+"""The data each figure draws, checked against independent computations on the fixture files."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.commplot import bench_series, load_bench
+from analysis.convexplot import convex_speedup_lines, grid_cells, load_convex_rows, relative_matrix
+from analysis.curvesplot import run_curves
+from analysis.errors import InputError
+from analysis.predictplot import Pair, pairs_from_runs, pairs_from_table
+from analysis.runs import as_percent, load_run, load_runs
+from analysis.simout import group_lines, load_sim
+from analysis.speedupplot import run_speedup_lines, sim_speedup_lines
+
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "analysis"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_bench_series_recomputes_busbw_and_drops_incorrect_rows():
+    raw = _jsonl(FIX / "bench_p4.jsonl")
+    series = bench_series(load_bench([FIX / "bench_p4.jsonl"]))
+    good = [r for r in raw if r["correct"]]
+    assert sum(len(s.bytes) for s in series) == len(good)
+    by_key = {(r["algorithm"], r["bytes"]): r for r in good}
+    for s in series:
+        for n, t, bw in zip(s.bytes, s.t_median_s, s.busbw_GBps):
+            row = by_key[(s.algorithm, n)]
+            assert t == row["t_median_s"]
+            assert bw == pytest.approx(row["busbw_GBps"], rel=1e-12)  # the writer's own figure
+    rd = next(s for s in series if s.algorithm == "recursive_doubling")
+    assert rd.incorrect == 1 and max(rd.bytes) < 2**24
+
+
+def test_bench_repeated_files_take_the_median(tmp_path):
+    rows = _jsonl(FIX / "bench_p4.jsonl")[:1]
+    files = []
+    for i, scale in enumerate((1.0, 3.0, 1.5)):
+        f = tmp_path / f"b{i}.jsonl"
+        f.write_text(json.dumps(dict(rows[0], t_median_s=rows[0]["t_median_s"] * scale)) + "\n")
+        files.append(f)
+    (s,) = bench_series(load_bench(files))
+    assert s.t_median_s == [pytest.approx(rows[0]["t_median_s"] * 1.5)]
+
+
+def test_bench_missing_key_is_one_line_naming_file_and_key(tmp_path):
+    f = tmp_path / "b.jsonl"
+    row = _jsonl(FIX / "bench_p4.jsonl")[0]
+    del row["t_median_s"]
+    f.write_text(json.dumps(row) + "\n")
+    with pytest.raises(InputError) as info:
+        load_bench([f])
+    assert str(info.value) == f"{f}:1: missing key 't_median_s'"
+
+
+def test_convex_relative_matrix_matches_the_file():
+    doc = json.loads((FIX / "convex_grid.json").read_text())
+    bs, hs, mat = relative_matrix(grid_cells(load_convex_rows(FIX / "convex_grid.json")))
+    best = min(r["time_to_target"] for r in doc["results"] if r["reached"])
+    for r in doc["results"]:
+        v = mat[bs.index(r["B_loc"]), hs.index(r["H"])]
+        if r["reached"]:
+            assert v == pytest.approx(r["time_to_target"] / best) and v == pytest.approx(r["relative"])
+        else:
+            assert not np.isfinite(v)
+    assert np.nanmin(mat) == 1.0
+
+
+def test_convex_inconsistent_relative_is_rejected(tmp_path):
+    doc = json.loads((FIX / "convex_grid.json").read_text())
+    doc["results"][0]["relative"] = 123.0
+    f = tmp_path / "g.json"
+    f.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"relative time 123.0 disagrees"):
+        relative_matrix(grid_cells(load_convex_rows(f)))
+
+
+def test_convex_speedup_computed_when_absent(tmp_path):
+    doc = json.loads((FIX / "convex_speedup.json").read_text())
+    given, ref = convex_speedup_lines(load_convex_rows(FIX / "convex_speedup.json"))
+    for r in doc["results"]:
+        del r["speedup"]
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps(doc))
+    computed, ref2 = convex_speedup_lines(load_convex_rows(f))
+    assert ref == ref2 == 1
+    for (h1, k1, s1), (h2, k2, s2) in zip(given, computed):
+        assert (h1, k1) == (h2, k2) and s1 == pytest.approx(s2)
+
+
+def test_sim_lines_group_by_everything_but_x():
+    raw = _jsonl(FIX / "whatif.jsonl")
+    pts = load_sim([FIX / "whatif.jsonl"])
+    lines = group_lines(pts, "H", "eq6_s", where={"K": 16, "Hb": 1})
+    assert sorted(label for label, *_ in lines) == ["4x4-v100", "paper-8x2-10gbps"]
+    for label, xs, ys, _ in lines:
+        expect = sorted((r["config"]["H"], r["eq6_s"]) for r in raw if r["config"]["topology"] == label
+                        and r["config"]["K"] == 16 and r["config"]["Hb"] == 1)
+        assert list(zip(xs, ys)) == [(float(h), e) for h, e in expect]
+    comm = group_lines(pts, "H", "comm_s", where={"K": 16, "Hb": 1})
+    r0 = next(r for r in raw if r["config"]["K"] == 16 and r["config"]["H"] == 1 and r["config"]["Hb"] == 1
+              and r["config"]["topology"] == "4x4-v100")
+    assert comm[0][2][0] == pytest.approx(r0["comm_intra_s"] + r0["comm_inter_s"])
+
+
+def test_sim_duplicate_configuration_is_an_error(tmp_path):
+    line = (FIX / "whatif.jsonl").read_text().splitlines()[0]
+    f = tmp_path / "w.jsonl"
+    f.write_text(line + "\n" + line + "\n")
+    with pytest.raises(InputError, match="two simulator records for the same configuration"):
+        group_lines(load_sim([f]), "H", "eq6_s")
+
+
+def test_sim_speedup_from_wall_time_when_not_given(tmp_path):
+    raw = [r for r in _jsonl(FIX / "whatif.jsonl") if r["config"]["Hb"] == 1]
+    f = tmp_path / "w.jsonl"
+    f.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "speedup"}) + "\n" for r in raw))
+    lines = sim_speedup_lines(load_sim([f]))
+    for label, xs, ys, *_ in lines:
+        topo, h = label.split(", H=")
+        walls = {r["config"]["K"]: r["wall_s"] for r in raw
+                 if r["config"]["topology"] == topo and r["config"]["H"] == int(h)}
+        assert ys == [pytest.approx(walls[1] / walls[int(k)]) for k in xs]
+
+
+def test_run_speedup_reference_is_fewest_workers_smallest_H(tmp_path):
+    runs = load_runs(sorted(FIX.glob("runs/*")))
+    lines, ref, ref_K = run_speedup_lines(runs)
+    assert ref.startswith("minibatch") and ref_K == 4
+    walls = {r.label: r.wall_s() for r in runs}
+    t_ref = walls[next(lab for lab in walls if lab.startswith("minibatch"))]
+    local = next(line for line in lines if line[0].startswith("local"))
+    assert local[2] == [pytest.approx(t_ref / walls["local K=4 H=8"])]
+
+
+def test_run_breakdown_curves_and_percent():
+    run = load_run(FIX / "runs" / "local_K4_H8")
+    summary = json.loads((FIX / "runs" / "local_K4_H8" / "summary.json").read_text())
+    b = run.breakdown()
+    assert b == {"compute": summary["compute_s"], "comm intra-node": summary["comm_intra_s"],
+                 "comm inter-node": summary["comm_inter_s"], "waiting": summary["wait_s"]}
+    assert math.isclose(sum(b.values()), summary["wall_s"])
+    curves = run_curves(run)
+    epochs = [r for r in _jsonl(FIX / "runs" / "local_K4_H8" / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert curves.series("test_acc", "epoch")[1] == [pytest.approx(100 * r["test_acc"]) for r in epochs]
+    assert as_percent([0.5, 1.0]) == [50.0, 100.0] and as_percent([50.0, 91.0]) == [50.0, 91.0]
+
+
+def test_run_without_epoch_records_or_bad_kind(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "step", "step": 1, "train_loss": 1.0}\n')
+    run = load_run(tmp_path)
+    with pytest.raises(InputError, match="no records with kind 'epoch'"):
+        run_curves(run)
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "batch"}\n')
+    with pytest.raises(InputError, match="key 'kind' must be 'step' or 'epoch', got 'batch'"):
+        load_run(tmp_path)
+
+
+def test_predict_pairs_and_error_sign():
+    rows = _jsonl(FIX / "predict.jsonl")
+    pairs = pairs_from_table(FIX / "predict.jsonl")
+    assert [p.rel_error for p in pairs] == [pytest.approx((r["predicted_s"] - r["measured_s"]) / r["measured_s"])
+                                           for r in rows]
+    run_pairs = pairs_from_runs(load_runs(sorted(FIX.glob("runs/*"))))
+    s = json.loads((FIX / "runs" / "minibatch_K4" / "summary.json").read_text())
+    mb = next(p for p in run_pairs if p.name.startswith("minibatch"))
+    assert (mb.predicted_s, mb.measured_s) == (s["predicted"]["wall_s"], s["wall_s"])
+    with pytest.raises(InputError, match="measured_s must be a finite time > 0, got 0.0"):
+        Pair(name="x", predicted_s=1.0, measured_s=0.0)
