@@ -1,0 +1,105 @@
+"""CLI runs of the trainer: the default 16-rank run, resume equivalence, errors and abort on a failing rank."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.parallel.harness import MPIRUN, REPO, mpi_env, mpirun
+
+TINY = ["--model", "resnet8", "--width", "4", "--synthetic-train", "256", "--synthetic-test", "64",
+        "--synthetic-size", "8", "--batch-size", "8", "--lr-warmup-epochs", "0.5", "--quiet"]
+
+
+def _states(run: Path, K: int) -> list[dict]:
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    return [torch.load(run / "checkpoints" / latest["dir"] / f"rank-{r:04d}.pt", weights_only=False)
+            for r in range(K)]
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_train_default_16_rank_run(tmp_path: Path) -> None:
+    """`mpirun -n 16 python -m train` with no training flag: completes, learns, syncs as scheduled, identical."""
+    t0 = time.perf_counter()
+    out = mpirun(16, ["-m", "train", "--out-dir", str(tmp_path)], timeout=240).stdout
+    elapsed = time.perf_counter() - t0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["world_size"] == 16
+    assert summary["algorithm"] == "postlocal"
+    assert summary["syncs"] == summary["expected_syncs"]
+    assert summary["final"]["test_acc"] > 0.8, summary["final"]   # chance is 0.1
+    assert "test acc (final/best)" in out and "syncs global / block" in out
+    states = _states(tmp_path, 16)
+    for st in states[1:]:
+        for name, p in states[0]["model"].items():
+            if "running" not in name and "num_batches" not in name:
+                assert torch.equal(p, st["model"][name]), f"parameter {name} differs between ranks"
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 10 and epochs[-1]["test_acc"] > epochs[0]["test_acc"]
+    print(f"default 16-rank run: {elapsed:.1f} s end to end, {summary['wall_s']:.1f} s training")
+
+
+def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
+    args = ["-m", "train", *TINY, "--algorithm", "local", "--H", "3", "--epochs", "2"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    mpirun(2, [*args, "--out-dir", str(full)], timeout=120)
+    mpirun(2, [*args, "--out-dir", str(part), "--stop-at-epoch", "1"], timeout=120)
+    paused = json.loads((part / "summary.json").read_text())
+    assert paused["status"] == "paused" and 0 < paused["steps_done"] < paused["total_steps"]
+    mpirun(2, ["-m", "train", "--resume", str(part), "--quiet"], timeout=120)
+    a, b = _states(full, 2), _states(part, 2)
+    for r in range(2):
+        assert a[r]["step"] == b[r]["step"]
+        for key in ("model", "opt", "gen", "torch_rng", "window"):
+            assert _same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
+        assert _same(a[r]["sync"]["stats"]["global"]["syncs"], b[r]["sync"]["stats"]["global"]["syncs"])
+    fa = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    fb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in fa] == [r["step"] for r in fb]
+    assert [r.get("test_acc") for r in fa] == [r.get("test_acc") for r in fb]
+
+
+def test_train_bad_flag_is_one_line_error_exit_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "train", "--H", "0"], cwd=REPO, env=mpi_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: H must be an integer >= 1, got 0"
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--straggler", "5:2"], "straggler rank must be < the number of ranks 2, got 5"),
+    (["--algorithm", "hierarchical", "--gpus-per-node", "3"], "gpus_per_node must divide the number of ranks 2"),
+])
+def test_train_world_checks_before_mpi(flags: list[str], needle: str) -> None:
+    proc = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "train", *flags], cwd=REPO, env=mpi_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
+
+
+def test_train_failing_rank_aborts_job(tmp_path: Path) -> None:
+    """Rank 1 cannot load its checkpoint while rank 0 enters a collective: the job must abort, not hang."""
+    run = tmp_path / "run"
+    mpirun(2, ["-m", "train", *TINY, "--epochs", "1", "--out-dir", str(run)], timeout=120)
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    (run / "checkpoints" / latest["dir"] / "rank-0001.pt").unlink()
+    t0 = time.perf_counter()
+    proc = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "train", "--resume", str(run)], cwd=REPO,
+                          env=mpi_env(), capture_output=True, text=True, timeout=90)
+    assert proc.returncode != 0
+    assert "checkpoint file missing" in proc.stderr + proc.stdout
+    assert time.perf_counter() - t0 < 60

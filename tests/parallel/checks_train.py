@@ -1,0 +1,194 @@
+"""Parallel checks of the trainer, run on every rank by tests/parallel/runner.py (see test_train_parallel.py)."""
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+
+import numpy as np
+import torch
+from mpi4py import MPI
+
+from train.config import TrainConfig
+from train.trainer import Trainer
+
+WORLD = MPI.COMM_WORLD
+
+
+def tiny(**over: object) -> TrainConfig:
+    """A run of a few dozen steps: resnet8 of width 4 on 8x8 synthetic images, 8 per batch."""
+    base: dict[str, object] = dict(model="resnet8", width=4, synthetic_train=64 * WORLD.Get_size(),
+                                   synthetic_test=64, synthetic_size=8, batch_size=8, epochs=2.0, lr=0.05,
+                                   lr_warmup_epochs=0.5, target_acc=None)
+    base.update(over)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+def make(cfg: TrainConfig) -> Trainer:
+    out = WORLD.bcast(tempfile.mkdtemp(prefix="train-check-") if WORLD.Get_rank() == 0 else None, root=0)
+    cfg.out_dir = out
+    return Trainer(cfg)
+
+
+def params(tr: Trainer) -> np.ndarray:
+    return tr.sync.model_fb.pack().detach().cpu().numpy().copy()
+
+
+def digests(tr: Trainer, comm: object = WORLD) -> list[str]:
+    """SHA-256 of every rank's parameter bytes, gathered on every rank of `comm`."""
+    return comm.allgather(hashlib.sha256(params(tr).tobytes()).hexdigest())  # type: ignore[attr-defined]
+
+
+def check_minibatch_identical_every_step() -> None:
+    tr = make(tiny(algorithm="minibatch"))
+    for t in range(tr.plan.total_steps):
+        tr._one_step(t, None)
+        d = digests(tr)
+        assert len(set(d)) == 1, f"mini-batch models differ after step {t}: {d}"
+    assert tr.sync.stats["global"]["syncs"] == tr.plan.total_steps
+
+
+def check_local_identical_after_sync_only() -> None:
+    tr = make(tiny(algorithm="local", H=3))
+    T = tr.plan.total_steps
+    events = dict(tr.plan.schedule.events(T))
+    assert len(events) == math.ceil(T / 3)
+    for t in range(T):
+        tr._one_step(t, None)
+        d = digests(tr)
+        if t in events:
+            assert len(set(d)) == 1, f"models differ right after the sync at step {t}"
+        elif WORLD.Get_size() >= 2:
+            assert len(set(d)) == WORLD.Get_size(), f"models should differ between syncs (step {t}): {d}"
+    assert tr.sync.stats["global"]["syncs"] == len(events)
+    assert tr.sync.stats["global"]["bytes"] == len(events) * tr.sync.nbytes
+
+
+def check_local_average_is_mean_of_models() -> None:
+    """The model after a sync equals the float64 mean of the K models just before it (independent gather)."""
+    tr = make(tiny(algorithm="local", H=2))
+    orig = tr.sync.sync_models
+    seen = []
+
+    def spy(level: str, lr: float) -> None:
+        before = np.stack(WORLD.allgather(params(tr))).astype(np.float64)
+        orig(level, lr)
+        seen.append(np.abs(params(tr) - before.mean(0)).max())
+
+    tr.sync.sync_models = spy  # type: ignore[method-assign]
+    for t in range(6):
+        tr._one_step(t, None)
+    assert len(seen) == 3 and max(seen) < 1e-6, f"sync is not the mean of the models: {seen}"
+
+
+def check_postlocal_switch() -> None:
+    s = 5
+    tr = make(tiny(algorithm="postlocal", H=4, switch_step=s))
+    assert tr.plan.switch_step == s
+    for t in range(s + 3):
+        phase_grad = tr.plan.grad_phase(t)
+        assert phase_grad == (t < s), f"step {t}: mini-batch phase {phase_grad}, switch at {s}"
+        before = tr.sync.stats["global"]["syncs"]
+        tr._one_step(t, None)
+        synced = tr.sync.stats["global"]["syncs"] - before
+        d = digests(tr)
+        if t < s:
+            assert synced == 1 and len(set(d)) == 1, f"step {t} before the switch must sync gradients"
+        else:
+            assert synced == 0, f"step {t}: post-local with H=4 must not sync within 3 steps of the switch"
+            if WORLD.Get_size() >= 2:
+                assert len(set(d)) == WORLD.Get_size(), f"local step {t} left identical models"
+
+
+def check_postlocal_default_switch_is_first_decay() -> None:
+    tr = make(tiny(algorithm="postlocal", H=4))
+    T = tr.plan.total_steps
+    assert tr.plan.switch_step == math.ceil(0.5 * T), (tr.plan.switch_step, T)
+    assert tr.plan.lr.lr_at(tr.plan.switch_step) < tr.plan.lr.lr_at(tr.plan.switch_step - 1)
+
+
+def _final(cfg: TrainConfig) -> tuple[Trainer, np.ndarray]:
+    tr = make(cfg)
+    for t in range(tr.plan.total_steps):
+        tr._one_step(t, None)
+    return tr, params(tr)
+
+
+def check_hierarchical_hb1_equals_local() -> None:
+    K = WORLD.Get_size()
+    g = 2 if K % 2 == 0 else 1
+    loc, a = _final(tiny(algorithm="local", H=3))
+    hie, b = _final(tiny(algorithm="hierarchical", H=3, Hb=1, gpus_per_node=g))
+    assert hie.sync.stats["block"]["syncs"] == 0
+    assert hie.sync.stats["global"]["syncs"] == loc.sync.stats["global"]["syncs"]
+    # different reduction orders (node reduce, leaders, broadcast) may round differently: allow float32 rounding
+    assert np.allclose(a, b, rtol=1e-4, atol=1e-6), f"max difference {np.abs(a - b).max()}"
+
+
+def check_hierarchical_blocks() -> None:
+    """Hb=2 on virtual blocks of 2: block syncs make blocks identical inside, global syncs make all identical."""
+    K = WORLD.Get_size()
+    assert K % 2 == 0 and K >= 4, "run this check on an even number >= 4 of ranks"
+    tr = make(tiny(algorithm="hierarchical", H=2, Hb=2, gpus_per_node=2))
+    T = tr.plan.total_steps
+    levels = dict(tr.plan.schedule.events(T))
+    node = tr.topology.node_comm
+    for t in range(T):
+        tr._one_step(t, None)
+        if levels.get(t) == "global":
+            assert len(set(digests(tr))) == 1, f"global sync at step {t} left different models"
+        elif levels.get(t) == "block":
+            assert len(set(digests(tr, node))) == 1, f"block sync at step {t}: block members differ"
+            assert len(set(digests(tr))) == K // 2, f"block sync at step {t}: blocks should differ"
+    counts = tr.plan.schedule.counts(T)
+    assert tr.sync.stats["block"]["syncs"] == counts["block"] > 0
+    assert tr.sync.stats["global"]["syncs"] == counts["global"] > 0
+
+
+def check_global_momentum_update() -> None:
+    """u = m_g u + (w_anchor - mean w_k) / lr and w = w_anchor - lr u, against an independent float64 replay."""
+    mg = 0.5
+    tr = make(tiny(algorithm="local", H=2, momentum_variant="hybrid", global_momentum=mg))
+    orig = tr.sync.sync_models
+    state = {"anchor": params(tr).astype(np.float64), "u": np.zeros(params(tr).size)}
+    errs = []
+
+    def spy(level: str, lr: float) -> None:
+        mean = np.stack(WORLD.allgather(params(tr))).astype(np.float64).mean(0)
+        orig(level, lr)
+        state["u"] = mg * state["u"] + (state["anchor"] - mean) / lr
+        expect = state["anchor"] - lr * state["u"]
+        errs.append(np.abs(params(tr) - expect).max())
+        state["anchor"] = params(tr).astype(np.float64)
+
+    tr.sync.sync_models = spy  # type: ignore[method-assign]
+    for t in range(8):
+        tr._one_step(t, None)
+    assert len(errs) == 4 and max(errs) < 1e-4, f"global momentum differs from the replay: {errs}"
+    assert len(set(digests(tr))) == 1
+
+
+def check_k1_local_equals_plain_sgd() -> None:
+    """At K = 1 local SGD (H = 4) is plain SGD: compare with torch.optim.SGD driven by hand on the same batches."""
+    assert WORLD.Get_size() == 1
+    cfg = tiny(algorithm="local", H=4, weight_decay=0.0)
+    tr, ours = _final(cfg)
+    torch.manual_seed(cfg.seed)
+    from train.data import load_dataset
+    from train.models import build_model
+    data = load_dataset(cfg)
+    model = build_model(cfg.model, input_shape=data.input_shape, num_classes=data.num_classes, width=cfg.width)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=cfg.momentum, nesterov=True)
+    n, B = len(data.x_train), cfg.batch_size
+    assert n % B == 0
+    for t in range(tr.plan.total_steps):
+        epoch, off = divmod(t * B, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        idx = perm[off:off + B]
+        for grp in opt.param_groups:
+            grp["lr"] = tr.plan.lr.lr_at(t)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx]).backward()
+        opt.step()
+    ref = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
+    assert np.array_equal(ours, ref), f"max difference {np.abs(ours - ref).max()}"

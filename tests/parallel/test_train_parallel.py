@@ -1,0 +1,22 @@
+"""The trainer's algorithms under mpirun: bitwise identity after syncs, post-local switch, hierarchy, momentum."""
+from __future__ import annotations
+
+from tests.parallel.harness import run_checks
+
+MOD = "tests.parallel.checks_train"
+
+
+def test_train_k1_local_is_plain_sgd() -> None:
+    run_checks(1, MOD, ["check_k1_local_equals_plain_sgd"], timeout=120)
+
+
+def test_train_algorithms_3_ranks() -> None:
+    run_checks(3, MOD, ["check_minibatch_identical_every_step", "check_local_identical_after_sync_only",
+                        "check_local_average_is_mean_of_models", "check_postlocal_switch",
+                        "check_postlocal_default_switch_is_first_decay", "check_global_momentum_update",
+                        "check_hierarchical_hb1_equals_local"], timeout=180)
+
+
+def test_train_hierarchical_4_ranks() -> None:
+    run_checks(4, MOD, ["check_hierarchical_blocks", "check_hierarchical_hb1_equals_local",
+                        "check_local_identical_after_sync_only"], timeout=180)
