@@ -16,8 +16,19 @@ __all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algor
 ALGORITHMS = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
 OPS = ("sum", "mean", "max", "min")
 # Messages up to this many bytes go to recursive doubling under "auto", longer ones to Rabenseifner. Measured on
-# the 2-core CI machine (MPICH 5, shared memory) with benchmarks/auto_threshold.py: see the README.
-AUTO_THRESHOLD_BYTES = int(os.environ.get("LOCALSGD_AUTO_THRESHOLD_BYTES", 32 * 1024))
+# the 2-core CI machine (MPICH 5, shared memory): recursive doubling stays faster up to 512 KiB at K = 8, 1 MiB
+# at K = 4 and 2 MiB at K = 2 (benchmarks/allreduce_vs_native.py --ours recursive_doubling --baseline
+# rabenseifner; see the README). LOCALSGD_AUTO_THRESHOLD_BYTES overrides it for other machines.
+def _threshold_from_env(default: int = 512 * 1024) -> int:
+    text = os.environ.get("LOCALSGD_AUTO_THRESHOLD_BYTES", "")
+    if not text:
+        return default
+    if not text.isdigit():
+        raise CommError(f"LOCALSGD_AUTO_THRESHOLD_BYTES must be a byte count (digits only); got {text!r}")
+    return int(text)
+
+
+AUTO_THRESHOLD_BYTES = _threshold_from_env()
 
 _MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 _KEYVAL: int | None = None
