@@ -104,9 +104,11 @@ def plot_breakdown(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Figur
     with style():
         fig, (ax,) = new_figure(cfg, height_scale=max(0.8, min(2.0, 0.45 + 0.18 * len(runs))))
         left = [0.0] * len(runs)
-        colors = ("C0", "C1", "C3", "C7")
+        colors = ("C0", "C8", "C1", "C3", "C7", "C9")
         for (component, _), color in zip(BREAKDOWN, colors):
             widths = [p[component] for p in parts]
+            if not any(widths):
+                continue  # keep the legend to what this set of runs actually spent time on
             ax.barh(range(len(runs)), widths, left=left, color=color, label=component, height=0.6)
             left = [a + b for a, b in zip(left, widths)]
         for i, run in enumerate(runs):
@@ -118,7 +120,7 @@ def plot_breakdown(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Figur
         ax.set_ylabel("run")
         ax.invert_yaxis()
         ax.grid(axis="y", visible=False)
-        ax.set_xlabel("time (s, whole run)")
+        ax.set_xlabel("time (s, whole run, rank 0)")
         ax.set_title("Where the time goes: compute, communication, waiting")
-        legend_below(fig, ax, ncols=5)
+        legend_below(fig, ax, ncols=4)
     return {"time_breakdown": fig}

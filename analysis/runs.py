@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,30 +19,36 @@ __all__ = [
     "as_percent",
 ]
 
-# Known spellings of each field we read; the first is the documented name (docs/schema-train.md).
+# Known spellings of each field we read, the documented one first (docs/schema-train.md, schema version 1):
+# config.json keeps the flags under "config" and the derived plan under "plan"; summary.json is flat.
 ALIASES: dict[str, tuple[str, ...]] = {
-    "K": ("K", "world_size", "workers", "n_workers"),
-    "H": ("H", "local_steps"),
-    "Hb": ("Hb", "H_b", "block_steps"),
-    "algorithm": ("algorithm", "algo", "method"),
-    "model": ("model",),
-    "dataset": ("dataset",),
-    "B_loc": ("B_loc", "batch_size", "local_batch_size", "B"),
-    "wall_s": ("wall_s", "wall_time_s", "total_wall_s", "time.wall_s"),
-    "tta_s": ("time_to_acc_s", "time_to_accuracy_s", "tta_s", "time_to_target_s",
-              "time_to_acc.wall_s", "time_to_accuracy.wall_s"),
-    "target_acc": ("target_acc", "time_to_acc.target_acc", "time_to_accuracy.target_acc"),
-    "predicted_s": ("predicted.wall_s", "predicted.total_s", "predicted.wall_time_s", "predicted_s",
-                    "predicted.t_total_s"),
+    "K": ("plan.world_size", "world_size", "K", "config.K"),
+    "H": ("config.H", "H"),
+    "Hb": ("config.Hb", "Hb"),
+    "algorithm": ("config.algorithm", "algorithm"),
+    "model": ("config.model", "model"),
+    "dataset": ("config.dataset", "dataset.name", "dataset"),
+    "B_loc": ("config.batch_size", "batch_size", "B_loc"),
+    "wall_s": ("wall_s",),
+    "tta_s": ("time_to_target.wall_s", "time_to_acc_s"),
+    "target_acc": ("target_acc", "config.target_acc"),
+    # summary.json's "prediction" is reserved for the simulator (a later issue); these are its likely shapes.
+    "predicted_s": ("prediction.wall_s", "prediction.predicted_s", "prediction.predicted_wall_s",
+                    "predicted.wall_s", "predicted_s"),
 }
 
-# The stacked-bar components: (label, aliases), in drawing order.
-BREAKDOWN: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("compute", ("compute_s", "time.compute_s", "breakdown.compute_s")),
-    ("comm intra-node", ("comm_intra_s", "time.comm_intra_s", "breakdown.comm_intra_s")),
-    ("comm inter-node", ("comm_inter_s", "time.comm_inter_s", "breakdown.comm_inter_s")),
-    ("waiting", ("wait_s", "time.wait_s", "breakdown.wait_s")),
+# The stacked-bar components in drawing order: (label, alternatives); the first alternative with a key
+# present is used, summing its present keys. Train counters first, the simulator's names after.
+BREAKDOWN: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
+    ("compute", (("compute_s",),)),
+    ("straggler (emulated)", (("straggle_s",),)),
+    ("comm block / intra-node", (("comm_s_block",), ("comm_intra_s",))),
+    ("comm global / inter-node", (("comm_s_global",), ("comm_inter_s",))),
+    ("waiting", (("wait_s_block", "wait_s_global"), ("wait_s",))),
+    ("evaluation", (("eval_s",),)),
 )
+# Where run totals are read from, in order: rank 0's totals (wall_s is rank 0's too), then flat keys.
+_TOTALS = ("totals_rank0", "")
 
 
 @dataclass(kw_only=True)
@@ -74,7 +80,11 @@ class RunDir:
             parts.append(str(alg))
         for key, sym in (("K", "K"), ("H", "H"), ("Hb", "Hᵇ")):
             value = self.cfg(key)
-            if value is not None and not (key == "Hb" and value == 1):
+            if key == "H" and alg == "minibatch":
+                continue  # mini-batch SGD syncs every step whatever H says
+            if key == "Hb" and alg != "hierarchical":
+                continue
+            if value is not None:
                 parts.append(f"{sym}={value}")
         return " ".join(parts) if parts else self.name
 
@@ -95,18 +105,31 @@ class RunDir:
         return value
 
     def breakdown(self) -> dict[str, float]:
-        """Seconds spent per component (compute, comm per level, waiting) over the whole run.
+        """Seconds spent per component (compute, comm per level, waiting, ...) over the whole run.
 
-        From summary.json when it has the fields, else from the last metric record (the
-        per-record timings are cumulative since the start of the run, like wall_s). A component
-        that is absent counts as 0; if every one is absent that is an error naming the run.
+        From summary.json's ``totals_rank0`` (else its flat keys), else from the last metric record
+        (counters are cumulative since the start of the run). A component that is absent counts as
+        0; if every one is absent that is an error naming the run.
         """
-        for source in ([self.summary] if self.summary is not None else []) + self.metrics[-1:]:
-            found = {label: opt_num(source, names) for label, names in BREAKDOWN}
+        sources: list[Mapping[str, Any]] = []
+        if self.summary is not None:
+            sources += [self.summary[k] if k else self.summary for k in _TOTALS
+                        if not k or isinstance(self.summary.get(k), Mapping)]
+        sources += self.metrics[-1:]
+        for source in sources:
+            found = {label: _sum_first(source, alternatives) for label, alternatives in BREAKDOWN}
             if any(v is not None for v in found.values()):
                 return {label: (v or 0.0) for label, v in found.items()}
-        names = ", ".join(names[0] for _, names in BREAKDOWN)
-        raise InputError(f"{self.path}: no time breakdown ({names}) in summary.json or metrics.jsonl")
+        raise InputError(f"{self.path}: no time breakdown (compute_s, comm_s_LEVEL, wait_s_LEVEL) "
+                         f"in summary.json or metrics.jsonl")
+
+
+def _sum_first(rec: Mapping[str, Any], alternatives: tuple[tuple[str, ...], ...]) -> float | None:
+    for keys in alternatives:
+        values = [opt_num(rec, k) for k in keys]
+        if any(v is not None for v in values):
+            return sum(v for v in values if v is not None)
+    return None
 
 
 def load_run(path: str | Path) -> RunDir:

@@ -59,7 +59,7 @@ def test_report_is_one_self_contained_page(tmp_path, capsys):
         data = base64.b64decode(b64)
         check_png(data, (700, int.from_bytes(data[20:24], "big")))
     summary = json.loads((Path(RUNS[0]) / "summary.json").read_text())
-    assert f"{summary['wall_s']:.6g}" in page and "predicted.wall_s" in page
+    assert f"{summary['wall_s']:.6g}" in page and "prediction.wall_s" in page
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]  # atomic: no temp file left
 
 

@@ -138,14 +138,17 @@ def test_run_speedup_reference_is_fewest_workers_smallest_H(tmp_path):
     t_ref = walls[next(lab for lab in walls if lab.startswith("minibatch"))]
     local = next(line for line in lines if line[0].startswith("local"))
     assert local[2] == [pytest.approx(t_ref / walls["local K=4 H=8"])]
+    assert sorted(walls) == ["hierarchical K=4 H=2 Hᵇ=4", "local K=4 H=8", "minibatch K=4"]
 
 
 def test_run_breakdown_curves_and_percent():
     run = load_run(FIX / "runs" / "local_K4_H8")
     summary = json.loads((FIX / "runs" / "local_K4_H8" / "summary.json").read_text())
     b = run.breakdown()
-    assert b == {"compute": summary["compute_s"], "comm intra-node": summary["comm_intra_s"],
-                 "comm inter-node": summary["comm_inter_s"], "waiting": summary["wait_s"]}
+    t = summary["totals_rank0"]
+    assert b == {"compute": t["compute_s"], "straggler (emulated)": 0.0, "comm block / intra-node": t["comm_s_block"],
+                 "comm global / inter-node": t["comm_s_global"], "waiting": t["wait_s_block"] + t["wait_s_global"],
+                 "evaluation": t["eval_s"]}
     assert math.isclose(sum(b.values()), summary["wall_s"])
     curves = run_curves(run)
     epochs = [r for r in _jsonl(FIX / "runs" / "local_K4_H8" / "metrics.jsonl") if r["kind"] == "epoch"]
@@ -171,6 +174,6 @@ def test_predict_pairs_and_error_sign():
     run_pairs = pairs_from_runs(load_runs(sorted(FIX.glob("runs/*"))))
     s = json.loads((FIX / "runs" / "minibatch_K4" / "summary.json").read_text())
     mb = next(p for p in run_pairs if p.name.startswith("minibatch"))
-    assert (mb.predicted_s, mb.measured_s) == (s["predicted"]["wall_s"], s["wall_s"])
+    assert (mb.predicted_s, mb.measured_s) == (s["prediction"]["wall_s"], s["wall_s"])
     with pytest.raises(InputError, match="measured_s must be a finite time > 0, got 0.0"):
         Pair(name="x", predicted_s=1.0, measured_s=0.0)
