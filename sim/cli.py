@@ -1,0 +1,264 @@
+"""Command line of the simulator: `python -m sim cost|run|whatif|calibrate` (and `convex`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from typing import Any
+
+from sim.calibrate import calibrated_topology, fit_level, read_bench
+from sim.compute import MODELS, get_model
+from sim.costs import eq6, eq6_counts
+from sim.errors import SimError
+from sim.run import ALLREDUCE_CHOICES, ENGINES, RunConfig, simulate
+from sim.schedule import ALGORITHMS, WARMUPS, SyncSchedule, total_steps
+from sim.stragglers import parse_stragglers
+from sim.topology import load_topology, preset_names, save_topology
+from sim.whatif import JsonlWriter, format_table, run_sweep, sweep_points
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_PRESET = "paper-8x2-10gbps"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return vals
+
+
+def _strs(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _add_workload(p: argparse.ArgumentParser) -> None:
+    """Flags shared by run and whatif: model, data, schedule details, all-reduce, delays, stragglers."""
+    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20)")
+    p.add_argument("--B", type=int, default=128, help="local batch per worker per step (default 128)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=float, default=None, help="epochs of the model's dataset (default 300)")
+    g.add_argument("--N", type=int, default=None, help="total samples accessed by all workers together")
+    p.add_argument("--switch-epoch", type=float, default=None,
+                   help="postlocal: epoch of the switch to local SGD (default: first LR decay, 50%% of N)")
+    p.add_argument("--warmup", choices=WARMUPS, default="constant", help="local-step warm-up shape")
+    p.add_argument("--warmup-steps", type=int, default=0, help="warm-up length in steps")
+    p.add_argument("--allreduce", choices=ALLREDUCE_CHOICES, default="auto",
+                   help="all-reduce algorithm (auto: MPICH-like, hierarchical across nodes; paper: C lg p)")
+    p.add_argument("--delay-global", type=float, default=0.0, metavar="S", help="extra seconds per global sync")
+    p.add_argument("--delay-block", type=float, default=0.0, metavar="S", help="extra seconds per block sync")
+    p.add_argument("--stragglers", default="none", help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stragglers")
+    p.add_argument("--engine", choices=ENGINES, default="fast", help="fast (memoised) or event (reference)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("cost", help="eq. (6) of the paper from its parameters")
+    for flag, kind, help_ in (("--K", int, "devices"), ("--servers", int, "servers (the paper's K')"),
+                              ("--N", int, "total samples"), ("--B", int, "local batch"), ("--H", int, "local steps"),
+                              ("--Hb", int, "block steps"), ("--C1", float, "seconds per message inside a server"),
+                              ("--C2", float, "seconds per message across servers")):
+        p.add_argument(flag, type=kind, required=flag not in ("--Hb",), default=1 if flag == "--Hb" else None,
+                       help=help_)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cost)
+
+    p = sub.add_parser("run", help="simulate one configuration")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--preset", default=None, help=f"one of {', '.join(preset_names())} (default {DEFAULT_PRESET})")
+    g.add_argument("--topology", default=None, help="topology JSON file (e.g. written by calibrate)")
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="local")
+    p.add_argument("--K", type=int, default=16)
+    p.add_argument("--H", type=int, default=1)
+    p.add_argument("--Hb", type=int, default=1)
+    _add_workload(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("whatif", help="sweep topologies x K x algorithms x H x Hb")
+    p.add_argument("--topologies", type=_strs, default=[DEFAULT_PRESET], help="comma-separated presets or files")
+    p.add_argument("--K", type=_ints, default=[16])
+    p.add_argument("--algorithms", type=_strs, default=["local"])
+    p.add_argument("--H", type=_ints, default=[1])
+    p.add_argument("--Hb", type=_ints, default=[1])
+    p.add_argument("--out", default=None, help="JSON-lines output file (one run object per line)")
+    _add_workload(p)
+    p.set_defaults(func=cmd_whatif)
+
+    p = sub.add_parser("calibrate", help="fit alpha/beta/gamma per level from comm bench JSONL")
+    p.add_argument("--intra", action="append", default=[], metavar="FILE", help="bench JSONL measured inside a node")
+    p.add_argument("--inter", action="append", default=[], metavar="FILE", help="bench JSONL measured across nodes")
+    p.add_argument("--base", default=DEFAULT_PRESET, help="preset or file for unfitted levels and compute")
+    p.add_argument("--nodes", type=int, default=None)
+    p.add_argument("--gpus-per-node", type=int, default=None)
+    p.add_argument("--name", default="calibrated")
+    p.add_argument("--out", default=None, help="topology JSON to write")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
+
+    from sim.convex.cli import register
+    register(sub)
+    return parser
+
+
+def cmd_cost(a: argparse.Namespace) -> int:
+    blk, glob = eq6_counts(K=a.K, servers=a.servers, N=a.N, B=a.B, H=a.H, Hb=a.Hb)
+    val = eq6(K=a.K, servers=a.servers, N=a.N, B=a.B, H=a.H, Hb=a.Hb, C1=a.C1, C2=a.C2)
+    obj = {"eq6": val, "intra_syncs": blk, "global_syncs": glob, "K": a.K, "servers": a.servers, "N": a.N,
+           "B": a.B, "H": a.H, "Hb": a.Hb, "C1": a.C1, "C2": a.C2}
+    if a.json:
+        print(json.dumps(obj))
+    else:
+        print(f"eq. (6): {val:.6g} s = {blk} block-only syncs x C1 {a.C1:g} x {a.servers} servers x "
+              f"lg({a.K // a.servers}) + {glob} global syncs x C2 {a.C2:g} x lg({a.K})")
+    return 0
+
+
+def _samples(a: argparse.Namespace) -> tuple[int, float | None]:
+    if a.N is not None:
+        return a.N, None
+    epochs = 300.0 if a.epochs is None else a.epochs
+    if not (math.isfinite(epochs) and epochs > 0):
+        raise SimError(f"epochs must be a number > 0, got {epochs!r}")
+    return max(1, round(epochs * get_model(a.model).train_samples)), epochs
+
+
+def _schedule_kwargs(a: argparse.Namespace, algorithm: str, N: int, K: int) -> dict[str, Any]:
+    kw: dict[str, Any] = {"warmup": a.warmup, "warmup_steps": a.warmup_steps}
+    if algorithm == "postlocal":
+        T = total_steps(N, K, a.B)
+        if a.switch_epoch is None:
+            kw["switch_step"] = T // 2
+        else:
+            _, epochs = _samples(a)
+            if epochs is None or not 0 <= a.switch_epoch:
+                raise SimError(f"switch-epoch needs --epochs and must be >= 0, got {a.switch_epoch!r}")
+            kw["switch_step"] = min(T, math.floor(T * a.switch_epoch / epochs))
+    return kw
+
+
+def _config(a: argparse.Namespace, topo, K: int, sched: SyncSchedule) -> RunConfig:
+    N, epochs = _samples(a)
+    return RunConfig(topology=topo, model=get_model(a.model), K=K, B=a.B, N=N, schedule=sched,
+                     allreduce=a.allreduce, delay_global_s=a.delay_global, delay_block_s=a.delay_block,
+                     stragglers=parse_stragglers(a.stragglers, a.seed), epochs=epochs)
+
+
+def _breakdown(r: dict[str, Any]) -> str:
+    lines = [f"{r['topology']}: K={r['K']} ({r['nodes']} x {r['gpus_per_node']}), {r['model']}, "
+             f"{r['algorithm']} H={r['H']} Hb={r['Hb']}, B={r['B']}, N={r['N']} ({r['total_steps']} steps/worker), "
+             f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)",
+             f"  wall time      {r['wall_s']:12.3f} s"]
+    for key, label in (("compute_s", "compute"), ("comm_intra_s", "comm intra"), ("comm_inter_s", "comm inter"),
+                       ("wait_s", "waiting"), ("delay_s", "delays")):
+        share = 100 * r[key] / r["wall_s"] if r["wall_s"] > 0 else 0.0
+        lines.append(f"  {label:<14} {r[key]:12.3f} s  ({share:5.1f} %, mean per worker)")
+    lines += [f"  syncs          {r['syncs_block']} block, {r['syncs_global']} global",
+              f"  bytes          {r['bytes_intra']:.4g} intra, {r['bytes_inter']:.4g} inter",
+              f"  comm as eq.(6) counts it (block x nodes + global): {r['comm_accounted_s']:.4f} s; "
+              f"eq. (6) with C1={r['eq6_C1_s']:.3g} s, C2={r['eq6_C2_s']:.3g} s: {r['eq6_s']:.4f} s",
+              f"  one worker alone {r['single_worker_s']:.3f} s -> speedup {r['speedup']:.2f}"
+              if r["speedup"] is not None else "  speedup: n/a (zero wall time)",
+              f"  simulated in {r['sim_seconds']:.3f} s ({r['engine']} engine)"]
+    return "\n".join(lines)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    topo = load_topology(a.topology or a.preset or DEFAULT_PRESET)
+    N, _ = _samples(a)
+    sched = SyncSchedule(algorithm=a.algorithm, H=a.H, Hb=a.Hb, **_schedule_kwargs(a, a.algorithm, N, a.K))
+    res = simulate(_config(a, topo, a.K, sched), a.engine).to_json()
+    print(json.dumps(res) if a.json else _breakdown(res))
+    return 0
+
+
+def cmd_whatif(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    topos = [load_topology(t) for t in a.topologies]
+    for alg in a.algorithms:
+        if alg not in ALGORITHMS:
+            raise SimError(f"algorithms must be among {', '.join(ALGORITHMS)}, got {alg!r}")
+    points, notes = sweep_points(topos, a.K, a.algorithms, a.H, a.Hb)
+    for note in notes:
+        logging.getLogger(__name__).warning("%s", note)
+    if not points:
+        raise SimError("the sweep has no valid configuration (check K against each topology)")
+    N, _ = _samples(a)
+    writer = JsonlWriter(a.out) if a.out else None
+    rows = []
+    bar = tqdm(total=len(points), desc="whatif", unit="run", file=sys.stderr,
+               disable=a.quiet or not sys.stderr.isatty())
+    try:
+        results = run_sweep(points, lambda pt, s: _config(a, pt.topology, pt.K, s),
+                            lambda pt: _schedule_kwargs(a, pt.algorithm, N, pt.K), a.engine)
+        for res in results:
+            obj = res.to_json()
+            rows.append(obj)
+            if writer:
+                writer.write(obj)
+            if a.json:
+                print(json.dumps(obj), flush=True)
+            bar.update(1)
+    except BaseException:
+        if writer:
+            writer.close(keep=False)
+        raise
+    finally:
+        bar.close()
+    if writer:
+        writer.close()
+    if not a.json:
+        print(format_table(rows))
+        if a.out:
+            print(f"wrote {len(rows)} rows to {a.out}")
+    return 0
+
+
+def cmd_calibrate(a: argparse.Namespace) -> int:
+    if not a.intra and not a.inter:
+        raise SimError("calibrate needs at least one --intra FILE or --inter FILE")
+    fits = {}
+    for level, files in (("intra", a.intra), ("inter", a.inter)):
+        if files:
+            fits[level] = fit_level([row for f in files for row in read_bench(f)])
+    topo = calibrated_topology(load_topology(a.base), fits, name=a.name, nodes=a.nodes, gpus_per_node=a.gpus_per_node)
+    if a.out:
+        save_topology(topo, a.out)
+    report = {"levels": {k: v.to_json() for k, v in fits.items()}, "out": a.out}
+    if a.json:
+        print(json.dumps(report))
+        return 0
+    for k, v in fits.items():
+        bw = "unlimited" if v.beta == 0 else f"{1 / v.beta / 1e9:.4g} GB/s"
+        print(f"{k}: alpha {v.alpha:.4g} s, beta {v.beta:.4g} s/B ({bw}), gamma {v.gamma:.4g} s/B, "
+              f"R^2 {v.r2:.5f} over {v.rows} rows")
+        for w in v.worst:
+            print(f"  worst: p={w['p']} {w['bytes']} B {w['algorithm']}: measured {w['t_median_s']:.4g} s, "
+                  f"fit {w['t_fit_s']:.4g} s ({100 * w['rel_residual']:+.1f} %)")
+        for note in v.notes:
+            print(f"  note: {note}")
+    if a.out:
+        print(f"wrote topology {a.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except SimError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
