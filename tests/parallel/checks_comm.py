@@ -230,3 +230,36 @@ def check_bad_input_raises_everywhere() -> None:
         else:
             raise AssertionError("indivisible gpus_per_node accepted")
     WORLD.Barrier()  # every rank got here: none is stuck in a collective
+
+
+def check_allgather() -> None:
+    """Our recursive-doubling all-gather equals MPI_Allgather for any p, block size (0 included) and dtype."""
+    p, rank = WORLD.size, WORLD.rank
+    for block in (0, 1, 3, 64, 1001):
+        for dtype in (np.uint8, np.float32, np.int64):
+            mine = (np.arange(block) * 7 + rank * 1000).astype(dtype)
+            want = np.empty(p * block, dtype=dtype)
+            WORLD.Allgather(mine, want)
+            for alg in comm.ALLGATHER_ALGORITHMS:
+                out = np.full(p * block, 255, dtype=dtype)
+                comm.allgather(mine, out, algorithm=alg)
+                assert np.array_equal(out, want), f"allgather {alg} block={block} {np.dtype(dtype).name}"
+            got = comm.allgather(mine)  # default: a uint8 array of p * bytes
+            assert got.dtype == np.uint8 and np.array_equal(got.view(dtype), want)
+    try:
+        comm.allgather(np.ones(3), np.ones(3 * p + 1))
+    except comm.CommError as e:
+        assert "must hold" in str(e)
+    else:
+        raise AssertionError("wrong recvbuf size accepted")
+
+
+def check_allgather_torch() -> None:
+    """Packed sign bits as a torch uint8 tensor: gathered rank-ordered into a torch output tensor."""
+    import torch
+
+    p, rank = WORLD.size, WORLD.rank
+    bits = torch.full((13,), rank, dtype=torch.uint8)
+    out = torch.zeros(13 * p, dtype=torch.uint8)
+    comm.allgather(bits, out)
+    assert torch.equal(out, torch.arange(p, dtype=torch.uint8).repeat_interleave(13))

@@ -5,7 +5,7 @@ import pytest
 
 from tests.parallel.harness import WORLD_SIZES, run_checks
 
-CORE = ["check_numpy_all_algorithms", "check_other_buffer_kinds", "check_private_communicator_isolation",
+CORE = ["check_numpy_all_algorithms", "check_allgather", "check_other_buffer_kinds", "check_private_communicator_isolation",
         "check_scratch_reused", "check_bad_input_raises_everywhere"]
 
 
@@ -23,7 +23,7 @@ def test_random_inputs_equal_native(p):
 @pytest.mark.parametrize("p", [1, 2, 3, 5, 16])
 def test_allreduce_torch_cpu(p):
     run_checks(p, "tests.parallel.checks_comm",
-               ["check_torch_cpu_buffers", "check_device_ops_path", "check_flat_buffer_sync"], timeout=240)
+               ["check_torch_cpu_buffers", "check_device_ops_path", "check_flat_buffer_sync", "check_allgather_torch"], timeout=240)
 
 
 @pytest.mark.parametrize("p,gpus", [(8, 2), (8, 4), (6, 2), (6, 3), (4, 4), (2, 1)])
