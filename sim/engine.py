@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
-from typing import Callable, Generator
+from typing import Generator
 
 import numpy as np
 import simpy
@@ -71,7 +72,7 @@ class Network:
             tx, rx = self._port("tx", src), self._port("rx", dst)
         else:
             tx, rx = self._port("nic_tx", src // self.b), self._port("nic_rx", dst // self.b)
-        t0 = self.env.now
+        flight = record.begin(name)
         req_tx = tx.request()
         yield req_tx
         req_rx = rx.request()
@@ -83,26 +84,37 @@ class Network:
         tx.release(req_tx)
         if lv.latency_s > 0:
             yield self.env.timeout(lv.latency_s)
-        record.message(name, nbytes, t0, self.env.now)
+        record.end(name, nbytes, flight, self.env.now)
         done.succeed()
 
 
 class _Recorder:
     """Bytes per level and the intervals during which inter-node messages were in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
         self.bytes = {"intra": 0.0, "inter": 0.0}
         self.messages = 0
-        self.inter_intervals: list[tuple[float, float]] = []
+        # [start, end] of every inter-node message, from its first port request (queueing counts)
+        # to delivery; end is +inf while still in flight, so a rank that finishes early already
+        # sees the messages that are moving at that moment.
+        self.inter_intervals: list[list[float]] = []
 
-    def message(self, level: str, nbytes: float, t0: float, t1: float) -> None:
+    def begin(self, level: str) -> list[float] | None:
+        if level != "inter":
+            return None
+        flight = [self.env.now, math.inf]
+        self.inter_intervals.append(flight)
+        return flight
+
+    def end(self, level: str, nbytes: float, flight: list[float] | None, now: float) -> None:
         self.bytes[level] += nbytes
         self.messages += 1
-        if level == "inter":
-            self.inter_intervals.append((t0, t1))
+        if flight is not None:
+            flight[1] = now
 
 
-def interval_measure(intervals: list[tuple[float, float]], lo: float, his: np.ndarray) -> np.ndarray:
+def interval_measure(intervals: list, lo: float, his: np.ndarray) -> np.ndarray:
     """For each h in `his`: length of the union of `intervals` clipped to [lo, h]."""
     his = np.asarray(his, dtype=float)
     merged: list[list[float]] = []
@@ -152,13 +164,12 @@ def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b
 
 
 def start_collective(env: simpy.Environment, net: Network, ranks: tuple[int, ...], algorithm: str,
-                     nbytes: float, paper_level: Level | None = None,
-                     on_done: Callable[[], None] | None = None) -> tuple[list[simpy.Process], _Recorder]:
+                     nbytes: float, paper_level: Level | None = None) -> tuple[list[simpy.Process], _Recorder]:
     """Launch one collective now; returns the per-rank processes (in `ranks` order) and its recorder.
 
     algorithm "paper": no messages; every rank spends C lg p, C = alpha of `paper_level` (SPEC eq. 6).
     """
-    rec = _Recorder()
+    rec = _Recorder(env)
     if algorithm == "paper":
         p = len(ranks)
         cost = paper_level.latency_s + paper_level.overhead_s if paper_level is not None else 0.0
@@ -170,7 +181,7 @@ def start_collective(env: simpy.Environment, net: Network, ranks: tuple[int, ...
             if dt > 0:
                 yield env.timeout(dt)
             if inter:
-                rec.inter_intervals.append((start, env.now))
+                rec.inter_intervals.append([start, env.now])
         return [env.process(paper_proc()) for _ in ranks], rec
 
     programs = collective_programs(algorithm, ranks, nbytes, net.b)

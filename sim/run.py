@@ -229,7 +229,7 @@ def _event(cfg: RunConfig) -> RunResult:
                 paper = t.inter if level == "global" else t.intra  # eq. (6): global syncs cost C2
                 procs, rec = start_collective(env, net, ranks, algs[0] if level == "global" else algs[1], n, paper)
                 bar.update(procs=procs, rec=rec, start=env.now)
-                totals[level] += 1
+                totals[level] += 1 if level == "global" or node == 0 else 0  # count sync events, not groups
                 bar["ev"].succeed()
             yield bar["ev"]
             start, rec = bar["start"], bar["rec"]

@@ -59,7 +59,7 @@ def test_bytes_per_level_are_counted():
 def _send_all(t: Topology, pairs: list[tuple[int, int]], n: float) -> list[float]:
     env = CountingEnvironment()
     net = Network(env, t)
-    rec = _Recorder()
+    rec = _Recorder(env)
     done = [env.event() for _ in pairs]
     for (s, d), ev in zip(pairs, done):
         posted = env.event()
