@@ -192,3 +192,44 @@ def check_k1_local_equals_plain_sgd() -> None:
         opt.step()
     ref = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
     assert np.array_equal(ours, ref), f"max difference {np.abs(ours - ref).max()}"
+
+
+def check_local_warmup_follows_schedule() -> None:
+    """With exponential local-step warm-up the syncs happen exactly at the schedule's events."""
+    tr = make(tiny(algorithm="local", H=4, local_warmup="exponential", local_warmup_steps=9))
+    T = tr.plan.total_steps
+    done = []
+    for t in range(T):
+        before = tr.sync.stats["global"]["syncs"]
+        tr._one_step(t, None)
+        if tr.sync.stats["global"]["syncs"] > before:
+            done.append(t)
+            assert len(set(digests(tr))) == 1
+    expected = [t for t, _ in tr.plan.schedule.events(T)]
+    # H in force: 1 for u = 0..2, 2 for u = 3..5, 4 from u = 6 (sim.schedule docstring), so syncs at 0, 1, 2, 4, 8
+    assert done == expected and expected[:5] == [0, 1, 2, 4, 8], expected
+
+
+def check_delay_and_straggler() -> None:
+    """--global-sync-delay adds its delay to every global sync; a straggler makes the others wait for it."""
+    K = WORLD.Get_size()
+    tr = make(tiny(algorithm="local", H=4, epochs=1.0, global_sync_delay=0.05, stragglers=((K - 1, 4.0),)))
+    T = tr.plan.total_steps
+    for t in range(T):
+        tr._one_step(t, None)
+    st = tr.sync.stats["global"]
+    n = tr.plan.schedule.counts(T)["global"]
+    assert st["syncs"] == n and abs(st["delay_s"] - 0.05 * n) < 1e-9 and st["comm_s"] >= 0.05 * n
+    waits = WORLD.allgather(st["wait_s"])
+    slow = WORLD.allgather(tr.straggle_s)
+    assert slow[-1] > 0 and all(s == 0 for s in slow[:-1])
+    assert min(waits[:-1]) > waits[-1], f"the ranks should wait for the straggler: {waits}"
+
+
+def check_global_variant_has_no_local_momentum() -> None:
+    tr = make(tiny(algorithm="local", H=2, momentum_variant="global", global_momentum=0.3))
+    assert all(g["momentum"] == 0.0 for g in tr.opt.param_groups)
+    for t in range(4):
+        tr._one_step(t, None)
+    assert tr.sync.momentum_buf is not None and float(tr.sync.momentum_buf.abs().sum()) > 0
+    assert len(set(digests(tr))) == 1
