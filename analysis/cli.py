@@ -49,23 +49,20 @@ def _cmd_comm(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
 
 def _cmd_cost(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
     from analysis.costplot import plot_cost
-    from analysis.simout import load_sim
-    return plot_cost(load_sim(args.sim), cfg, K=args.K, fixed_H=args.fixed_H, fixed_Hb=args.fixed_Hb)
+    from analysis.simout import load_sim, select
+    points = select(load_sim(args.sim), dedupe_local=False, topology=args.topology, algorithm=args.algorithm)
+    return plot_cost(points, cfg, K=args.K, fixed_H=args.fixed_H, fixed_Hb=args.fixed_Hb)
 
 
 def _cmd_speedup(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
     from analysis.runs import load_runs
-    from analysis.simout import load_sim
+    from analysis.simout import load_sim, select
     from analysis.speedupplot import plot_speedup, plot_time_to_acc, run_speedup_lines, sim_speedup_lines
     if not args.sim and not args.runs:
         raise InputError("speedup needs --sim FILE... (sim whatif output) or --runs RUN_DIR..., got neither")
     out: dict[str, Figure] = {}
     if args.sim:
-        points = load_sim(args.sim)
-        if args.topology:
-            points = [p for p in points if p.get("topology") == args.topology]
-            if not points:
-                raise InputError(f"--topology {args.topology!r} matches no simulator record")
+        points = select(load_sim(args.sim), topology=args.topology, algorithm=args.algorithm, Hb=args.Hb)
         out.update(plot_speedup(sim_speedup_lines(points), cfg, title="Simulated speedup over K"))
     if args.runs:
         runs = load_runs(args.runs)
@@ -136,12 +133,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--K", type=_positive_int, help="the K to draw (default: the largest simulated)")
     p.add_argument("--fixed-H", type=_positive_int, help="H held fixed in cost_Hb (default: smallest with 2+ Hb)")
     p.add_argument("--fixed-Hb", type=_positive_int, help="H^b held fixed in cost_H (default: 1)")
+    p.add_argument("--topology", help="only this simulated topology (default: all)")
+    p.add_argument("--algorithm", help="only this sync algorithm (default: all)")
     p.set_defaults(handler=_cmd_cost)
 
     p = sub.add_parser("speedup", parents=[common], help="speedup against K per H; time-to-accuracy bars")
     p.add_argument("--sim", nargs="+", metavar="FILE", default=[], help="`sim whatif` JSONL files")
     p.add_argument("--runs", nargs="+", metavar="RUN_DIR", default=[], help="train run directories")
-    p.add_argument("--topology", help="only this simulated topology/preset")
+    p.add_argument("--topology", help="sim: only this topology (default: all)")
+    p.add_argument("--algorithm", help="sim: only this sync algorithm (default: all)")
+    p.add_argument("--Hb", type=_positive_int, default=1, help="sim: only this H^b (default: %(default)s)")
     p.add_argument("--time", choices=("total", "tta"), default="total",
                    help="runs: speedup in total wall time or in time to accuracy (default: %(default)s)")
     p.set_defaults(handler=_cmd_speedup)

@@ -1,4 +1,4 @@
-"""Communication cost against H and H^b per topology: simulated (solid) beside eq. (6) (dashed)."""
+"""Communication cost against H and H^b per topology: simulated (solid, dotted) beside eq. (6) (dashed)."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from analysis.errors import InputError
-from analysis.render import RenderConfig, legend_below, new_figure, style
-from analysis.simout import SimPoint, group_lines
+from analysis.render import RenderConfig, legend_below, new_figure, plain_log_ticks, style
+from analysis.simout import SimPoint, group_lines, select
 
 __all__ = ["plot_cost", "default_fixed"]
 
@@ -26,35 +26,41 @@ def default_fixed(points: Sequence[SimPoint], key: str, other: str) -> float | N
     return candidates[0] if candidates else None
 
 
+# (SimPoint field, line style, marker, legend text) of the three measures drawn per configuration.
+_MEASURES = (
+    ("comm_s", "-", "o", "simulated: time in collectives (solid)"),
+    ("comm_accounted_s", ":", "+", "simulated, counted as eq. (6) does (dotted)"),
+    ("eq6_s", "--", "x", "eq. (6) closed form (dashed)"),
+)
+
+
 def _panel(fig: Figure, ax, points: Sequence[SimPoint], x: str, fixed: dict) -> bool:
-    sim = group_lines(points, x, "comm_s", where=fixed)
-    eq6 = {label: (xs, ys) for label, xs, ys, _ in group_lines(points, x, "eq6_s", where=fixed)}
-    if not sim and not eq6:
+    series = {field: group_lines(points, x, field, where=fixed) for field, *_ in _MEASURES}
+    if any(len(xs) > 1 for lines in series.values() for _, xs, *_ in lines):
+        # A configuration seen at one x only (e.g. local SGD in an H^b sweep) is not a line here.
+        series = {f: [line for line in lines if len(line[1]) > 1] for f, lines in series.items()}
+    labels = list(dict.fromkeys(label for lines in series.values() for label, *_ in lines))
+    if not labels:
         return False
-    labels = [label for label, *_ in sim] + [label for label in eq6 if label not in {s[0] for s in sim}]
     ys_all: list[float] = []
-    for i, label in enumerate(labels):
-        color = f"C{i % 10}"
-        for lab, xs, ys, _ in sim:
-            if lab == label:
-                ax.plot(xs, ys, marker="o", color=color, label=label)
-                ys_all += ys
-        if label in eq6:
-            xs, ys = eq6[label]
-            ax.plot(xs, ys, ls="--", marker="x", color=color,
-                    label=None if any(s[0] == label for s in sim) else f"{label} (eq. 6 only)")
+    for field, ls, marker, _ in _MEASURES:
+        for label, xs, ys, _pts in series[field]:
+            color = f"C{labels.index(label) % 10}"
+            first = field == next(f for f, *_ in _MEASURES if any(lab == label for lab, *_ in series[f]))
+            ax.plot(xs, ys, ls=ls, marker=marker, color=color, label=label if first else None)
             ys_all += ys
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter("{x:g}")
     positive = [v for v in ys_all if v > 0]
     if positive and max(positive) / min(positive) > 10:
         ax.set_yscale("log")
-    sym = {"H": "H (local steps between syncs)", "Hb": "Hᵇ (block syncs per global sync)"}[x]
-    ax.set_xlabel(sym)
-    ax.set_ylabel("communication time (s)")
-    ax.plot([], [], color="grey", marker="o", label="simulated (solid)")
-    ax.plot([], [], color="grey", ls="--", marker="x", label="eq. (6) (dashed)")
-    legend_below(fig, ax, ncols=3)
+        plain_log_ticks(ax, "y")
+    ax.set_xlabel({"H": "H (local steps between syncs)", "Hb": "Hᵇ (block syncs per global sync)"}[x])
+    ax.set_ylabel("communication time (s, whole run)")
+    for field, ls, marker, text in _MEASURES:
+        if series[field]:
+            ax.plot([], [], color="grey", ls=ls, marker=marker, label=text)
+    legend_below(fig, ax, ncols=2)
     return True
 
 
@@ -83,7 +89,7 @@ def plot_cost(points: Sequence[SimPoint], cfg: RenderConfig, *, K: float | None 
     with style():
         fig, (ax,) = new_figure(cfg, height_scale=1.2)
         where = {"Hb": _num(fixed_Hb)} if hb_values else {}
-        if _panel(fig, ax, points, "H", where):
+        if _panel(fig, ax, select(points), "H", where):
             ax.set_title(f"Communication cost by H (K = {K:g}" + (f", Hᵇ = {fixed_Hb:g})" if hb_values else ")"))
             out["cost_H"] = fig
         if fixed_H is None:

@@ -1,6 +1,7 @@
 """Records of `sim run --json` / `sim whatif --out` read into flat configurations and figures."""
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -11,26 +12,47 @@ from typing import Any
 from analysis.errors import InputError
 from analysis.files import Record, opt, opt_num, read_json, read_jsonl
 
-__all__ = ["SimPoint", "CONFIG_KEYS", "load_sim", "sim_point", "group_lines", "label_of"]
+__all__ = ["SimPoint", "CONFIG_KEYS", "load_sim", "sim_point", "select", "group_lines", "label_of"]
 
-# Configuration keys identifying a simulated setup; each may sit at top level or under "config".
+# Configuration keys identifying a simulated setup (docs/schema-sim.md, "sim.run/1"), in legend order.
 CONFIG_KEYS: dict[str, tuple[str, ...]] = {
-    "topology": ("topology", "preset", "config.topology", "config.preset", "topology.name", "config.topology.name"),
-    "algorithm": ("algorithm", "config.algorithm", "sync_algorithm", "config.sync_algorithm"),
-    "allreduce": ("allreduce", "config.allreduce", "allreduce_algorithm", "config.allreduce_algorithm"),
-    "model": ("model", "config.model", "model.name", "config.model.name"),
-    "K": ("K", "config.K", "workers", "config.workers"),
-    "H": ("H", "config.H"),
-    "Hb": ("Hb", "config.Hb", "H_b", "config.H_b"),
+    "topology": ("topology",),
+    "algorithm": ("algorithm",),
+    "allreduce": ("allreduce",),
+    "model": ("model",),
+    "K": ("K",),
+    "gpus_per_node": ("gpus_per_node",),
+    "B": ("B",),
+    "N": ("N",),
+    "H": ("H",),
+    "Hb": ("Hb",),
+    "switch_step": ("switch_step",),
+    "warmup": ("warmup",),
+    "warmup_steps": ("warmup_steps",),
+    "delay_global_s": ("delay_global_s",),
+    "delay_block_s": ("delay_block_s",),
+    "stragglers": ("stragglers",),
 }
 _FIGURES: dict[str, tuple[str, ...]] = {
-    "wall_s": ("wall_s", "total_s", "wall_time_s", "time.wall_s", "breakdown.wall_s"),
-    "comm_intra_s": ("comm_intra_s", "time.comm_intra_s", "breakdown.comm_intra_s"),
-    "comm_inter_s": ("comm_inter_s", "time.comm_inter_s", "breakdown.comm_inter_s"),
-    "comm_s": ("comm_s", "time.comm_s", "breakdown.comm_s"),
-    "eq6": ("eq6_s", "eq6", "eq6.cost_s", "eq6.eq6", "eq6.value", "eq6.eq6_s"),
-    "speedup": ("speedup", "speedup_over_one", "speedup.value"),
+    "wall_s": ("wall_s",),
+    "comm_intra_s": ("comm_intra_s",),
+    "comm_inter_s": ("comm_inter_s",),
+    "comm_accounted_s": ("comm_accounted_s",),
+    "eq6": ("eq6_s", "eq6"),
+    "speedup": ("speedup",),
+    "single_worker_s": ("single_worker_s",),
 }
+_SYMBOLS = {"Hb": "Hᵇ", "gpus_per_node": "GPUs/node", "delay_global_s": "global delay s",
+            "delay_block_s": "block delay s", "switch_step": "switch step", "warmup_steps": "warm-up steps"}
+
+
+def _stragglers(value: Any) -> str | None:
+    """A straggler setting as short text; None when there are none."""
+    if not isinstance(value, dict):
+        return None if value in (None, "none") else str(value)
+    if value.get("kind", "none") == "none":
+        return None
+    return "stragglers " + " ".join(f"{k}={v}" for k, v in sorted(value.items()))
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -40,6 +62,7 @@ class SimPoint:
     config: tuple[tuple[str, Any], ...]
     wall_s: float | None
     comm_s: float | None
+    comm_accounted_s: float | None
     eq6_s: float | None
     speedup: float | None
     source: str
@@ -49,22 +72,29 @@ class SimPoint:
 
 
 def sim_point(rec: Record) -> SimPoint:
-    """Flatten one record; communication = intra + inter (or comm_s); eq. (6) as given by the simulator."""
+    """Flatten one run object: communication = comm_intra_s + comm_inter_s (per-worker means, s).
+
+    ``speedup`` is the simulator's own figure, else single_worker_s / wall_s when both are there.
+    """
     config = []
     for key, names in CONFIG_KEYS.items():
         value = opt(rec, names)
-        if isinstance(value, (dict, list)):
-            value = opt(value, "name") if isinstance(value, dict) else None
+        if key == "stragglers":
+            value = _stragglers(value)
+        elif isinstance(value, (dict, list)):
+            value = json.dumps(value, sort_keys=True)
         config.append((key, value))
     intra = opt_num(rec, _FIGURES["comm_intra_s"])
     inter = opt_num(rec, _FIGURES["comm_inter_s"])
-    comm = opt_num(rec, _FIGURES["comm_s"])
-    if comm is None and (intra is not None or inter is not None):
-        comm = (intra or 0.0) + (inter or 0.0)
-    eq6 = opt(rec, _FIGURES["eq6"])
-    eq6 = float(eq6) if isinstance(eq6, (int, float)) and not isinstance(eq6, bool) else None
-    return SimPoint(config=tuple(config), wall_s=opt_num(rec, _FIGURES["wall_s"]), comm_s=comm,
-                    eq6_s=eq6, speedup=opt_num(rec, _FIGURES["speedup"]), source=rec.source)
+    comm = None if intra is None and inter is None else (intra or 0.0) + (inter or 0.0)
+    wall = opt_num(rec, _FIGURES["wall_s"])
+    speedup = opt_num(rec, _FIGURES["speedup"])
+    single = opt_num(rec, _FIGURES["single_worker_s"])
+    if speedup is None and single is not None and wall:
+        speedup = single / wall
+    return SimPoint(config=tuple(config), wall_s=wall, comm_s=comm,
+                    comm_accounted_s=opt_num(rec, _FIGURES["comm_accounted_s"]),
+                    eq6_s=opt_num(rec, _FIGURES["eq6"]), speedup=speedup, source=rec.source)
 
 
 def load_sim(paths: Iterable[str | Path]) -> list[SimPoint]:
@@ -82,11 +112,30 @@ def load_sim(paths: Iterable[str | Path]) -> list[SimPoint]:
             pt = sim_point(rec)
             for key in ("K", "H"):
                 if pt.get(key) is None:
-                    raise InputError(f"{rec.source}: missing key {key!r} (or {CONFIG_KEYS[key][1]!r})")
+                    raise InputError(f"{rec.source}: missing key {key!r} (not a `sim run` object?)")
             points.append(pt)
     if not points:
         raise InputError("no simulator records given (expected `sim run --json` or `sim whatif` output)")
     return points
+
+
+def select(points: Sequence[SimPoint], *, dedupe_local: bool = True, **where: Any) -> list[SimPoint]:
+    """The points whose configuration matches every given key (None values are ignored).
+
+    Hierarchical runs at H^b = 1 are plain local SGD (SPEC section 2); when the input also holds
+    "local" runs they would draw the same line twice, so with ``dedupe_local`` they are dropped.
+    """
+    want = {k: v for k, v in where.items() if v is not None}
+    for key, value in want.items():
+        if key not in CONFIG_KEYS:
+            raise InputError(f"cannot select on {key!r}; known keys: {', '.join(CONFIG_KEYS)}")
+        if not any(str(p.get(key)) == str(value) for p in points):
+            seen = sorted({str(p.get(key)) for p in points})
+            raise InputError(f"{key} must be one of {', '.join(seen)} (the simulated values), got {value!r}")
+    out = [p for p in points if all(str(p.get(k)) == str(v) for k, v in want.items())]
+    if dedupe_local and any(p.get("algorithm") == "local" for p in out):
+        out = [p for p in out if not (p.get("algorithm") == "hierarchical" and p.get("Hb") == 1)]
+    return out
 
 
 def _order(value: Any) -> tuple[int, float, str]:
@@ -100,13 +149,13 @@ def _order(value: Any) -> tuple[int, float, str]:
 
 def label_of(config: dict[str, Any], keys: Sequence[str]) -> str:
     """Legend text from the configuration keys that vary between lines."""
-    sym = {"Hb": "Hᵇ"}
     parts = []
     for k in keys:
         v = config.get(k)
         if v is None:
             continue
-        parts.append(str(v) if k in ("topology", "algorithm", "allreduce", "model") else f"{sym.get(k, k)}={v}")
+        text = k in ("topology", "algorithm", "allreduce", "model", "warmup", "stragglers")
+        parts.append(str(v) if text else f"{_SYMBOLS.get(k, k)}={v}")
     return ", ".join(parts) or "simulated"
 
 
@@ -134,6 +183,8 @@ def group_lines(points: Sequence[SimPoint], x: str, y: str, *,
                              f"(also {lines[key][xv].source})")
         lines[key][xv] = pt
     varying = [k for k in CONFIG_KEYS if k != x and len({dict(key).get(k) for key in lines}) > 1]
+    if "topology" in varying and "gpus_per_node" in varying:
+        varying.remove("gpus_per_node")  # a topology fixes its GPUs per node
     out = []
     for key in sorted(lines, key=lambda kk: tuple(_order(v) for _, v in kk)):
         xs = sorted(lines[key])

@@ -21,7 +21,7 @@ CASES = {
     "comm": (["comm", str(FIX / "bench_p4.jsonl"), "--calibration", str(FIX / "calibration.json")],
              ["comm_time", "comm_busbw"]),
     "cost": (["cost", str(FIX / "whatif.jsonl"), str(FIX / "run_one.json")], ["cost_H", "cost_Hb"]),
-    "speedup": (["speedup", "--sim", str(FIX / "whatif.jsonl"), "--topology", "4x4-v100", "--runs", *RUNS],
+    "speedup": (["speedup", "--sim", str(FIX / "whatif.jsonl"), "--topology", "v100-4x4-10gbps", "--runs", *RUNS],
                 ["speedup", "speedup_runs", "time_to_acc"]),
     "convex": (["convex", "--grid", str(FIX / "convex_grid.json"), "--speedup", str(FIX / "convex_speedup.json")],
                ["convex_heatmap", "convex_speedup"]),

@@ -14,7 +14,7 @@ from analysis.curvesplot import run_curves
 from analysis.errors import InputError
 from analysis.predictplot import Pair, pairs_from_runs, pairs_from_table
 from analysis.runs import as_percent, load_run, load_runs
-from analysis.simout import group_lines, load_sim
+from analysis.simout import group_lines, load_sim, select
 from analysis.speedupplot import run_speedup_lines, sim_speedup_lines
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "analysis"
@@ -98,16 +98,28 @@ def test_convex_speedup_computed_when_absent(tmp_path):
 def test_sim_lines_group_by_everything_but_x():
     raw = _jsonl(FIX / "whatif.jsonl")
     pts = load_sim([FIX / "whatif.jsonl"])
-    lines = group_lines(pts, "H", "eq6_s", where={"K": 16, "Hb": 1})
-    assert sorted(label for label, *_ in lines) == ["4x4-v100", "paper-8x2-10gbps"]
+    lines = group_lines(pts, "H", "eq6_s", where={"K": 16, "Hb": 1, "algorithm": "local"})
+    assert sorted(label for label, *_ in lines) == ["paper-8x2-10gbps", "v100-4x4-10gbps"]
     for label, xs, ys, _ in lines:
-        expect = sorted((r["config"]["H"], r["eq6_s"]) for r in raw if r["config"]["topology"] == label
-                        and r["config"]["K"] == 16 and r["config"]["Hb"] == 1)
+        expect = sorted((r["H"], r["eq6_s"]) for r in raw if r["topology"] == label and r["K"] == 16
+                        and r["Hb"] == 1 and r["algorithm"] == "local")
         assert list(zip(xs, ys)) == [(float(h), e) for h, e in expect]
-    comm = group_lines(pts, "H", "comm_s", where={"K": 16, "Hb": 1})
-    r0 = next(r for r in raw if r["config"]["K"] == 16 and r["config"]["H"] == 1 and r["config"]["Hb"] == 1
-              and r["config"]["topology"] == "4x4-v100")
-    assert comm[0][2][0] == pytest.approx(r0["comm_intra_s"] + r0["comm_inter_s"])
+    comm = group_lines(pts, "Hb", "comm_s", where={"K": 16, "algorithm": "hierarchical"})
+    r0 = next(r for r in raw if r["K"] == 16 and r["Hb"] == 4 and r["algorithm"] == "hierarchical"
+              and r["topology"] == comm[0][0])
+    assert comm[0][1][2] == 4.0 and comm[0][2][2] == pytest.approx(r0["comm_intra_s"] + r0["comm_inter_s"])
+
+
+def test_select_filters_and_drops_hierarchical_hb1_duplicates():
+    pts = load_sim([FIX / "whatif.jsonl"])
+    k16 = select(pts, K=16)
+    assert all(p.get("K") == 16 for p in k16)
+    assert not any(p.get("algorithm") == "hierarchical" and p.get("Hb") == 1 for p in k16)
+    assert any(p.get("algorithm") == "hierarchical" and p.get("Hb") == 1
+               for p in select(pts, dedupe_local=False, K=16))
+    with pytest.raises(InputError, match=r"topology must be one of paper-8x2-10gbps, v100-4x4-10gbps "
+                                         r"\(the simulated values\), got 'nope'"):
+        select(pts, topology="nope")
 
 
 def test_sim_duplicate_configuration_is_an_error(tmp_path):
@@ -118,15 +130,20 @@ def test_sim_duplicate_configuration_is_an_error(tmp_path):
         group_lines(load_sim([f]), "H", "eq6_s")
 
 
-def test_sim_speedup_from_wall_time_when_not_given(tmp_path):
-    raw = [r for r in _jsonl(FIX / "whatif.jsonl") if r["config"]["Hb"] == 1]
+def test_sim_speedup_from_single_worker_or_wall_time(tmp_path):
+    raw = [r for r in _jsonl(FIX / "whatif.jsonl") if r["algorithm"] == "local"]
     f = tmp_path / "w.jsonl"
     f.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "speedup"}) + "\n" for r in raw))
-    lines = sim_speedup_lines(load_sim([f]))
+    lines = sim_speedup_lines(load_sim([f]))  # from single_worker_s / wall_s
     for label, xs, ys, *_ in lines:
         topo, h = label.split(", H=")
-        walls = {r["config"]["K"]: r["wall_s"] for r in raw
-                 if r["config"]["topology"] == topo and r["config"]["H"] == int(h)}
+        rows = {r["K"]: r for r in raw if r["topology"] == topo and r["H"] == int(h)}
+        assert ys == [pytest.approx(rows[int(k)]["single_worker_s"] / rows[int(k)]["wall_s"]) for k in xs]
+    f.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("speedup", "single_worker_s")})
+                         + "\n" for r in raw))
+    for label, xs, ys, *_ in sim_speedup_lines(load_sim([f])):  # from wall(K=1) / wall(K)
+        topo, h = label.split(", H=")
+        walls = {r["K"]: r["wall_s"] for r in raw if r["topology"] == topo and r["H"] == int(h)}
         assert ys == [pytest.approx(walls[1] / walls[int(k)]) for k in xs]
 
 

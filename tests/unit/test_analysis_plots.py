@@ -23,7 +23,7 @@ from analysis.errors import InputError  # noqa: E402
 from analysis.predictplot import pairs_from_table, plot_predict  # noqa: E402
 from analysis.render import RenderConfig, figure_bytes, parse_formats, save_figure, style  # noqa: E402
 from analysis.runs import load_runs  # noqa: E402
-from analysis.simout import load_sim  # noqa: E402
+from analysis.simout import load_sim, select  # noqa: E402
 from analysis.speedupplot import plot_speedup, plot_time_to_acc, sim_speedup_lines  # noqa: E402
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "analysis"
@@ -60,7 +60,7 @@ def _all_figures():
     figs = {}
     figs.update(plot_comm(bench_series(load_bench([FIX / "bench_p4.jsonl"])), CFG, cal))
     figs.update(plot_cost(points, CFG))
-    figs.update(plot_speedup(sim_speedup_lines([p for p in points if p.get("Hb") == 1]), CFG))
+    figs.update(plot_speedup(sim_speedup_lines(select(points, Hb=1)), CFG))
     figs.update(plot_time_to_acc(runs, CFG))
     figs.update(plot_convex_grid(grid_cells(load_convex_rows(FIX / "convex_grid.json")), CFG))
     figs.update(plot_convex_speedup(lines, ref, CFG))
@@ -126,3 +126,13 @@ def test_render_config_rejects_bad_values():
         parse_formats("png,jpg")
     with pytest.raises(InputError, match="dpi must be an integer in \\[30, 600\\], got 0"):
         RenderConfig(dpi=0)
+
+
+def test_many_long_legend_entries_still_fit():
+    """Every simulated line (both algorithms, all H^b) gives long labels; the legend must stay inside."""
+    fig = plot_speedup(sim_speedup_lines(load_sim([FIX / "whatif.jsonl"])), CFG)["speedup"]
+    w_in, h_in = fig.get_size_inches()
+    check_png(figure_bytes(fig, "png", CFG), (round(w_in * CFG.dpi), round(h_in * CFG.dpi)))
+    with style():
+        tight = fig.get_tightbbox(fig.canvas.get_renderer())
+    assert tight.x0 >= -0.01 and tight.x1 <= w_in + 0.01 and tight.y0 >= -0.01 and tight.y1 <= h_in + 0.01
