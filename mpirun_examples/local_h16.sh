@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Local SGD with H = 16 local steps between model averages (K = 16).
+# Environment knobs (all optional): NP ranks, MPIRUN launcher, PYTHON interpreter, OUT run folder.
+# Extra arguments are passed on to python -m train (the tests add a tiny budget this way).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${MPIRUN:=.venv/bin/mpirun}" "${PYTHON:=.venv/bin/python}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MPIR_CVAR_ENABLE_HEAVY_YIELD="${MPIR_CVAR_ENABLE_HEAVY_YIELD:-1}"
+: "${NP:=16}" "${OUT:=runs/example-local_h16}"
+"$MPIRUN" -n "$NP" "$PYTHON" -m train --algorithm local --H 16 --out-dir "$OUT" "$@"
