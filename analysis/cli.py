@@ -44,7 +44,7 @@ def _cmd_comm(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
     from analysis.commplot import bench_series, load_bench, plot_comm
     from analysis.costmodel import load_calibration
     cal = load_calibration(args.calibration, args.level) if args.calibration else None
-    return plot_comm(bench_series(load_bench(args.bench)), cfg, cal)
+    return plot_comm(bench_series(load_bench(args.bench)), cfg, cal, spread=args.spread)
 
 
 def _cmd_cost(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="FILE", help="calibration/topology JSON: overlay the alpha-beta-gamma "
                    "model and the bandwidth bound")
     p.add_argument("--level", default="intra", help="which level of the calibration file (default: %(default)s)")
+    p.add_argument("--spread", action="store_true", help="shade each line between its t_min_s and t_max_s")
     p.set_defaults(handler=_cmd_comm)
 
     p = sub.add_parser("cost", parents=[common], help="communication cost against H and H^b (sim vs eq. 6)")

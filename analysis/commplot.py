@@ -93,9 +93,12 @@ def bench_series(rows: Sequence[Record]) -> list[BenchSeries]:
     return out
 
 
-def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig,
-              cal: Calibration | None = None) -> dict[str, Figure]:
-    """Figures ``comm_time`` and ``comm_busbw``; with ``cal`` the model (dashed) and the bandwidth bound."""
+def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig, cal: Calibration | None = None, *,
+              spread: bool = False) -> dict[str, Figure]:
+    """Figures ``comm_time`` and ``comm_busbw``; with ``cal`` the model (dashed) and the bandwidth bound.
+
+    ``spread`` shades each series between its fastest and slowest iteration (t_min_s..t_max_s).
+    """
     if not series:
         raise InputError("no correct bench rows to plot (every row was marked correct=false)")
     sizes = sorted({n for s in series for n in s.bytes})
@@ -107,7 +110,7 @@ def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig,
             color = f"C{i % 10}"
             marker = "s" if s.library == "mpi" else "o"
             ax_t.plot(s.bytes, s.t_median_s, marker=marker, color=color, label=s.label)
-            if any(lo != hi for lo, hi in zip(s.t_min_s, s.t_max_s)):
+            if spread and any(lo != hi for lo, hi in zip(s.t_min_s, s.t_max_s)):
                 ax_t.fill_between(s.bytes, s.t_min_s, s.t_max_s, color=color, alpha=0.12, lw=0)
             ax_b.plot(s.bytes, s.busbw_GBps, marker=marker, color=color, label=s.label)
             if cal is not None and s.algorithm in MODELLED and s.library != "mpi" and s.p > 1:
@@ -115,15 +118,15 @@ def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig,
                 ax_t.plot(s.bytes, model, ls="--", lw=1.1, color=color)
                 ax_b.plot(s.bytes, [n / t / 1e9 * 2 * (s.p - 1) / s.p for n, t in zip(s.bytes, model)],
                           ls="--", lw=1.1, color=color)
-        if cal is not None:
+        if cal is not None and cal.beta_s_per_byte > 0:
             for j, p in enumerate(x for x in procs if x > 1):
                 ax_t.plot(sizes, [bandwidth_bound_s(n, p, cal) for n in sizes], ls=":", color="black",
                           lw=1.3, label="bandwidth bound 2(p-1)/p · n · β" if j == 0 else None)
-            ax_b.axhline(cal.bandwidth_GBps, ls=":", color="black", lw=1.3,
-                         label="bandwidth bound 1/β")
-            note = (f"model ({cal.level}): α = {cal.alpha_s * 1e6:.3g} µs, 1/β = {cal.bandwidth_GBps:.3g} GB/s, "
-                    f"1/γ = {1 / cal.gamma_s_per_byte / 1e9:.3g} GB/s" if cal.gamma_s_per_byte > 0 else
-                    f"model ({cal.level}): α = {cal.alpha_s * 1e6:.3g} µs, 1/β = {cal.bandwidth_GBps:.3g} GB/s")
+            ax_b.axhline(cal.bandwidth_GBps, ls=":", color="black", lw=1.3, label="bandwidth bound 1/β")
+        if cal is not None:
+            bw = "unlimited (β = 0, no bound)" if cal.beta_s_per_byte == 0 else f"{cal.bandwidth_GBps:.3g} GB/s"
+            gamma = f", 1/γ = {1 / cal.gamma_s_per_byte / 1e9:.3g} GB/s" if cal.gamma_s_per_byte > 0 else ""
+            note = f"model ({cal.level}): α = {cal.alpha_s * 1e6:.3g} µs, 1/β = {bw}{gamma}"
             for ax in (ax_t, ax_b):
                 ax.plot([], [], ls="--", color="grey", label="fitted α-β-γ model (dashed)")
                 ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
@@ -132,7 +135,7 @@ def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig,
             bytes_axis(ax, sizes)
             ax.set_yscale("log")
             ax.set_xlabel("message size (bytes, float32)")
-        ax_t.set_ylabel("time per all-reduce (s, median)")
+        ax_t.set_ylabel("time per all-reduce (s, median" + (", band: min–max)" if spread else ")"))
         ax_t.set_title("All-reduce time by message size")
         ax_b.set_ylabel("bus bandwidth (GB/s)")
         ax_b.set_title("All-reduce bus bandwidth, busbw = n/t · 2(p-1)/p")

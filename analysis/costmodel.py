@@ -37,14 +37,11 @@ class Calibration:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.beta_s_per_byte <= 0:
-            raise InputError(f"beta_s_per_byte must be > 0 (it sets the bandwidth bound), "
-                             f"got {self.beta_s_per_byte!r}")
 
     @property
     def bandwidth_GBps(self) -> float:
-        """Link bandwidth 1/beta in GB/s (1e9 bytes per second)."""
-        return 1.0 / self.beta_s_per_byte / 1e9
+        """Link bandwidth 1/beta in GB/s (1e9 bytes per second); inf when beta = 0 (unlimited)."""
+        return math.inf if self.beta_s_per_byte == 0 else 1.0 / self.beta_s_per_byte / 1e9
 
 
 def _fold(p: int) -> tuple[int, int]:
@@ -91,10 +88,13 @@ _OVERHEAD = ("overhead_s", "per_message_overhead_s", "message_overhead_s")
 
 
 def _beta_of(rec: Mapping[str, Any]) -> float | None:
+    """beta in s/byte; a bandwidth given as null means unlimited (beta = 0), as in sim topology files."""
     beta = opt_num(rec, _BETA)
     if beta is not None:
         return beta
     for names, scale in ((_BW_BPS, 1.0), (_BW_GBPS, 1e9), (_BW_GBITS, 1e9 / 8)):
+        if any(name in rec and rec[name] is None for name in names):
+            return 0.0
         bw = opt_num(rec, names)
         if bw is not None:
             if bw <= 0:

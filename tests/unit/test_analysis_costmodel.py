@@ -44,8 +44,8 @@ def test_bad_model_inputs():
         allreduce_time("ring", N, 0, CAL)
     with pytest.raises(InputError, match="no cost model for algorithm 'native'"):
         allreduce_time("native", N, 4, CAL)
-    with pytest.raises(InputError, match="beta_s_per_byte must be > 0"):
-        Calibration(alpha_s=1e-6, beta_s_per_byte=0.0)
+    with pytest.raises(InputError, match="beta_s_per_byte must be a finite number >= 0, got -1e-09"):
+        Calibration(alpha_s=1e-6, beta_s_per_byte=-1e-9)
     with pytest.raises(InputError, match="alpha_s must be a finite number >= 0, got -1"):
         Calibration(alpha_s=-1, beta_s_per_byte=1e-9)
 
@@ -78,3 +78,14 @@ def test_calibration_missing_level_names_file_and_levels(tmp_path):
     p.write_text(json.dumps({"levels": {"intra": {"bandwidth_GBps": 1.0}}}))
     with pytest.raises(InputError, match="missing key alpha_s"):
         load_calibration(p, "intra")
+
+
+def test_null_bandwidth_is_unlimited(tmp_path):
+    """sim topology files write bandwidth_GBps: null for an unlimited level; calibrate may fit beta = 0."""
+    p = tmp_path / "topo.json"
+    p.write_text(json.dumps({"intra": {"latency_s": 1e-4, "bandwidth_GBps": None, "overhead_s": 1e-5,
+                                       "gamma_s_per_byte": 1e-9}}))
+    cal = load_calibration(p, "intra")
+    assert cal.alpha_s == pytest.approx(1.1e-4) and cal.beta_s_per_byte == 0.0
+    assert cal.bandwidth_GBps == float("inf")
+    assert allreduce_time("ring", N, 4, cal) == pytest.approx(6 * 1.1e-4 + N * 3 / 4 * 1e-9)

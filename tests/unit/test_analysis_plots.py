@@ -58,7 +58,7 @@ def _all_figures():
     cal = load_calibration(FIX / "calibration.json")
     lines, ref = convex_speedup_lines(load_convex_rows(FIX / "convex_speedup.json"))
     figs = {}
-    figs.update(plot_comm(bench_series(load_bench([FIX / "bench_p4.jsonl"])), CFG, cal))
+    figs.update(plot_comm(bench_series(load_bench([FIX / "bench_p4.jsonl"])), CFG, cal, spread=True))
     figs.update(plot_cost(points, CFG))
     figs.update(plot_speedup(sim_speedup_lines(select(points, Hb=1)), CFG))
     figs.update(plot_time_to_acc(runs, CFG))
