@@ -1,11 +1,9 @@
-"""Message-level schedules of the all-reduce algorithms: one program of rounds per rank.
-
-A program is a list of rounds; a round is ``(sends, recvs)`` with ``sends = ((dst, nbytes), ...)`` and
-``recvs = ((src, nbytes, reduce), ...)``. Ranks are local indices 0..p-1 of the group. A rank starts
-its round's sends, waits until they are delivered and its receives have arrived, then reduces the
-received bytes flagged ``reduce``. Messages between a pair of ranks match in program order.
-The pairings follow MPICH (SPEC section 4), including the fold for non-powers of two.
-"""
+"""Message-level schedules of the all-reduce algorithms: one program of rounds per rank."""
+# A program is a list of rounds; a round is ``(sends, recvs)`` with ``sends = ((dst, nbytes), ...)`` and
+# ``recvs = ((src, nbytes, reduce), ...)``. Ranks are local indices 0..p-1 of the group. A rank starts
+# its round's sends, waits until they are delivered and its receives have arrived, then reduces the
+# received bytes flagged ``reduce``. Messages between a pair of ranks match in program order.
+# The pairings follow MPICH (SPEC section 4), including the fold for non-powers of two.
 from __future__ import annotations
 
 from sim.costs import FLAT_ALGORITHMS, auto_algorithm, pof2_floor

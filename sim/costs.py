@@ -1,20 +1,18 @@
-"""Closed-form costs: alpha-beta-gamma all-reduce costs (SPEC section 4) and the paper's eq. (6) (section 5).
-
-Every flat algorithm's cost is linear in (alpha, beta, gamma): ``cost = A alpha + Bc beta + G gamma``.
-:func:`terms` returns the coefficients (A, Bc, G), which is what both the cost functions and the
-least-squares calibration use. ``n`` is the message size in bytes (float allowed).
-
-Non-powers of two (MPICH's fold): with ``p'`` the largest power of two <= p and ``r = p - p'``, the
-even ranks among the first ``2r`` send their whole vector to their odd neighbour (alpha + n beta,
-reduced there: n gamma) and sit out; the ``p'`` remaining ranks run the power-of-two algorithm; the
-result goes back (alpha + n beta). So the fold adds exactly ``2 alpha + 2 n beta + n gamma`` to
-recursive doubling and Rabenseifner. Ring needs no fold. The binomial tree (reduce + broadcast)
-takes ``ceil(lg p)`` rounds each way.
-
-The hierarchical all-reduce (MPICH's default on several nodes) is a binomial reduce inside each node
-(b GPUs), an all-reduce among the node leaders on the inter-node level, then a binomial broadcast
-inside each node.
-"""
+"""Closed-form costs: alpha-beta-gamma all-reduce costs (SPEC section 4) and the paper's eq. (6) (section 5)."""
+# Every flat algorithm's cost is linear in (alpha, beta, gamma): ``cost = A alpha + Bc beta + G gamma``.
+# :func:`terms` returns the coefficients (A, Bc, G), which is what both the cost functions and the
+# least-squares calibration use. ``n`` is the message size in bytes (float allowed).
+#
+# Non-powers of two (MPICH's fold): with ``p'`` the largest power of two <= p and ``r = p - p'``, the
+# even ranks among the first ``2r`` send their whole vector to their odd neighbour (alpha + n beta,
+# reduced there: n gamma) and sit out; the ``p'`` remaining ranks run the power-of-two algorithm; the
+# result goes back (alpha + n beta). So the fold adds exactly ``2 alpha + 2 n beta + n gamma`` to
+# recursive doubling and Rabenseifner. Ring needs no fold. The binomial tree (reduce + broadcast)
+# takes ``ceil(lg p)`` rounds each way.
+#
+# The hierarchical all-reduce (MPICH's default on several nodes) is a binomial reduce inside each node
+# (b GPUs), an all-reduce among the node leaders on the inter-node level, then a binomial broadcast
+# inside each node.
 from __future__ import annotations
 
 import math

@@ -1,14 +1,12 @@
-"""SimPy network model: ports and NICs as resources, and the message-level execution of one collective.
-
-Contention model: every GPU has its own intra-node send port and receive port; all GPUs of a node
-share one NIC send queue and one NIC receive queue for inter-node messages (capacity 1 each, FIFO).
-A message first takes the sender's port, then the receiver's port, holds both for
-``overhead_s + n / bandwidth``, releases them, and is delivered ``latency_s`` later. Ports are taken
-in that order only, and nothing is awaited while holding a receive port, so no deadlock can occur.
-Rendezvous protocol: a message moves only once the receiver has posted the matching receive (has
-reached that round), and the send completes when the message is delivered. This makes a
-contention-free run equal the alpha-beta-gamma closed forms, also for the fold and binomial trees.
-"""
+"""SimPy network model: ports and NICs as resources, and the message-level execution of one collective."""
+# Contention model: every GPU has its own intra-node send port and receive port; all GPUs of a node
+# share one NIC send queue and one NIC receive queue for inter-node messages (capacity 1 each, FIFO).
+# A message first takes the sender's port, then the receiver's port, holds both for
+# ``overhead_s + n / bandwidth``, releases them, and is delivered ``latency_s`` later. Ports are taken
+# in that order only, and nothing is awaited while holding a receive port, so no deadlock can occur.
+# Rendezvous protocol: a message moves only once the receiver has posted the matching receive (has
+# reached that round), and the send completes when the message is delivered. This makes a
+# contention-free run equal the alpha-beta-gamma closed forms, also for the fold and binomial trees.
 from __future__ import annotations
 
 import functools

@@ -1,16 +1,14 @@
-"""Simulate one training run: workers alternate compute and syncs; a fast engine and the event-level reference.
-
-Semantics shared by both engines: a sync's collective starts when the last worker of its group
-(the node for a "block" sync, all K workers for a "global" one) arrives; the time a worker spends
-before that is "waiting". Collectives then run at message level on the shared network. Block
-syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
-level is added to every worker of the group after the collective.
-
-engine "event": every worker is a SimPy process and every collective is simulated message by message
-on one network (the reference). engine "fast": the same barrier recurrence in numpy, with each
-distinct collective simulated once at message level and memoised (a collective that starts
-together always takes the same per-rank times, stragglers or not). Tests check both agree.
-"""
+"""Simulate one training run: workers alternate compute and syncs; a fast engine and the event-level reference."""
+# Semantics shared by both engines: a sync's collective starts when the last worker of its group
+# (the node for a "block" sync, all K workers for a "global" one) arrives; the time a worker spends
+# before that is "waiting". Collectives then run at message level on the shared network. Block
+# syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
+# level is added to every worker of the group after the collective.
+#
+# engine "event": every worker is a SimPy process and every collective is simulated message by message
+# on one network (the reference). engine "fast": the same barrier recurrence in numpy, with each
+# distinct collective simulated once at message level and memoised (a collective that starts
+# together always takes the same per-rank times, stragglers or not). Tests check both agree.
 from __future__ import annotations
 
 import logging

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 from sim.errors import SimError
 from sim.run import RunConfig, RunResult, simulate
-from sim.schedule import SyncSchedule, total_steps
+from sim.schedule import SyncSchedule
 from sim.topology import Topology
 
 __all__ = ["SweepPoint", "sweep_points", "run_sweep", "JsonlWriter", "format_table", "TABLE_COLUMNS"]
@@ -92,7 +92,7 @@ class JsonlWriter:
 
 TABLE_COLUMNS = (("topology", "{:<18}"), ("K", "{:>4}"), ("algorithm", "{:<12}"), ("H", "{:>3}"), ("Hb", "{:>3}"),
                  ("wall_s", "{:>10.2f}"), ("compute_s", "{:>10.2f}"), ("comm_intra_s", "{:>9.3f}"),
-                 ("comm_inter_s", "{:>9.3f}"), ("wait_s", "{:>8.3f}"), ("speedup", "{:>7.2f}"),
+                 ("comm_inter_s", "{:>9.3f}"), ("wait_s", "{:>8.3f}"), ("delay_s", "{:>8.2f}"), ("speedup", "{:>7.2f}"),
                  ("eq6_s", "{:>9.3f}"))
 
 
@@ -112,7 +112,3 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         out.append("  ".join(cells))
     return "\n".join(out)
 
-
-def steps_for(N: int, K: int, B: int) -> int:
-    """Steps per worker (re-exported for the CLI's post-local switch default)."""
-    return total_steps(N, K, B)
