@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation
 
 from analysis.costmodel import MODELLED, Calibration, allreduce_time, bandwidth_bound_s
 from analysis.errors import InputError
@@ -127,14 +128,19 @@ def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig, cal: Calibration
             bw = "unlimited (β = 0, no bound)" if cal.beta_s_per_byte == 0 else f"{cal.bandwidth_GBps:.3g} GB/s"
             gamma = f", 1/γ = {1 / cal.gamma_s_per_byte / 1e9:.3g} GB/s" if cal.gamma_s_per_byte > 0 else ""
             note = f"model ({cal.level}): α = {cal.alpha_s * 1e6:.3g} µs, 1/β = {bw}{gamma}"
-            for ax in (ax_t, ax_b):
+            # Where the curves are not: time grows to the upper right, busbw to the upper right too.
+            for ax, (x, y, ha, va) in ((ax_t, (0.01, 0.98, "left", "top")), (ax_b, (0.99, 0.02, "right", "bottom"))):
                 ax.plot([], [], ls="--", color="grey", label="fitted α-β-γ model (dashed)")
-                ax.text(0.99, 0.02, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
-                        color="dimgrey")
+                ax.text(x, y, note, transform=ax.transAxes, ha=ha, va=va, fontsize=8, color="dimgrey")
         for ax in (ax_t, ax_b):
             bytes_axis(ax, sizes)
             ax.set_yscale("log")
             ax.set_xlabel("message size (bytes, float32)")
+        if cal is not None and cal.beta_s_per_byte > 0:
+            # Keep the measurements in view: the bound falls far below them at small sizes.
+            lowest = min(t for s in series for t in (s.t_min_s if spread else s.t_median_s))
+            ax_t.set_ylim(bottom=lowest / 4)
+        ax_t.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         ax_t.set_ylabel("time per all-reduce (s, median" + (", band: min–max)" if spread else ")"))
         ax_t.set_title("All-reduce time by message size")
         ax_b.set_ylabel("bus bandwidth (GB/s)")
