@@ -61,3 +61,9 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert os.listdir(target.parent) == ["out.html"]
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(target, "three")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
