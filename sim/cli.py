@@ -12,7 +12,7 @@ from sim.calibrate import calibrated_topology, fit_level, read_bench
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
-from sim.run import ALLREDUCE_CHOICES, ENGINES, RunConfig, simulate
+from sim.run import ALLREDUCE_CHOICES, COMPRESSIONS, ENGINES, RunConfig, simulate
 from sim.schedule import ALGORITHMS, WARMUPS, SyncSchedule, total_steps
 from sim.stragglers import parse_stragglers
 from sim.topology import load_topology, preset_names, save_topology
@@ -54,6 +54,8 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delay-block", type=float, default=0.0, metavar="S", help="extra seconds per block sync")
     p.add_argument("--stragglers", default="none", help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN")
     p.add_argument("--seed", type=int, default=0, help="seed of the random stragglers")
+    p.add_argument("--compression", choices=COMPRESSIONS, default="none",
+                   help="sign / ef-sign: syncs all-gather 1 bit per parameter (+ a scale) instead of all-reducing")
     p.add_argument("--engine", choices=ENGINES, default="fast", help="fast (memoised) or event (reference)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -150,7 +152,7 @@ def _config(a: argparse.Namespace, topo, K: int, sched: SyncSchedule) -> RunConf
     N, epochs = _samples(a)
     return RunConfig(topology=topo, model=get_model(a.model), K=K, B=a.B, N=N, schedule=sched,
                      allreduce=a.allreduce, delay_global_s=a.delay_global, delay_block_s=a.delay_block,
-                     stragglers=parse_stragglers(a.stragglers, a.seed), epochs=epochs)
+                     stragglers=parse_stragglers(a.stragglers, a.seed), epochs=epochs, compression=a.compression)
 
 
 def _breakdown(r: dict[str, Any]) -> str:

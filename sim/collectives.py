@@ -9,7 +9,7 @@ from __future__ import annotations
 from sim.costs import FLAT_ALGORITHMS, auto_algorithm, pof2_floor
 from sim.errors import SimError
 
-__all__ = ["Round", "Program", "flat_programs", "hierarchical_programs", "ALL_ALGORITHMS"]
+__all__ = ["Round", "Program", "flat_programs", "hierarchical_programs", "allgather_programs", "ALL_ALGORITHMS"]
 
 Round = tuple[tuple[tuple[int, float], ...], tuple[tuple[int, float, bool], ...]]
 Program = list[Round]
@@ -143,4 +143,35 @@ def hierarchical_programs(nodes: int, b: int, n: float, leader_algorithm: str = 
     place(flat_programs(alg, nodes, n), lambda j: j * b)
     for node in range(nodes):
         place(_binomial_bcast(b, n), lambda j, node=node: node * b + j)
+    return progs
+
+
+def allgather_programs(p: int, block: float) -> list[Program]:
+    """Recursive-doubling all-gather of `block` bytes per rank, folded for any p like comm.allgather.
+
+    Fold: among the first 2r ranks the even ones hand their block to the odd neighbour and get the
+    whole result (p blocks) back at the end; virtual rank v of the power-of-two core holds the
+    blocks [start[v], start[v + 1]) and each round swaps the accumulated ranges with v ^ mask.
+    """
+    if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+        raise SimError(f"p must be an integer >= 1, got {p!r}")
+    q = pof2_floor(p)
+    r = p - q
+    start = [2 * v if v < r else v + r for v in range(q)] + [p]
+    real = [2 * v + 1 if v < r else v + r for v in range(q)]
+    progs: list[Program] = [[] for _ in range(p)]
+    for i in range(0, 2 * r, 2):
+        progs[i].append(_rnd(sends=[(i + 1, block)]))
+        progs[i + 1].append(_rnd(recvs=[(i, block, False)]))
+    mask = 1
+    while mask < q:
+        for v in range(q):
+            mine, theirs = v & ~(mask - 1), (v ^ mask) & ~(mask - 1)
+            out = (start[mine + mask] - start[mine]) * block
+            inc = (start[theirs + mask] - start[theirs]) * block
+            progs[real[v]].append(_rnd([(real[v ^ mask], out)], [(real[v ^ mask], inc, False)]))
+        mask <<= 1
+    for i in range(0, 2 * r, 2):
+        progs[i + 1].append(_rnd(sends=[(i, p * block)]))
+        progs[i].append(_rnd(recvs=[(i + 1, p * block, False)]))
     return progs

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from sim.errors import SimError
 
 __all__ = ["FLAT_ALGORITHMS", "AUTO_SHORT_BYTES", "LevelCost", "pof2_floor", "ceil_lg", "terms",
-           "allreduce_cost", "auto_algorithm", "hierarchical_cost", "eq6_counts", "eq6"]
+           "allreduce_cost", "allgather_pow2_cost", "auto_algorithm", "hierarchical_cost", "eq6_counts", "eq6"]
 
 FLAT_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "binomial")
 #: MPICH switches from recursive doubling to Rabenseifner above about 2 KiB (SPEC section 4).
@@ -134,3 +134,11 @@ def eq6(*, K: int, servers: int, N: int, B: int, H: int, Hb: int, C1: float, C2:
     n_block, n_global = eq6_counts(K=K, servers=servers, N=N, B=B, H=H, Hb=Hb)
     return n_block * C1 * servers * math.log2(K // servers) + n_global * C2 * math.log2(K)
 
+
+
+def allgather_pow2_cost(p: int, block: float, level: LevelCost) -> float:
+    """Recursive-doubling all-gather of `block` bytes per rank, p a power of two: lg p alpha + (p-1) block beta."""
+    _check_p(p)
+    if p & (p - 1):
+        raise SimError(f"p must be a power of two for the closed form, got {p}")
+    return (p.bit_length() - 1) * level.alpha + (p - 1) * block * level.beta

@@ -18,7 +18,7 @@ from typing import Generator
 import numpy as np
 import simpy
 
-from sim.collectives import Program, flat_programs, hierarchical_programs
+from sim.collectives import Program, allgather_programs, flat_programs, hierarchical_programs
 from sim.errors import SimError
 from sim.topology import Level, Topology
 
@@ -152,8 +152,13 @@ class CollectiveResult:
 
 
 def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b: int) -> list[Program]:
-    """Programs for a group of global `ranks`; hierarchical needs whole nodes of b consecutive ranks."""
+    """Programs for a group of global `ranks`; hierarchical needs whole nodes of b consecutive ranks.
+
+    "allgather" gathers `nbytes` from every rank (compressed syncs) instead of reducing `nbytes`.
+    """
     p = len(ranks)
+    if algorithm == "allgather":
+        return allgather_programs(p, nbytes)
     if algorithm == "hierarchical":
         if p % b or any(r != ranks[0] + i for i, r in enumerate(ranks)) or ranks[0] % b:
             raise SimError(f"hierarchical all-reduce needs whole nodes of {b} consecutive ranks, got {p} ranks")

@@ -30,11 +30,14 @@ from sim.schedule import SyncSchedule, total_steps
 from sim.stragglers import Stragglers
 from sim.topology import Topology
 
-__all__ = ["ALLREDUCE_CHOICES", "ENGINES", "RunConfig", "RunResult", "simulate", "resolve_allreduce"]
+__all__ = ["ALLREDUCE_CHOICES", "COMPRESSIONS", "ENGINES", "RunConfig", "RunResult", "simulate", "resolve_allreduce"]
 
 log = logging.getLogger(__name__)
 
 ALLREDUCE_CHOICES = ("auto", "paper") + ALL_ALGORITHMS
+#: Sign compression (SPEC section 2): 1 bit per parameter, gathered with a recursive-doubling
+#: all-gather; "ef-sign" also sends its float32 scale ||p||_1 / d.
+COMPRESSIONS = ("none", "sign", "ef-sign")
 ENGINES = ("fast", "event")
 SCHEMA = "sim.run/1"
 
@@ -58,6 +61,7 @@ class RunConfig:
     delay_global_s: float = 0.0
     delay_block_s: float = 0.0
     stragglers: Stragglers = field(default_factory=Stragglers)
+    compression: str = "none"
     epochs: float | None = None  # for the record only; N is what counts
 
     def __post_init__(self) -> None:
@@ -71,6 +75,23 @@ class RunConfig:
         _nonneg("delay_global_s", self.delay_global_s)
         _nonneg("delay_block_s", self.delay_block_s)
         self.stragglers.check_workers(self.K)
+        if self.compression not in COMPRESSIONS:
+            raise SimError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
+        if self.compression != "none" and self.allreduce == "paper":
+            raise SimError(f"compression {self.compression!r} cannot be combined with allreduce 'paper' (eq. 6 mode)")
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes each worker contributes to a sync: the model, or its packed signs (+ a float32 scale)."""
+        if self.compression == "none":
+            return self.model.bytes
+        return -(-self.model.params // 8) + (4 if self.compression == "ef-sign" else 0)
+
+    def algorithms(self) -> tuple[str, str]:
+        """(global, block) collective: all-reduces of the model, or all-gathers of compressed changes."""
+        if self.compression != "none":
+            return "allgather", "allgather"
+        return resolve_allreduce(self.allreduce, self.nodes_used, self.topology.gpus_per_node, self.model.bytes)
 
     @property
     def total_steps(self) -> int:
@@ -114,13 +135,14 @@ class RunResult:
     def to_json(self) -> dict[str, Any]:
         c = self.config
         t, s = c.topology, c.schedule
-        n = c.model.bytes
+        n = c.wire_bytes
         C1, C2 = t.intra.message_s(n), t.inter.message_s(n)
         e6 = eq6(K=c.K, servers=c.nodes_used, N=c.N, B=c.B, H=s.H, Hb=s.Hb, C1=C1, C2=C2)
         single = total_steps(c.N, 1, c.B) * t.compute.seconds(c.model, c.B)
         return {
             "schema": SCHEMA, "topology": t.name, "nodes": c.nodes_used, "gpus_per_node": t.gpus_per_node,
-            "K": c.K, "model": c.model.name, "model_bytes": n, "B": c.B, "N": c.N, "epochs": c.epochs,
+            "K": c.K, "model": c.model.name, "model_bytes": c.model.bytes,
+            "compression": c.compression, "wire_bytes": n, "B": c.B, "N": c.N, "epochs": c.epochs,
             "algorithm": s.algorithm, "H": s.H, "Hb": s.Hb, "switch_step": s.switch_step,
             "warmup": s.warmup, "warmup_steps": s.warmup_steps, "total_steps": c.total_steps,
             "allreduce": c.allreduce, "allreduce_global": self.algorithms[0],
@@ -137,8 +159,8 @@ class RunResult:
 
 
 def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, CollectiveResult]:
-    t, b, n = cfg.topology, cfg.topology.gpus_per_node, float(cfg.model.bytes)
-    algs = resolve_allreduce(cfg.allreduce, cfg.nodes_used, b, n)
+    t, b, n = cfg.topology, cfg.topology.gpus_per_node, float(cfg.wire_bytes)
+    algs = cfg.algorithms()
     gres = simulate_collective(t, tuple(range(cfg.K)), algs[0], n, "inter")
     bres = simulate_collective(t, tuple(range(b)), algs[1], n, "intra")
     return algs, gres, bres
@@ -196,9 +218,9 @@ def _event(cfg: RunConfig) -> RunResult:
     t = cfg.topology
     K, b, nodes = cfg.K, t.gpus_per_node, cfg.nodes_used
     T = cfg.total_steps
-    n = float(cfg.model.bytes)
+    n = float(cfg.wire_bytes)
     c0 = t.compute.seconds(cfg.model, cfg.B)
-    algs = resolve_allreduce(cfg.allreduce, nodes, b, n)
+    algs = cfg.algorithms()
     cfg.stragglers.reset()
     factors = cfg.stragglers.block(T, K) if cfg.stragglers.active else None
     env = CountingEnvironment()

@@ -116,3 +116,51 @@ def test_paper_collective_costs_C_lg_p():
     assert simulate_collective(t, (0, 1), "paper", 1e6, "intra").duration_s == pytest.approx(0.5)
     assert math.isclose(simulate_collective(t, tuple(range(6)), "paper", 1.0, "inter").duration_s,
                         2.0 * math.log2(6), rel_tol=1e-15)
+
+
+def allgather_independent(p: int, c: float, lv: Level) -> float:
+    """Recursive-doubling all-gather with the fold, as a critical-path recurrence over the core ranks."""
+    a, b = lv.latency_s + lv.overhead_s, lv.beta
+    q = 1 << (p.bit_length() - 1)
+    r = p - q
+    held = [2 * c if v < r else c for v in range(q)]  # bytes each core rank holds after the fold
+    ready = [a + c * b if v < r else 0.0 for v in range(q)]
+    mask = 1
+    while mask < q:
+        new_ready, new_held = ready[:], held[:]
+        for v in range(q):
+            u = v ^ mask
+            new_ready[v] = max(ready[v], ready[u]) + a + max(held[v], held[u]) * b
+            new_held[v] = held[v] + held[u]
+        ready, held, mask = new_ready, new_held, mask << 1
+    end = max(ready)
+    return end + (a + p * c * b if r else 0.0)
+
+
+def test_allgather_equals_closed_form_and_recurrence():
+    from sim.costs import allgather_pow2_cost
+    c = 33750.0
+    for p in (1, 2, 4, 8, 16, 32, 64):
+        got = simulate_collective(topo(1, p), tuple(range(p)), "allgather", c)
+        assert got.duration_s == pytest.approx(allgather_pow2_cost(p, c, LV.cost), rel=1e-9, abs=1e-15)
+        assert got.bytes_intra == pytest.approx(p * (p - 1) * c)  # every rank receives the p - 1 other blocks
+    for p in (3, 5, 6, 7, 12, 13, 31):
+        got = simulate_collective(topo(1, p), tuple(range(p)), "allgather", c).duration_s
+        assert got == pytest.approx(allgather_independent(p, c, LV), rel=1e-9)
+
+
+def test_compressed_runs_charge_the_packed_size():
+    from sim.compute import MODELS
+    from sim.run import RunConfig, simulate
+    from sim.schedule import SyncSchedule
+    t = topo(2, 2)
+    m = MODELS["resnet20"]
+    base = dict(topology=t, model=m, K=4, B=1, N=40, schedule=SyncSchedule(algorithm="local", H=2))
+    sign = RunConfig(**base, compression="sign")
+    ef = RunConfig(**base, compression="ef-sign")
+    assert sign.wire_bytes == math.ceil(270_000 / 8) and ef.wire_bytes == sign.wire_bytes + 4
+    r = simulate(sign)
+    g = simulate_collective(t, (0, 1, 2, 3), "allgather", float(sign.wire_bytes))
+    assert r.syncs_global == 5 and r.bytes_intra + r.bytes_inter == pytest.approx(5 * 4 * 3 * sign.wire_bytes)
+    assert r.comm_accounted_s == pytest.approx(5 * g.duration_s)
+    assert simulate(sign, "event").wall_s == pytest.approx(r.wall_s, rel=1e-9)
