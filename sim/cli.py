@@ -45,7 +45,7 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=float, default=None, help="epochs of the model's dataset (default 300)")
     g.add_argument("--N", type=int, default=None, help="total samples accessed by all workers together")
     p.add_argument("--switch-epoch", type=float, default=None,
-                   help="postlocal: epoch of the switch to local SGD (default: first LR decay, 50%% of N)")
+                   help="postlocal: epoch of the switch to local SGD (default: the first LR decay, step ceil(T/2))")
     p.add_argument("--warmup", choices=WARMUPS, default="constant", help="local-step warm-up shape")
     p.add_argument("--warmup-steps", type=int, default=0, help="warm-up length in steps")
     p.add_argument("--allreduce", choices=ALLREDUCE_CHOICES, default="auto",
@@ -138,13 +138,13 @@ def _schedule_kwargs(a: argparse.Namespace, algorithm: str, N: int, K: int) -> d
     kw: dict[str, Any] = {"warmup": a.warmup, "warmup_steps": a.warmup_steps}
     if algorithm == "postlocal":
         T = total_steps(N, K, a.B)
-        if a.switch_epoch is None:
-            kw["switch_step"] = T // 2
+        if a.switch_epoch is None:  # the first learning-rate decay, as train/ places it
+            kw["switch_step"] = math.ceil(0.5 * T)
         else:
-            _, epochs = _samples(a)
-            if epochs is None or not 0 <= a.switch_epoch:
-                raise SimError(f"switch-epoch needs --epochs and must be >= 0, got {a.switch_epoch!r}")
-            kw["switch_step"] = min(T, math.floor(T * a.switch_epoch / epochs))
+            if not (math.isfinite(a.switch_epoch) and a.switch_epoch >= 0):
+                raise SimError(f"switch-epoch must be a number >= 0, got {a.switch_epoch!r}")
+            steps_per_epoch = get_model(a.model).train_samples / (K * a.B)
+            kw["switch_step"] = min(T, math.ceil(a.switch_epoch * steps_per_epoch))
     return kw
 
 

@@ -151,3 +151,14 @@ def test_calibrate_writes_topology_that_run_accepts(tmp_path, capsys):
 def test_convex_subcommand_is_registered():
     out = sim("convex", "--help")
     assert out.returncode == 0 and "fstar" in out.stdout
+
+
+def test_postlocal_switch_defaults_to_first_lr_decay(capsys):
+    assert main(["run", "--algorithm", "postlocal", "--H", "16", "--K", "16", "--epochs", "3", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    T = math.ceil(3 * 50000 / (16 * 128))
+    s = math.ceil(0.5 * T)  # train/ decays the learning rate first at ceil(0.5 T)
+    assert r["switch_step"] == s and r["syncs_global"] == s + math.ceil((T - s) / 16)
+    assert main(["run", "--algorithm", "postlocal", "--H", "16", "--K", "16", "--epochs", "3", "--switch-epoch", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["switch_step"] == math.ceil(50000 / (16 * 128))
