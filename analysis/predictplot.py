@@ -48,7 +48,7 @@ def pairs_from_runs(runs: Sequence[RunDir]) -> list[Pair]:
     for run in runs:
         predicted, measured = run.summary_num("predicted_s"), run.summary_num("wall_s")
         if predicted is None or measured is None:
-            raise InputError(f"{run.path}: summary.json needs both 'wall_s' and 'predicted.wall_s' "
+            raise InputError(f"{run.path}: summary.json needs both 'wall_s' and 'prediction.wall_s' "
                              f"(got wall_s={measured!r}, predicted={predicted!r})")
         pairs.append(Pair(name=run.label, predicted_s=predicted, measured_s=measured))
     return pairs
