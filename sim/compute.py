@@ -14,6 +14,14 @@ __all__ = ["ModelSpec", "MODELS", "ComputeModel", "get_model", "BYTES_PER_PARAM"
 BYTES_PER_PARAM = 4
 
 
+def _finite(name: str, v: object, minimum: float = 0.0, strict: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+            or v < minimum or (strict and v == minimum):
+        op = ">" if strict else ">="
+        raise SimError(f"{name} must be a finite number {op} {minimum:g}, got {v!r}")
+    return float(v)
+
+
 @dataclass(kw_only=True, frozen=True)
 class ModelSpec:
     """A model from SPEC section 3: parameter count, forward GFLOPs per sample, training-set size."""
@@ -22,6 +30,13 @@ class ModelSpec:
     params: int
     gflops_per_sample: float
     train_samples: int
+
+    def __post_init__(self) -> None:
+        for name in ("params", "train_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SimError(f"model {name} must be an integer >= 1, got {v!r}")
+        _finite("model gflops_per_sample", self.gflops_per_sample, 0.0, strict=True)
 
     @property
     def bytes(self) -> int:
@@ -43,14 +58,6 @@ def get_model(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise SimError(f"model must be one of {', '.join(MODELS)}, got {name!r}") from None
-
-
-def _finite(name: str, v: object, minimum: float = 0.0, strict: bool = False) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-            or v < minimum or (strict and v == minimum):
-        op = ">" if strict else ">="
-        raise SimError(f"{name} must be a finite number {op} {minimum:g}, got {v!r}")
-    return float(v)
 
 
 KINDS = ("table", "flops", "fixed")
