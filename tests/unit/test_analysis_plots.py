@@ -136,3 +136,20 @@ def test_many_long_legend_entries_still_fit():
     with style():
         tight = fig.get_tightbbox(fig.canvas.get_renderer())
     assert tight.x0 >= -0.01 and tight.x1 <= w_in + 0.01 and tight.y0 >= -0.01 and tight.y1 <= h_in + 0.01
+
+
+def test_time_to_acc_marks_a_run_that_never_reached_the_target(tmp_path):
+    import json
+    import shutil
+    src = FIX / "runs" / "local_K4_H8"
+    dst = tmp_path / "unreached"
+    shutil.copytree(src, dst)
+    summary = json.loads((dst / "summary.json").read_text())
+    summary["time_to_target"] = None
+    (dst / "summary.json").write_text(json.dumps(summary))
+    runs = load_runs([src, dst])
+    assert runs[1].summary_num("tta_s") is None
+    fig = plot_time_to_acc(runs, CFG)["time_to_acc"]
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert " target not reached" in texts and f" {summary['wall_s'] / 6 * 4:.3g} s" in texts
+    check_png(figure_bytes(fig, "png", CFG), tuple(round(v * CFG.dpi) for v in fig.get_size_inches()))
