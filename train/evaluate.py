@@ -39,12 +39,17 @@ class Evaluator:
         self.buffer_fb = comm.FlatBuffer(self.buffers) if self.buffers else None
 
     def _set_eval_state(self) -> None:
-        comm.allreduce(self.model_fb.pack(), op="mean", comm=self.world)
+        params = self.model_fb.pack()
+        if params.is_cuda:
+            torch.cuda.synchronize(params.device)
+        comm.allreduce(params, op="mean", comm=self.world)
         self.model_fb.unpack()
         if self.buffer_fb is None:
             return
         buf = self.buffer_fb.pack()
         if self.bn_eval == "average":
+            if buf.is_cuda:
+                torch.cuda.synchronize(buf.device)
             comm.allreduce(buf, op="mean", comm=self.world)
         else:
             host = buf.detach().cpu().numpy().copy()

@@ -71,6 +71,8 @@ class Synchronizer:
         self.stats[level]["wait_s"] += time.perf_counter() - t0
 
     def _reduce(self, buf: Any, level: str) -> None:
+        if buf.is_cuda:  # comm reads the buffer directly: the copies queued by pack() must be done
+            torch.cuda.synchronize(buf.device)
         if level == "block":
             comm.block_allreduce(buf, self.topology, op="mean", algorithm=self.allreduce)
         elif self.hierarchical:

@@ -87,6 +87,10 @@ class Trainer:
         self.best: dict[str, Any] = {"test_acc": None, "target": None}
         if resume_dir:
             self._restore()
+            done = self.step / self.plan.steps_per_epoch
+            if cfg.stop_at_epoch is not None and cfg.stop_at_epoch <= done + 1e-9:
+                raise TrainError(f"stop_at_epoch must be beyond the {done:.3f} epochs already done, "
+                                 f"got {cfg.stop_at_epoch}")
 
     # -- set-up helpers ------------------------------------------------------------------------------
     def _default_dir(self) -> str:

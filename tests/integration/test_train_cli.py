@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,3 +105,37 @@ def test_train_failing_rank_aborts_job(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "checkpoint file missing" in proc.stderr + proc.stdout
     assert time.perf_counter() - t0 < 60
+
+
+def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130, summary says interrupted, files parse, and --resume finishes the run."""
+    run = tmp_path / "run"
+    cmd = [MPIRUN, "-n", "2", sys.executable, "-m", "train", *TINY, "--epochs", "400", "--checkpoint-every", "1",
+           "--out-dir", str(run)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (run / "checkpoints" / "latest.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 130
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps_done"] < summary["total_steps"]
+    json.loads((run / "config.json").read_text())
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        json.loads(line)
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert sorted(p.name for p in (run / "checkpoints" / latest["dir"]).iterdir()) == ["rank-0000.pt",
+                                                                                        "rank-0001.pt"]
+    spe = json.loads((run / "config.json").read_text())["plan"]["steps_per_epoch"]
+    stop = (latest["step"] + 1) / spe + 2
+    mpirun(2, ["-m", "train", "--resume", str(run), "--stop-at-epoch", str(stop), "--quiet"], timeout=120)
+    resumed = json.loads((run / "summary.json").read_text())
+    assert resumed["status"] == "paused" and resumed["steps_done"] > latest["step"] + 1
