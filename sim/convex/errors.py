@@ -1,11 +1,13 @@
-"""The one exception base of sim.convex: every bad input or failed solve raises a subclass of it."""
+"""The exception base of sim.convex (under sim's SimError): every bad input or failed solve raises one."""
 from __future__ import annotations
+
+from sim.errors import SimError
 
 __all__ = ["ConvexError", "DataFormatError", "SolverError"]
 
 
-class ConvexError(ValueError):
-    """Base of all sim.convex errors; a ValueError so generic callers can still catch it."""
+class ConvexError(SimError):
+    """Base of all sim.convex errors; a SimError (and so a ValueError) like the rest of sim."""
 
 
 class DataFormatError(ConvexError):
