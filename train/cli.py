@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        run.add_argument(flag, dest=name, type=typ, default=None, help=f"{text} (default: {shown})")
+        tail = "" if default is None else f" (default: {shown})"
+        run.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
     run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                      help="plain (heavy-ball) momentum instead of Nesterov")
     run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
