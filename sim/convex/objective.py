@@ -34,7 +34,7 @@ class LogisticObjective:
             raise ConvexError(f"X has {X.shape[0]} rows and y has {y.shape[0]} labels; need equal, >= 1")
         bad = ~np.isin(y, (-1.0, 1.0))
         if bad.any():
-            raise ConvexError(f"labels must be -1 or +1 for logistic regression, got {y[bad][0]!r} "
+            raise ConvexError(f"labels must be -1 or +1 for logistic regression, got {float(y[bad][0])!r} "
                               f"(sample {int(np.flatnonzero(bad)[0])})")
         self.n = int(X.shape[0])
         self.d = int(X.shape[1])
