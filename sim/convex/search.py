@@ -98,6 +98,11 @@ def _best_exp(tried: dict[int, RunResult]) -> int | None:
     return min(hits)[1] if hits else None
 
 
+def _slower(run: RunResult, t: float) -> bool:
+    """Whether `run` is known to need more time than t (a stopped run only past its stop)."""
+    return run.time > t if run.time is not None else run.stopped_at >= t
+
+
 def _missing(tried: dict[int, RunResult], centre: int, settings: SearchSettings) -> list[int]:
     lo = max(settings.c_min_exp, centre - settings.radius)
     hi = min(settings.c_max_exp, centre + settings.radius)
@@ -155,8 +160,7 @@ def search_config(problem: Problem, protocol: Protocol, *, K: int, H: int, B: in
         t_s = tried[s][best].time
         assert t_s is not None
         neighbours = [best + i for i in range(-settings.radius, settings.radius + 1) if i]
-        optimal = all(e in tried[s] and (tried[s][e].time is None or tried[s][e].time > t_s)  # type: ignore[operator]
-                      for e in neighbours)
+        optimal = all(e in tried[s] and _slower(tried[s][e], t_s) for e in neighbours)
         out[s] = ScheduleResult(schedule=s, c_exp=best, time=t_s, iterate=tried[s][best].iterate,
                                 optimal=optimal, tried=tried[s], closest_exp=best)
     return ConfigResult(K=K, H=H, B=B, round_time=protocol.round_time(K, H, B), schedules=out,
