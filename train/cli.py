@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
+                     "a terminal or runs under mpirun)")
+    ver = sub.add_parser("verify", help="check that a run's latest checkpoint has bitwise identical parameters "
+                                        "on every rank (exit 1 if not)")
+    ver.add_argument("run_dir", help="the run folder")
+    ver.add_argument("--json", action="store_true", help="machine-readable output")
     dl = sub.add_parser("download", help="download and verify CIFAR-10/100 (needs internet)")
     dl.add_argument("name", help="cifar10 or cifar100")
     dl.add_argument("--data-dir", required=True, help="folder to put the archive and batches in")
@@ -180,6 +186,17 @@ def _download(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(ns: argparse.Namespace) -> int:
+    from train.verify import verify_checkpoint
+    res = verify_checkpoint(ns.run_dir)
+    if ns.json:
+        print(json.dumps(res, indent=2))
+    else:
+        verdict = "bitwise identical" if res["identical"] else f"DIFFERENT ({', '.join(res['differing'][:5])})"
+        print(f"step {res['step']}: parameters of {res['world_size']} ranks are {verdict}")
+    return 0 if res["identical"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -193,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if ns.command == "download":
             return _download(ns)
+        if ns.command == "verify":
+            return _verify(ns)
         cfg = config_from_args(ns)      # validated on every rank, before MPI starts
         cfg.check_world(size)
     except TrainError as e:
@@ -200,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
         return 2
     from train.trainer import Trainer  # starts MPI (through comm and mpi4py)
-    summary = Trainer(cfg, resume_dir=ns.resume, progress=not ns.quiet and sys.stderr.isatty()).run()
+    # Under mpirun stderr is a pipe to the launcher, which forwards it to the terminal: show the bar there too.
+    progress = not (ns.quiet or ns.no_progress) and (sys.stderr.isatty() or size > 1)
+    summary = Trainer(cfg, resume_dir=ns.resume, progress=progress).run()
     if summary is not None and not ns.quiet:
         print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)
     return 0

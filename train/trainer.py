@@ -198,7 +198,7 @@ class Trainer:
         bar = None
         if self.progress:
             from tqdm import tqdm
-            bar = tqdm(total=T, initial=self.step, unit="step", dynamic_ncols=True, leave=False)
+            bar = tqdm(total=T, initial=self.step, unit="step", dynamic_ncols=True, leave=False, mininterval=0.5)
         self.world.Barrier()
         self._t0 = time.perf_counter()
         status, self.last_epoch = "completed", getattr(self, "last_epoch", None)

@@ -63,7 +63,12 @@ def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
     mpirun(2, [*args, "--out-dir", str(part), "--stop-at-epoch", "1"], timeout=120)
     paused = json.loads((part / "summary.json").read_text())
     assert paused["status"] == "paused" and 0 < paused["steps_done"] < paused["total_steps"]
+    verify = [sys.executable, "-m", "train", "verify", str(part)]
+    mid = subprocess.run(verify, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=60)
+    assert mid.returncode == 1 and "DIFFERENT" in mid.stdout, mid.stdout  # paused between two syncs (H = 3)
     mpirun(2, ["-m", "train", "--resume", str(part), "--quiet"], timeout=120)
+    end = subprocess.run(verify, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=60)
+    assert end.returncode == 0 and "bitwise identical" in end.stdout, end.stdout
     a, b = _states(full, 2), _states(part, 2)
     for r in range(2):
         assert a[r]["step"] == b[r]["step"]

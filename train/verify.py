@@ -1,0 +1,42 @@
+"""Check a run's latest checkpoint: are the parameters bitwise identical on every rank?"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import torch
+
+from train.checkpoint import latest_checkpoint, rank_file
+from train.errors import TrainError
+
+__all__ = ["verify_checkpoint"]
+
+
+def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Compare every rank's parameters (not the per-worker BatchNorm statistics) in the latest checkpoint.
+
+    Returns {"step", "world_size", "identical": bool, "digests": [sha256 of each rank's parameter bytes],
+    "differing": [parameter names that differ from rank 0's on some rank]}.
+    """
+    meta = latest_checkpoint(run_dir)
+    digests: list[str] = []
+    differing: set[str] = set()
+    ref: dict[str, torch.Tensor] | None = None
+    for r in range(meta["world_size"]):
+        path = rank_file(run_dir, meta["step"], r)
+        if not path.is_file():
+            raise TrainError(f"checkpoint file missing: {path}")
+        model = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        params = {k: v for k, v in model.items() if not k.endswith(("running_mean", "running_var",
+                                                                     "num_batches_tracked"))}
+        h = hashlib.sha256()
+        for k in sorted(params):
+            h.update(params[k].contiguous().numpy().tobytes())
+        digests.append(h.hexdigest())
+        if ref is None:
+            ref = params
+        else:
+            differing.update(k for k in params if not torch.equal(params[k], ref[k]))
+    return {"step": meta["step"], "world_size": meta["world_size"], "identical": not differing,
+            "digests": digests, "differing": sorted(differing)}
