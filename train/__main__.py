@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 import traceback
 
+__all__: list[str] = []
+
 
 def _entry() -> int:
     from train.cli import main

@@ -233,3 +233,22 @@ def check_global_variant_has_no_local_momentum() -> None:
         tr._one_step(t, None)
     assert tr.sync.momentum_buf is not None and float(tr.sync.momentum_buf.abs().sum()) > 0
     assert len(set(digests(tr))) == 1
+
+
+def check_every_model_takes_steps() -> None:
+    """Each model family runs through the trainer (2 steps, a sync, an evaluation) and its parameters move."""
+    K = WORLD.Get_size()
+    for model, extra in (("resnet20", {"width": 4}), ("densenet10-4", {}), ("wideresnet10-1", {}),
+                         ("resnet50", {"synthetic_size": 32}), ("lstm", {"synthetic_classes": 16, "bptt": 5}),
+                         ("logreg", {})):
+        cfg = tiny(model=model, synthetic_train=4 * K, synthetic_test=4, batch_size=2, epochs=1.0,
+                   algorithm="local", H=2, **extra)
+        tr = make(cfg)
+        before = params(tr)
+        for t in range(tr.plan.total_steps):
+            tr._one_step(t, None)
+        after = params(tr)
+        assert np.isfinite(after).all() and not np.array_equal(before, after), model
+        assert len(set(digests(tr))) == 1, f"{model}: models differ after the final sync"
+        loss, acc = tr.evaluator.evaluate()
+        assert math.isfinite(loss) and 0.0 <= acc <= 1.0, (model, loss, acc)

@@ -15,7 +15,8 @@ def test_train_algorithms_3_ranks() -> None:
                         "check_local_average_is_mean_of_models", "check_postlocal_switch",
                         "check_postlocal_default_switch_is_first_decay", "check_global_momentum_update",
                         "check_hierarchical_hb1_equals_local", "check_local_warmup_follows_schedule",
-                        "check_delay_and_straggler", "check_global_variant_has_no_local_momentum"], timeout=180)
+                        "check_delay_and_straggler", "check_global_variant_has_no_local_momentum",
+                        "check_every_model_takes_steps"], timeout=180)
 
 
 def test_train_hierarchical_4_ranks() -> None:
