@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
         "post-local SGD, about a minute on 2 CPU cores)."))
     sub = p.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="train (the default subcommand)")
+    run = sub.add_parser("run", help="train (the default subcommand)", description=p.description,
+                         epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
+                                "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
+                                "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
@@ -199,7 +202,7 @@ def _verify(ns: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0].startswith("-"):  # `run` is the default subcommand, also for --help
         argv = ["run", *argv]
     ns = build_parser().parse_args(argv)
     if ns.command is None:
