@@ -88,6 +88,8 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     def handler(args: argparse.Namespace) -> int:
         try:
             return fn(args)
+        except BrokenPipeError:
+            raise  # the reader of stdout left (e.g. `| head`); sim's main treats that as success
         except (ConvexError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
