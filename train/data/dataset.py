@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from train.errors import TrainError
+
 __all__ = ["Dataset"]
 
 
@@ -22,10 +24,10 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
-            raise ValueError(f"dataset {self.name!r}: inputs and labels differ in length "
+            raise TrainError(f"dataset {self.name!r}: inputs and labels differ in length "
                              f"({len(self.x_train)} vs {len(self.y_train)}, {len(self.x_test)} vs {len(self.y_test)})")
         if len(self.x_train) == 0 or len(self.x_test) == 0:
-            raise ValueError(f"dataset {self.name!r} has an empty split: {len(self.x_train)} train, "
+            raise TrainError(f"dataset {self.name!r} has an empty split: {len(self.x_train)} train, "
                              f"{len(self.x_test)} test samples")
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from train.data.dataset import Dataset
+from train.errors import TrainError
 
 __all__ = ["WorkerStream", "augment_batch"]
 
@@ -21,7 +22,8 @@ class WorkerStream:
         self.data, self.rank, self.size, self.batch, self.seed = data, rank, size, batch, seed
         self.n_local = len(data.x_train) // size
         if self.n_local < 1:
-            raise ValueError(f"{len(data.x_train)} training samples cannot be split over {size} ranks")
+            raise TrainError(f"{len(data.x_train)} training samples cannot be split over {size} ranks; "
+                             f"use at most {len(data.x_train)} ranks or more data")
         self._epoch = -1
         self._slice = torch.empty(0, dtype=torch.long)
 
