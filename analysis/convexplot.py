@@ -103,22 +103,31 @@ def relative_matrix(cells: Sequence[ConvexCell]) -> tuple[list[int], list[int], 
 
 
 def convex_speedup_lines(rows: Sequence[Record]) -> tuple[list[tuple[int, list[int], list[float]]], int]:
-    """Per H: (H, Ks, speedups). Given speedups are used; else time(K_min) / time(K), K_min the reference."""
+    """Per H: (H, Ks, speedups), reference K = the smallest K (1 in `sim convex speedup` output).
+
+    The file's own ``speedup`` is used when rows carry that key (null = target not reached: the
+    point is left out); otherwise speedup = time(K_ref) / time(K) of the same H.
+    """
     by_h: dict[int, dict[int, Record]] = defaultdict(dict)
     for rec in rows:
         by_h[int(get_num(rec, "H"))][int(get_num(rec, "K"))] = rec
     ref_K = min(k for d in by_h.values() for k in d)
+    given = any("speedup" in rec for rec in rows)
     lines = []
     for H in sorted(by_h):
         ks = sorted(by_h[H])
-        given = [opt_num(by_h[H][k], "speedup") for k in ks]
-        if all(v is not None for v in given):
-            lines.append((H, ks, [float(v) for v in given]))
-            continue
-        times = [_time(by_h[H][k]) for k in ks]
-        if ref_K not in by_h[H] or not math.isfinite(times[0]):
-            raise InputError(f"{by_h[H][ks[0]].source}: no 'speedup' and no reached K={ref_K} run for H={H}")
-        lines.append((H, ks, [times[0] / t for t in times]))
+        if given:
+            values = [opt_num(by_h[H][k], "speedup") for k in ks]
+        else:
+            if ref_K not in by_h[H] or not math.isfinite(_time(by_h[H][ref_K])):
+                raise InputError(f"{by_h[H][ks[0]].source}: no 'speedup' and no reached K={ref_K} run for H={H}")
+            t_ref = _time(by_h[H][ref_K])
+            values = [t_ref / t if math.isfinite(t := _time(by_h[H][k])) else None for k in ks]
+        pts = [(k, float(v)) for k, v in zip(ks, values) if v is not None and math.isfinite(v) and v > 0]
+        if pts:
+            lines.append((H, [k for k, _ in pts], [v for _, v in pts]))
+    if not lines:
+        raise InputError("no configuration reached the target: no speedup to plot")
     return lines, ref_K
 
 

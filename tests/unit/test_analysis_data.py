@@ -63,36 +63,40 @@ def test_bench_missing_key_is_one_line_naming_file_and_key(tmp_path):
 def test_convex_relative_matrix_matches_the_file():
     doc = json.loads((FIX / "convex_grid.json").read_text())
     bs, hs, mat = relative_matrix(grid_cells(load_convex_rows(FIX / "convex_grid.json")))
-    best = min(r["time_to_target"] for r in doc["results"] if r["reached"])
-    for r in doc["results"]:
-        v = mat[bs.index(r["B_loc"]), hs.index(r["H"])]
+    assert (bs, hs) == (sorted(doc["B"]), sorted(doc["H"]))
+    for r in doc["configs"]:
+        v = mat[bs.index(r["B"]), hs.index(r["H"])]
         if r["reached"]:
-            assert v == pytest.approx(r["time_to_target"] / best) and v == pytest.approx(r["relative"])
+            assert v == pytest.approx(r["time"] / doc["best"]["time"]) and v == pytest.approx(r["relative"])
         else:
             assert not np.isfinite(v)
-    assert np.nanmin(mat) == 1.0
+    assert mat[bs.index(doc["best"]["B"]), hs.index(doc["best"]["H"])] == 1.0
 
 
 def test_convex_inconsistent_relative_is_rejected(tmp_path):
     doc = json.loads((FIX / "convex_grid.json").read_text())
-    doc["results"][0]["relative"] = 123.0
+    doc["configs"][0]["relative"] = 123.0
     f = tmp_path / "g.json"
     f.write_text(json.dumps(doc))
-    with pytest.raises(InputError, match=r"relative time 123.0 disagrees"):
+    with pytest.raises(InputError, match=r"configs\[0\]: relative time 123.0 disagrees"):
         relative_matrix(grid_cells(load_convex_rows(f)))
 
 
-def test_convex_speedup_computed_when_absent(tmp_path):
+def test_convex_speedup_given_or_computed_and_unreached_left_out(tmp_path):
     doc = json.loads((FIX / "convex_speedup.json").read_text())
     given, ref = convex_speedup_lines(load_convex_rows(FIX / "convex_speedup.json"))
-    for r in doc["results"]:
+    h1 = next(line for line in given if line[0] == 1)
+    assert 8 not in h1[1] and h1[1] == [1, 2, 4, 16]  # the unreached (null) point is dropped
+    for r in doc["configs"]:
         del r["speedup"]
     f = tmp_path / "s.json"
     f.write_text(json.dumps(doc))
     computed, ref2 = convex_speedup_lines(load_convex_rows(f))
     assert ref == ref2 == 1
-    for (h1, k1, s1), (h2, k2, s2) in zip(given, computed):
-        assert (h1, k1) == (h2, k2) and s1 == pytest.approx(s2)
+    times = {(r["H"], r["K"]): r["time"] for r in doc["configs"]}
+    for (h1_, k1, s1), (h2, k2, s2) in zip(given, computed):
+        assert (h1_, k1) == (h2, k2)
+        assert s1 == pytest.approx(s2) and s2 == pytest.approx([times[h2, 1] / times[h2, k] for k in k2])
 
 
 def test_sim_lines_group_by_everything_but_x():
