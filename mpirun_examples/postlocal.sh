@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${MPIRUN:=.venv/bin/mpirun}" "${PYTHON:=.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MPIR_CVAR_ENABLE_HEAVY_YIELD="${MPIR_CVAR_ENABLE_HEAVY_YIELD:-1}"
-: "${NP:=16}" "${OUT:=runs/example-postlocal}"
+: "${NP:=16}" "${OUT:=runs/example-postlocal-$(date -u +%Y%m%d-%H%M%S)}"
 "$MPIRUN" -n "$NP" "$PYTHON" -m train --algorithm postlocal --H 16 --out-dir "$OUT" "$@"

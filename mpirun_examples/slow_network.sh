@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${MPIRUN:=.venv/bin/mpirun}" "${PYTHON:=.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MPIR_CVAR_ENABLE_HEAVY_YIELD="${MPIR_CVAR_ENABLE_HEAVY_YIELD:-1}"
-: "${NP:=16}" "${OUT:=runs/example-slow_network}"
+: "${NP:=16}" "${OUT:=runs/example-slow_network-$(date -u +%Y%m%d-%H%M%S)}"
 : "${DELAY:=1}"
 "$MPIRUN" -n "$NP" "$PYTHON" -m train --algorithm hierarchical --H 2 --Hb 4 --gpus-per-node 2 --global-sync-delay "$DELAY" --out-dir "$OUT" "$@"

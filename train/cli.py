@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(ns)
         cfg = config_from_args(ns)      # validated on every rank, before MPI starts
         cfg.check_world(size)
+        if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
+            raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
+                             f"--resume {cfg.out_dir} or choose another --out-dir")
     except TrainError as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)

@@ -97,7 +97,12 @@ class Trainer:
         if self.cfg.out_dir:
             return self.cfg.out_dir
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        return os.path.join("runs", f"train-{stamp}-{self.cfg.algorithm}-K{self.K}")
+        base = os.path.join("runs", f"train-{stamp}-{self.cfg.algorithm}-K{self.K}")
+        path, n = base, 1
+        while os.path.exists(path):  # two runs started in the same second
+            n += 1
+            path = f"{base}-{n}"
+        return path
 
     def _broadcast_model(self) -> None:
         buf = self.sync.model_fb.pack()

@@ -144,3 +144,12 @@ def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
     mpirun(2, ["-m", "train", "--resume", str(run), "--stop-at-epoch", str(stop), "--quiet"], timeout=120)
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["status"] == "paused" and resumed["steps_done"] > latest["step"] + 1
+
+
+def test_train_refuses_to_mix_runs_in_one_folder(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "train", "--out-dir", str(tmp_path)], cwd=REPO, env=mpi_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"error: run folder {tmp_path} already holds a run (config.json); continue it "
+                                   f"with --resume {tmp_path} or choose another --out-dir")
