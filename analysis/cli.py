@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,9 +197,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AnalysisError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for path in result["outputs"]:
-            print(path)
+    try:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            for path in result["outputs"]:
+                print(path)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`: the reader left; the files are written, so not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -34,15 +34,23 @@ class Curves:
 
 
 def run_curves(run: RunDir) -> Curves:
-    """The epoch records of ``run`` as series (epoch numbers as recorded, 1-based or 0-based)."""
+    """The epoch records of ``run`` as series; a run with none yet (in progress) uses its step records.
+
+    Step records carry rank 0's loss and accuracy on its own batch, so they are noisier; the legend
+    says "(steps)" when they are used.
+    """
     records = run.records("epoch")
+    label = run.label
     if not records:
-        raise InputError(f"{run.path}: metrics.jsonl has no records with kind 'epoch' to plot")
-    c = Curves(label=run.label, values={m: [] for m in _METRICS})
+        records = run.records("step")
+        label = f"{run.label} (steps)"
+    if not records:
+        raise InputError(f"{run.path}: metrics.jsonl has no 'epoch' or 'step' records to plot")
+    c = Curves(label=label, values={m: [] for m in _METRICS})
     for rec in records:
         epoch = opt_num(rec, "epoch")
         if epoch is None:
-            raise InputError(f"{rec.source}: missing key 'epoch' in an epoch record")
+            raise InputError(f"{rec.source}: missing key 'epoch'")
         c.epoch.append(epoch)
         c.wall_s.append(opt_num(rec, ALIASES["wall_s"]))
         for m in _METRICS:

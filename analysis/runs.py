@@ -165,8 +165,8 @@ def load_runs(paths: Sequence[str | Path]) -> list[RunDir]:
     return runs
 
 
-def as_percent(values: Sequence[float]) -> list[float]:
-    """Accuracies in percent: values all within [0, 1] are taken as fractions and scaled by 100."""
+def as_percent(values: Sequence[float | None]) -> list[float | None]:
+    """Accuracies in percent: values all within [0, 1] are taken as fractions and scaled by 100; None stays."""
     finite = [v for v in values if v is not None and math.isfinite(v)]
     scale = 100.0 if finite and max(finite) <= 1.0 and min(finite) >= 0.0 else 1.0
-    return [v * scale for v in values]
+    return [None if v is None else v * scale for v in values]

@@ -175,13 +175,17 @@ def test_run_breakdown_curves_and_percent():
     epochs = [r for r in _jsonl(FIX / "runs" / "local_K4_H8" / "metrics.jsonl") if r["kind"] == "epoch"]
     assert curves.series("test_acc", "epoch")[1] == [pytest.approx(100 * r["test_acc"]) for r in epochs]
     assert as_percent([0.5, 1.0]) == [50.0, 100.0] and as_percent([50.0, 91.0]) == [50.0, 91.0]
+    assert as_percent([None, 0.25]) == [None, 25.0]  # an epoch without that metric stays a gap
 
 
 def test_run_without_epoch_records_or_bad_kind(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"kind": "step", "step": 1, "train_loss": 1.0}\n')
-    run = load_run(tmp_path)
-    with pytest.raises(InputError, match="no records with kind 'epoch'"):
-        run_curves(run)
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "step", "step": 0, "epoch": 0.5, "train_loss": 1.0}\n'
+                                            '{"kind": "step", "step": 1, "epoch": 1.0, "train_loss": 0.5}\n')
+    curves = run_curves(load_run(tmp_path))  # a run in progress: step records stand in
+    assert curves.label.endswith("(steps)") and curves.series("train_loss", "epoch") == ([0.5, 1.0], [1.0, 0.5])
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(InputError, match="no 'epoch' or 'step' records"):
+        run_curves(load_run(tmp_path))
     (tmp_path / "metrics.jsonl").write_text('{"kind": "batch"}\n')
     with pytest.raises(InputError, match="key 'kind' must be 'step' or 'epoch', got 'batch'"):
         load_run(tmp_path)
