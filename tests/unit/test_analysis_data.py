@@ -202,3 +202,11 @@ def test_predict_pairs_and_error_sign():
     assert (mb.predicted_s, mb.measured_s) == (s["prediction"]["wall_s"], s["wall_s"])
     with pytest.raises(InputError, match="measured_s must be a finite time > 0, got 0.0"):
         Pair(name="x", predicted_s=1.0, measured_s=0.0)
+
+
+def test_run_speedup_in_time_to_accuracy():
+    runs = load_runs(sorted(FIX.glob("runs/*")))
+    lines, ref, _ = run_speedup_lines(runs, use_tta=True)
+    tta = {r.label: json.loads((r.path / "summary.json").read_text())["time_to_target"]["wall_s"] for r in runs}
+    hier = next(line for line in lines if line[0].startswith("hierarchical"))
+    assert hier[2] == [pytest.approx(tta["minibatch K=4"] / tta["hierarchical K=4 H=2 Hᵇ=4"])]
