@@ -95,7 +95,9 @@ def plot_speedup(lines: Sequence[Line], cfg: RenderConfig, *, reference: str = "
                     ls=_DASHES[dashes.index(dash) % len(_DASHES)], label=label)
         ax.plot(ks, [k / ref_K for k in ks], ls=":", color="black", label="ideal (linear)")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log", base=2)
+        ys = [y for line in lines for y in line[2]] + [k / ref_K for k in ks]
+        if max(ys) / min(ys) >= 4:  # log2 only where it spans enough doublings to show ticks
+            ax.set_yscale("log", base=2)
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter("{x:g}")
         ax.set_xlabel("K (workers)")

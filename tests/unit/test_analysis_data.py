@@ -158,8 +158,9 @@ def test_run_speedup_reference_is_fewest_workers_smallest_H(tmp_path):
     walls = {r.label: r.wall_s() for r in runs}
     t_ref = walls[next(lab for lab in walls if lab.startswith("minibatch"))]
     local = next(line for line in lines if line[0].startswith("local"))
-    assert local[2] == [pytest.approx(t_ref / walls["local K=4 H=8"])]
-    assert sorted(walls) == ["hierarchical K=4 H=2 Hᵇ=4", "local K=4 H=8", "minibatch K=4"]
+    assert local[2][0] == pytest.approx(t_ref / walls["local K=4 H=8"])
+    assert sorted(walls) == ["hierarchical K=4 H=2 Hᵇ=4", "local K=4 H=8", "local K=8 H=8", "minibatch K=4"]
+    assert local[1] == [4.0, 8.0] and local[2][1] == pytest.approx(t_ref / walls["local K=8 H=8"])
 
 
 def test_run_breakdown_curves_and_percent():
