@@ -32,7 +32,7 @@ def _alone(problem, protocol, K, H, B, schedule, c_exp):
 @pytest.mark.parametrize("K, H, B, eps", [(4, 2, 2, 0.003), (2, 1, 4, 0.001)])
 def test_search_agrees_with_each_c_run_alone(K, H, B, eps):
     problem = _problem()
-    protocol = Protocol(epsilon=eps, unit_comm=5.0, max_time=2e4, seed=1)
+    protocol = Protocol(epsilon=eps, unit_comm=5.0, max_time=4000.0, seed=1)
     settings = SearchSettings(start={"decay": -6, "const": -6}, c_min_exp=-12, c_max_exp=4)
     res = search_config(problem, protocol, K=K, H=H, B=B, settings=settings)
     best = res.best
