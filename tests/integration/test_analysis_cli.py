@@ -25,6 +25,7 @@ CASES = {
                 ["speedup", "speedup_runs", "time_to_acc"]),
     "convex": (["convex", "--grid", str(FIX / "convex_grid.json"), "--speedup", str(FIX / "convex_speedup.json")],
                ["convex_heatmap", "convex_speedup"]),
+    "speedup-runs": (["speedup", "--runs", *RUNS], ["speedup_runs", "time_to_acc"]),
     "curves": (["curves", *RUNS], ["curves_epoch", "curves_wall", "time_breakdown"]),
     "predict": (["predict", "--table", str(FIX / "predict.jsonl"), "--runs", *RUNS], ["predict"]),
 }
