@@ -25,6 +25,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of integers >= 0, got {text!r}")
+    return values
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -55,7 +65,9 @@ def _experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--average", choices=("uniform", "linear", "quadratic"), default="quadratic",
                    help="weight s**p of the iterate after s steps in the averaged iterate")
     p.add_argument("--sampling", choices=("iid", "shuffle"), default="iid", help="see sim/convex/sampler.py")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (ignored with --seeds)")
+    p.add_argument("--seeds", type=_seed_list, default=None,
+                   help="comma-separated seeds: one c search per seed, time = mean of their best times")
     p.add_argument("--schedules", default="decay,const", help="step-size schedules to search (decay, const)")
     p.add_argument("--c-min-exp", type=int, default=-20, help="smallest c = 2**i the search may try")
     p.add_argument("--c-max-exp", type=int, default=10, help="largest c = 2**i the search may try")
@@ -131,7 +143,8 @@ def _protocol_and_search(args: argparse.Namespace, k1_comm: bool = False) -> tup
     from sim.convex.search import SearchSettings
     protocol = Protocol(epsilon=args.epsilon, unit_grad=args.grad_cost, unit_comm=args.comm_cost,
                         gamma_cap=args.gamma_cap, max_time=args.max_time, average=args.average,
-                        seed=args.seed, sampling=args.sampling, k1_comm=k1_comm)
+                        seed=args.seeds[0] if args.seeds else args.seed, sampling=args.sampling,
+                        k1_comm=k1_comm)
     schedules = tuple(s.strip() for s in args.schedules.split(",") if s.strip())
     return protocol, SearchSettings(c_min_exp=args.c_min_exp, c_max_exp=args.c_max_exp, schedules=schedules)
 
@@ -157,7 +170,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     protocol, settings = _protocol_and_search(args)
     lp = load_problem(args.data, fstar=args.fstar, cache_dir=args.cache_dir, n_features=args.n_features)
     with _bar(len(args.H) * len(args.B), f"grid K={args.K}", args.quiet) as bar:
-        res = run_grid(lp, protocol, K=args.K, H=args.H, B=args.B, settings=settings,
+        res = run_grid(lp, protocol, K=args.K, H=args.H, B=args.B, settings=settings, seeds=args.seeds,
                        progress=lambda r: bar.update(1))
     lines = [f"K={args.K}  f*={lp.fstar_used:.15f} ({lp.fstar_source})  epsilon={protocol.epsilon}",
              f"{'H':>3} {'B_loc':>5} {'time':>10} {'relative':>8} {'schedule':>8} {'c':>10} {'iterate':>8}"]
@@ -175,7 +188,7 @@ def _cmd_speedup(args: argparse.Namespace) -> int:
     lp = load_problem(args.data, fstar=args.fstar, cache_dir=args.cache_dir, n_features=args.n_features)
     Ks = sorted(set(args.K) | {1})
     with _bar(len(args.H) * len(Ks), f"speedup B={args.B}", args.quiet) as bar:
-        res = run_speedup(lp, protocol, B=args.B, H=args.H, K=args.K, settings=settings,
+        res = run_speedup(lp, protocol, B=args.B, H=args.H, K=args.K, settings=settings, seeds=args.seeds,
                           progress=lambda r: bar.update(1))
     lines = [f"B_loc={args.B}  f*={lp.fstar_used:.15f} ({lp.fstar_source})  baseline: {res['baseline']}",
              f"{'H':>3} {'K':>4} {'time':>10} {'speedup':>8} {'schedule':>8} {'c':>10}"]

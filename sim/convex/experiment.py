@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 from sim.convex.errors import ConvexError
@@ -10,7 +10,7 @@ from sim.convex.fstar import FSTAR_PAPER, FstarResult, fstar_cached, resolve_fst
 from sim.convex.libsvm import load_libsvm
 from sim.convex.localsgd import Problem, Protocol
 from sim.convex.objective import LogisticObjective
-from sim.convex.search import ConfigResult, SearchSettings, next_start, relative_times, search_config
+from sim.convex.search import ConfigResult, SearchSettings, next_start, search_config
 
 __all__ = ["GRID_SCHEMA", "SPEEDUP_SCHEMA", "LoadedProblem", "load_problem", "run_grid", "run_speedup"]
 
@@ -60,73 +60,112 @@ def _check_list(name: str, values: Sequence[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-def _common(lp: LoadedProblem, protocol: Protocol, settings: SearchSettings) -> dict:
-    return {**lp.header(), "protocol": asdict(protocol),
+def _common(lp: LoadedProblem, protocol: Protocol, settings: SearchSettings, seeds: list[int]) -> dict:
+    return {**lp.header(), "protocol": asdict(protocol), "seeds": seeds,
             "search": {"c_min_exp": settings.c_min_exp, "c_max_exp": settings.c_max_exp,
                        "radius": settings.radius, "schedules": list(settings.schedules)}}
 
 
+def _seeds(protocol: Protocol, seeds: Sequence[int] | None) -> list[int]:
+    if seeds is None:
+        return [protocol.seed]
+    if not seeds or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in seeds):
+        raise ConvexError(f"seeds must be a non-empty list of integers >= 0, got {list(seeds)!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def _search(lp: LoadedProblem, protocol: Protocol, seeds: list[int], settings: SearchSettings,
+            prev: list[ConfigResult] | None, *, K: int, H: int, B: int) -> list[ConfigResult]:
+    """One search per seed, each warm-started from the same seed's neighbouring configuration."""
+    out = []
+    for i, seed in enumerate(seeds):
+        local = SearchSettings(c_min_exp=settings.c_min_exp, c_max_exp=settings.c_max_exp,
+                               radius=settings.radius, schedules=settings.schedules,
+                               start=next_start(prev[i], settings) if prev else dict(settings.start))
+        out.append(search_config(lp.problem, replace(protocol, seed=seed), K=K, H=H, B=B, settings=local))
+    return out
+
+
+def _mean_time(results: list[ConfigResult]) -> float | None:
+    times = [r.time for r in results]
+    return None if any(t is None for t in times) else sum(times) / len(times)  # type: ignore[arg-type]
+
+
+def _record(results: list[ConfigResult], seeds: list[int]) -> dict:
+    """The first seed's full record, with `time` the mean over seeds and every seed's result listed."""
+    rec = results[0].to_json()
+    times = [r.time for r in results]
+    reached = [t for t in times if t is not None]
+    rec["time"] = _mean_time(results)
+    rec["reached"] = rec["time"] is not None
+    rec["time_min"] = min(reached) if reached else None
+    rec["time_max"] = max(reached) if len(reached) == len(times) else None
+    rec["per_seed"] = [{"seed": s, "time": r.time, "schedule": j["schedule"], "c_exp": j["c_exp"], "c": j["c"],
+                        "iterate": j["iterate"], "optimal": j["optimal"]}
+                       for s, r, j in ((s, r, r.to_json()) for s, r in zip(seeds, results))]
+    rec["wall_seconds"] = round(sum(r.wall_seconds for r in results), 3)
+    return rec
+
+
 def run_grid(lp: LoadedProblem, protocol: Protocol, *, K: int, H: Sequence[int], B: Sequence[int],
-             settings: SearchSettings | None = None, progress: Progress | None = None) -> dict:
-    """Time to target for every (H, B_loc) at fixed K, with its best schedule and c, and relative times."""
+             settings: SearchSettings | None = None, progress: Progress | None = None,
+             seeds: Sequence[int] | None = None) -> dict:
+    """Time to target for every (H, B_loc) at fixed K, with its best schedule and c, and relative times.
+
+    With several seeds, each seed gets its own c search and `time` is the mean of their best times.
+    """
     settings = settings or SearchSettings()
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise ConvexError(f"K must be an integer >= 1, got {K!r}")
     Hs, Bs = _check_list("H", H), _check_list("B", B)
+    seed_list = _seeds(protocol, seeds)
     started = time.perf_counter()
-    done: dict[tuple[int, int], ConfigResult] = {}
-    order: list[ConfigResult] = []
-    for h in Hs:
+    done: dict[tuple[int, int], list[ConfigResult]] = {}
+    configs: list[dict] = []
+    for j, h in enumerate(Hs):
         for i, b in enumerate(Bs):
-            prev = done.get((h, Bs[i - 1])) if i else None
-            if prev is None and order:
-                prev = done.get((Hs[Hs.index(h) - 1], b)) if Hs.index(h) else None
-            local = SearchSettings(c_min_exp=settings.c_min_exp, c_max_exp=settings.c_max_exp,
-                                   radius=settings.radius, schedules=settings.schedules,
-                                   start=next_start(prev, settings) if prev else dict(settings.start))
-            res = search_config(lp.problem, protocol, K=K, H=h, B=b, settings=local)
+            prev = done.get((h, Bs[i - 1])) if i else (done.get((Hs[j - 1], b)) if j else None)
+            res = _search(lp, protocol, seed_list, settings, prev, K=K, H=h, B=b)
             done[(h, b)] = res
-            order.append(res)
+            configs.append(_record(res, seed_list))
             if progress is not None:
-                progress(res)
-    rel = relative_times(order)
-    configs = [{**r.to_json(), "relative": q} for r, q in zip(order, rel)]
+                progress(res[0])
+    times = [c["time"] for c in configs if c["time"] is not None]
+    for c in configs:
+        c["relative"] = None if c["time"] is None else c["time"] / min(times)
     reached = [c for c in configs if c["time"] is not None]
     best = min(reached, key=lambda c: c["time"]) if reached else None
-    return {"schema": GRID_SCHEMA, "kind": "grid", **_common(lp, protocol, settings),
+    return {"schema": GRID_SCHEMA, "kind": "grid", **_common(lp, protocol, settings, seed_list),
             "K": K, "H": Hs, "B": Bs, "configs": configs,
             "best": None if best is None else {"H": best["H"], "B": best["B"], "time": best["time"]},
             "wall_seconds": round(time.perf_counter() - started, 3)}
 
 
 def run_speedup(lp: LoadedProblem, protocol: Protocol, *, B: int, H: Sequence[int], K: Sequence[int],
-                settings: SearchSettings | None = None, progress: Progress | None = None) -> dict:
+                settings: SearchSettings | None = None, progress: Progress | None = None,
+                seeds: Sequence[int] | None = None) -> dict:
     """Speedup T(1, H) / T(K, H) at fixed B_loc; K = 1 is always run as the baseline of each H line."""
     settings = settings or SearchSettings()
     if isinstance(B, bool) or not isinstance(B, int) or B < 1:
         raise ConvexError(f"B must be an integer >= 1, got {B!r}")
     Hs = _check_list("H", H)
     Ks = sorted(set(_check_list("K", K)) | {1})
+    seed_list = _seeds(protocol, seeds)
     started = time.perf_counter()
     configs: list[dict] = []
     for h in Hs:
-        prev: ConfigResult | None = None
-        line: list[ConfigResult] = []
+        prev: list[ConfigResult] | None = None
+        line: list[dict] = []
         for k in Ks:
-            local = SearchSettings(c_min_exp=settings.c_min_exp, c_max_exp=settings.c_max_exp,
-                                   radius=settings.radius, schedules=settings.schedules,
-                                   start=next_start(prev, settings) if prev else dict(settings.start))
-            res = search_config(lp.problem, protocol, K=k, H=h, B=B, settings=local)
-            prev = res
-            line.append(res)
+            prev = _search(lp, protocol, seed_list, settings, prev, K=k, H=h, B=B)
+            line.append(_record(prev, seed_list))
             if progress is not None:
-                progress(res)
-        base = line[0].time
-        for res in line:
-            sp = None if base is None or res.time is None else base / res.time
-            configs.append({**res.to_json(), "speedup": sp,
-                            "efficiency": None if sp is None else sp / res.K})
-    return {"schema": SPEEDUP_SCHEMA, "kind": "speedup", **_common(lp, protocol, settings),
+                progress(prev[0])
+        base = line[0]["time"]
+        for rec in line:
+            sp = None if base is None or rec["time"] is None else base / rec["time"]
+            configs.append({**rec, "speedup": sp, "efficiency": None if sp is None else sp / rec["K"]})
+    return {"schema": SPEEDUP_SCHEMA, "kind": "speedup", **_common(lp, protocol, settings, seed_list),
             "B": B, "H": Hs, "K": Ks, "K_requested": list(K), "baseline": "K=1 with the same H and B_loc"
             + ("" if protocol.k1_comm else ", no communication cost (nothing to average)"),
             "configs": configs, "wall_seconds": round(time.perf_counter() - started, 3)}

@@ -138,3 +138,30 @@ def test_cli_grid_end_to_end_on_a_small_file(tmp_path, capsys):
     for c in saved["configs"]:
         if c["time"] is not None:
             assert c["time"] % c["round_time"] == 0  # the target is met at a sync
+
+
+def test_cli_seeds_average_independent_single_seed_runs(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    rows = rng.random((60, 5)) < 0.4
+    labels = np.where(rows[:, 0] | (rng.random(60) < 0.15), 1, -1)
+    data = tmp_path / "tiny.svm"
+    data.write_text("".join(f"{y:+d} " + " ".join(f"{j + 1}:1" for j in np.flatnonzero(r)) + "\n"
+                            for y, r in zip(labels, rows)))
+    common = ["convex", "grid", "--data", str(data), "--cache-dir", str(tmp_path / "c"), "--K", "2",
+              "--H", "1,3", "--B", "2", "--epsilon", "0.01", "--max-time", "3000", "--quiet", "--json"]
+    parser = _parser()
+
+    def run(*extra):
+        args = parser.parse_args(common + list(extra))
+        assert args.func(args) == 0
+        return json.loads(capsys.readouterr().out)
+
+    both = run("--seeds", "3,4")
+    alone = [run("--seed", "3"), run("--seed", "4")]
+    assert both["seeds"] == [3, 4] and alone[0]["seeds"] == [3]
+    for i, cfg in enumerate(both["configs"]):
+        times = [a["configs"][i]["time"] for a in alone]
+        assert [p["time"] for p in cfg["per_seed"]] == times
+        assert cfg["time"] == pytest.approx(sum(times) / 2)
+        assert cfg["time_min"] == min(times) and cfg["time_max"] == max(times)
+        assert cfg["per_seed"][1]["c_exp"] == alone[1]["configs"][i]["c_exp"]
