@@ -1,4 +1,4 @@
-"""Every runnable script in mpirun_examples/ is run with 4 ranks and a tiny budget, and its run folder checked."""
+"""Every runnable script in mpirun_examples/ runs with 2-4 ranks and a tiny budget, and its run folder is checked."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,8 @@ TINY = ["--width", "4", "--synthetic-train", "512", "--synthetic-test", "128", "
         "--batch-size", "8", "--epochs", "1", "--lr-warmup-epochs", "0.2", "--quiet"]
 
 
-def _run(script: str, out: Path, args: list[str], extra_env: dict[str, str] | None = None) -> dict:
-    env = mpi_env({"NP": "4", "MPIRUN": MPIRUN, "PYTHON": sys.executable, "OUT": str(out), **(extra_env or {})})
+def _run(script: str, out: Path, args: list[str], extra_env: dict[str, str] | None = None, np: int = 2) -> dict:
+    env = mpi_env({"NP": str(np), "MPIRUN": MPIRUN, "PYTHON": sys.executable, "OUT": str(out), **(extra_env or {})})
     proc = subprocess.Popen(["bash", str(EX / script), *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -28,7 +28,7 @@ def _run(script: str, out: Path, args: list[str], extra_env: dict[str, str] | No
         raise AssertionError(f"{script} timed out: {proc.communicate()[0][-3000:]}") from None
     assert proc.returncode == 0, f"{script} failed:\n{text[-4000:]}"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["world_size"] == 4
+    assert summary["status"] == "completed" and summary["world_size"] == np
     assert summary["syncs"] == summary["expected_syncs"]
     return summary
 
@@ -48,7 +48,7 @@ def test_train_example_flat(script: str, algorithm: str, tmp_path: Path) -> None
 
 
 def test_train_example_hierarchical(tmp_path: Path) -> None:
-    s = _run("hierarchical_8x2.sh", tmp_path, TINY)
+    s = _run("hierarchical_8x2.sh", tmp_path, TINY, np=4)
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["topology"] == "2x2 (virtual blocks)"
     T = s["total_steps"]
@@ -56,7 +56,7 @@ def test_train_example_hierarchical(tmp_path: Path) -> None:
 
 
 def test_train_example_slow_network(tmp_path: Path) -> None:
-    s = _run("slow_network.sh", tmp_path, TINY, {"DELAY": "0.1"})
+    s = _run("slow_network.sh", tmp_path, TINY, {"DELAY": "0.1"}, np=4)
     n = s["syncs"]["global"]
     assert abs(s["totals_rank0"]["delay_s_global"] - 0.1 * n) < 1e-9
     assert s["totals_rank0"]["comm_s_global"] >= 0.1 * n and s["wall_s"] >= 0.1 * n
