@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--K", type=int, default=16)
     parser.add_argument("--H", default="1,2,4,8,16")
     parser.add_argument("--B", default="1,2,4,8,16,32,64,128,256")
+    parser.add_argument("--seeds", default="0", help="comma-separated sampler seeds (one c search each)")
     parser.add_argument("--out", default=None, help="also write the grid JSON here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -35,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Hs = [int(v) for v in args.H.split(",")]
         Bs = [int(v) for v in args.B.split(",")]
+        seeds = [int(v) for v in args.seeds.split(",")]
         lp = load_problem(args.data)  # f* from the cache after the first run; timed separately below
         load_before = _load()
         started = time.perf_counter()
         cpu0 = time.process_time()
-        grid = run_grid(lp, Protocol(), K=args.K, H=Hs, B=Bs)
+        grid = run_grid(lp, Protocol(seed=seeds[0]), K=args.K, H=Hs, B=Bs, seeds=seeds)
         wall = time.perf_counter() - started
         cpu = time.process_time() - cpu0
     except (ConvexError, OSError, ValueError) as exc:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json_atomic(args.out, grid)
     slowest = max(grid["configs"], key=lambda c: c["wall_seconds"])
-    summary = {"benchmark": "convex_grid_speed", "K": args.K, "H": Hs, "B": Bs, "configs": len(grid["configs"]),
+    summary = {"benchmark": "convex_grid_speed", "K": args.K, "H": Hs, "B": Bs, "seeds": seeds, "configs": len(grid["configs"]),
                "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "limit_seconds": 300,
                "within_limit": wall <= 300, "loadavg_before": load_before, "loadavg_after": _load(),
                "cpu_count": os.cpu_count(), "unreached": sum(1 for c in grid["configs"] if c["time"] is None),
