@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -13,7 +13,8 @@ from sim.convex.objective import LogisticObjective, sigmoid
 from sim.convex.sampler import SAMPLING_MODES, Sampler
 from sim.convex.target import TargetChecker
 
-__all__ = ["AVERAGE_WEIGHTS", "SCHEDULES", "Problem", "Protocol", "Run", "RunResult", "simulate", "step_size"]
+__all__ = ["AVERAGE_WEIGHTS", "SCHEDULES", "Problem", "Protocol", "Run", "RunResult", "simulate", "step_size",
+           "trajectory"]
 
 SCHEDULES = ("decay", "const")
 #: Weight of the iterate after s local steps (s >= 1) in the averaged iterate: s ** power.
@@ -222,3 +223,25 @@ def simulate(problem: Problem, protocol: Protocol, *, K: int, H: int, B: int, ru
             keep_arr = np.asarray(keep, dtype=np.int64)
             active, W, acc = active[keep_arr], W[:, keep_arr], acc[:, keep_arr]
     return [r for r in results if r is not None]
+
+
+def trajectory(problem: Problem, protocol: Protocol, *, K: int, H: int, B: int, run: Run,
+               rounds: int) -> list[dict]:
+    """f after each of the first `rounds` syncs of one run, ignoring the target: the trainer's reference.
+
+    Each row: round, time (units), step (local steps so far), f_last (the synced model), f_average.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConvexError(f"rounds must be an integer >= 1, got {rounds!r}")
+    rows: list[dict] = []
+
+    def record(rnd: int, now: float, last: np.ndarray, avg: np.ndarray) -> None:
+        values = problem.objective.value(np.stack([last[:, 0], avg[:, 0]], axis=1))
+        rows.append({"round": rnd, "time": now, "step": rnd * H, "f_last": float(values[0]),
+                     "f_average": float(values[1])})
+
+    # The smallest positive float as epsilon: no gap reaches it, so the run goes on for all rounds.
+    endless = replace(protocol, epsilon=5e-324, max_time=rounds * protocol.round_time(K, H, B))
+    simulate(problem, endless, K=K, H=H, B=B, runs=[Run(schedule=run.schedule, c_exp=run.c_exp)],
+             on_sync=record)
+    return rows

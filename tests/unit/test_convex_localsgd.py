@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from sim.convex.errors import ConvexError
 from sim.convex.fstar import solve_fstar
-from sim.convex.localsgd import Problem, Protocol, Run, simulate, step_size
+from sim.convex.localsgd import Problem, Protocol, Run, simulate, step_size, trajectory
 from sim.convex.objective import LogisticObjective
 from sim.convex.sampler import Sampler
 from sim.convex.target import TargetChecker
@@ -145,3 +145,17 @@ def test_run_and_simulate_validation():
         simulate(Problem(obj, fstar=fstar), Protocol(), K=2, H=0, B=1, runs=[Run(schedule="decay", c_exp=0)])
     with pytest.raises(ConvexError, match="at least one Run"):
         simulate(Problem(obj, fstar=fstar), Protocol(), K=2, H=1, B=1, runs=[])
+
+
+def test_trajectory_gives_f_at_every_sync_past_the_target():
+    X, y, obj, fstar = _problem(3)
+    rows = trajectory(Problem(obj, fstar=fstar), Protocol(seed=2, epsilon=0.5), K=3, H=2, B=2,
+                      run=Run(schedule="const", c_exp=-4), rounds=12)
+    ref = _naive(X, y, obj.lam, K=3, H=2, B=2, schedule="const", c=2.0 ** -4, cap=32.0, seed=2, rounds=12, power=2)
+    assert [r["round"] for r in rows] == list(range(1, 13)) and rows[-1]["step"] == 24
+    assert rows[-1]["time"] == 12 * (2 * 2 + 25)
+    for row, (last, avg) in zip(rows, ref):
+        assert row["f_last"] == pytest.approx(_plain_f(X, y, obj.lam, last), rel=1e-12)
+        assert row["f_average"] == pytest.approx(_plain_f(X, y, obj.lam, avg), rel=1e-12)
+    with pytest.raises(ConvexError, match="rounds must be an integer >= 1, got 0"):
+        trajectory(Problem(obj, fstar=fstar), Protocol(), K=1, H=1, B=1, run=Run(schedule="decay", c_exp=0), rounds=0)
