@@ -57,7 +57,7 @@ class Sampler:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Local steps per epoch in shuffle mode (n // K // B_loc); in iid mode, steps per n*... samples."""
+        """Local steps per epoch in shuffle mode: (n // K) // B_loc (iid mode has no epochs)."""
         return (self.n // self.K) // self.B_loc
 
     def indices(self, t: int) -> np.ndarray:
