@@ -164,7 +164,8 @@ def format_summary(s: dict[str, Any]) -> str:
     rows = [
         ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']} | {s['status']}"),
         ("steps", f"{s['steps_done']} / {s['total_steps']} per worker ({s['epochs_done']:.2f} epochs)"),
-        ("wall time", f"{s['wall_s']:.2f} s ({s['samples_per_s'] or 0:.0f} samples/s)"),
+        ("wall time", f"{s['wall_s']:.2f} s ({s['samples_per_s'] or 0:.0f} samples/s)"
+                      + ("" if s.get("startup_s") is None else f" after {s['startup_s']:.2f} s of start-up")),
         ("test acc (final/best)", f"{acc} / {best}   test loss {fin.get('test_loss') or float('nan'):.4f}"),
         ("train loss (last epoch)", f"{fin.get('train_loss') or float('nan'):.4f}"),
         ("compute (mean/rank)", _fmt_s(mean.get("compute_s"))),

@@ -27,6 +27,18 @@ __all__ = ["Trainer", "pick_device"]
 log = logging.getLogger(__name__)
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): start-up cost before training."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def pick_device(choice: str, local_rank: int) -> torch.device:
     """cuda:(local_rank % device_count) when CUDA is present (or forced), else the CPU."""
     if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
@@ -205,6 +217,7 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=T, initial=self.step, unit="step", dynamic_ncols=True, leave=False, mininterval=0.5)
         self.world.Barrier()
+        self.startup_s = process_age()
         self._t0 = time.perf_counter()
         status, self.last_epoch = "completed", getattr(self, "last_epoch", None)
         self.model.train()
@@ -285,7 +298,7 @@ class Trainer:
             "model": self.cfg.model, "dataset": self.data.name, "world_size": self.K,
             "steps_done": self.step, "total_steps": self.plan.total_steps,
             "epochs_done": self.plan.epoch_after(self.step - 1) if self.step else 0.0,
-            "wall_s": self._wall(), "final": {k: last.get(k) for k in ("test_loss", "test_acc", "train_loss",
+            "wall_s": self._wall(), "startup_s": getattr(self, "startup_s", None), "final": {k: last.get(k) for k in ("test_loss", "test_acc", "train_loss",
                                                                         "train_acc")},
             "best_test_acc": self.best["test_acc"], "target_acc": self.cfg.target_acc,
             "time_to_target": self.best["target"],

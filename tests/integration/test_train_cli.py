@@ -44,6 +44,7 @@ def test_train_default_16_rank_run(tmp_path: Path) -> None:
     assert summary["algorithm"] == "postlocal"
     assert summary["syncs"] == summary["expected_syncs"]
     assert summary["final"]["test_acc"] > 0.8, summary["final"]   # chance is 0.1
+    assert 0 < summary["startup_s"] and summary["startup_s"] + summary["wall_s"] < elapsed
     assert "test acc (final/best)" in out and "syncs global / block" in out
     states = _states(tmp_path, 16)
     for st in states[1:]:
@@ -53,7 +54,8 @@ def test_train_default_16_rank_run(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert len(epochs) == 10 and epochs[-1]["test_acc"] > epochs[0]["test_acc"]
-    print(f"default 16-rank run: {elapsed:.1f} s end to end, {summary['wall_s']:.1f} s training")
+    print(f"default 16-rank run: {elapsed:.1f} s end to end, {summary['startup_s']:.1f} s start-up, "
+          f"{summary['wall_s']:.1f} s training")
 
 
 def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
