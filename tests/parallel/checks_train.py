@@ -252,3 +252,36 @@ def check_every_model_takes_steps() -> None:
         assert len(set(digests(tr))) == 1, f"{model}: models differ after the final sync"
         loss, acc = tr.evaluator.evaluate()
         assert math.isfinite(loss) and 0.0 <= acc <= 1.0, (model, loss, acc)
+
+
+def check_evaluation_bn_modes() -> None:
+    """Evaluation = averaged parameters with averaged (or rank 0's) BN statistics, replayed by hand; no side effects."""
+    import copy
+
+    from train.evaluate import batch_metrics
+    for mode in ("average", "rank0"):
+        tr = make(tiny(algorithm="local", H=5, bn_eval=mode))
+        for t in range(3):  # between syncs: parameters and BN statistics differ per rank
+            tr._one_step(t, None)
+        state = {k: v.clone() for k, v in tr.model.state_dict().items()}
+        loss, acc = tr.evaluator.evaluate()
+        after = tr.model.state_dict()
+        assert all(torch.equal(state[k], after[k]) for k in state), "evaluation changed the worker's state"
+        assert tr.model.training
+        states = WORLD.allgather({k: v.numpy() for k, v in state.items()})
+        ref = copy.deepcopy(tr.model)
+        new = {}
+        for k, v in state.items():
+            stack = np.stack([s[k] for s in states]).astype(np.float64)
+            is_buffer = "running_" in k or "num_batches" in k
+            if is_buffer and mode == "rank0":
+                new[k] = torch.from_numpy(states[0][k])
+            elif "num_batches" in k:
+                new[k] = v
+            else:
+                new[k] = torch.from_numpy(stack.mean(0).astype(np.float32))
+        ref.load_state_dict(new)
+        ref.eval()
+        with torch.no_grad():
+            l_ref, c_ref, n_ref = batch_metrics(ref(tr.data.x_test), tr.data.y_test)
+        assert abs(float(l_ref) - loss) < 1e-4 and abs(c_ref / n_ref - acc) < 1e-9, (mode, loss, float(l_ref))
