@@ -149,6 +149,14 @@ def _protocol_and_search(args: argparse.Namespace, k1_comm: bool = False) -> tup
     return protocol, SearchSettings(c_min_exp=args.c_min_exp, c_max_exp=args.c_max_exp, schedules=schedules)
 
 
+def _saver(out: str | None) -> Callable[[dict], None] | None:
+    """Write each partial result to --out, so an interrupted run keeps what it measured."""
+    if not out:
+        return None
+    from sim.convex.io import write_json_atomic
+    return lambda doc: write_json_atomic(out, doc)
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -171,6 +179,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     lp = load_problem(args.data, fstar=args.fstar, cache_dir=args.cache_dir, n_features=args.n_features)
     with _bar(len(args.H) * len(args.B), f"grid K={args.K}", args.quiet) as bar:
         res = run_grid(lp, protocol, K=args.K, H=args.H, B=args.B, settings=settings, seeds=args.seeds,
+                       partial=_saver(args.out),
                        progress=lambda r: bar.update(1))
     lines = [f"K={args.K}  f*={lp.fstar_used:.15f} ({lp.fstar_source})  epsilon={protocol.epsilon}",
              f"{'H':>3} {'B_loc':>5} {'time':>10} {'relative':>8} {'schedule':>8} {'c':>10} {'iterate':>8}"]
@@ -189,6 +198,7 @@ def _cmd_speedup(args: argparse.Namespace) -> int:
     Ks = sorted(set(args.K) | {1})
     with _bar(len(args.H) * len(Ks), f"speedup B={args.B}", args.quiet) as bar:
         res = run_speedup(lp, protocol, B=args.B, H=args.H, K=args.K, settings=settings, seeds=args.seeds,
+                          partial=_saver(args.out),
                           progress=lambda r: bar.update(1))
     lines = [f"B_loc={args.B}  f*={lp.fstar_used:.15f} ({lp.fstar_source})  baseline: {res['baseline']}",
              f"{'H':>3} {'K':>4} {'time':>10} {'speedup':>8} {'schedule':>8} {'c':>10}"]

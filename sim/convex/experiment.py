@@ -18,6 +18,7 @@ GRID_SCHEMA = "localsgd.convex.grid/1"
 SPEEDUP_SCHEMA = "localsgd.convex.speedup/1"
 
 Progress = Callable[[ConfigResult], None]
+Partial = Callable[[dict], None]
 
 
 @dataclass(kw_only=True)
@@ -109,10 +110,11 @@ def _record(results: list[ConfigResult], seeds: list[int]) -> dict:
 
 def run_grid(lp: LoadedProblem, protocol: Protocol, *, K: int, H: Sequence[int], B: Sequence[int],
              settings: SearchSettings | None = None, progress: Progress | None = None,
-             seeds: Sequence[int] | None = None) -> dict:
+             seeds: Sequence[int] | None = None, partial: Partial | None = None) -> dict:
     """Time to target for every (H, B_loc) at fixed K, with its best schedule and c, and relative times.
 
     With several seeds, each seed gets its own c search and `time` is the mean of their best times.
+    `partial(doc)` receives the document so far (`"complete": false`) after every configuration.
     """
     settings = settings or SearchSettings()
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
@@ -120,31 +122,39 @@ def run_grid(lp: LoadedProblem, protocol: Protocol, *, K: int, H: Sequence[int],
     Hs, Bs = _check_list("H", H), _check_list("B", B)
     seed_list = _seeds(protocol, seeds)
     started = time.perf_counter()
+    head = {"schema": GRID_SCHEMA, "kind": "grid", **_common(lp, protocol, settings, seed_list),
+            "K": K, "H": Hs, "B": Bs}
+
+    def document(records: list[dict], complete: bool) -> dict:
+        times = [c["time"] for c in records if c["time"] is not None]
+        configs = [{**c, "relative": None if c["time"] is None else c["time"] / min(times)} for c in records]
+        best = min((c for c in configs if c["time"] is not None), key=lambda c: c["time"], default=None)
+        return {**head, "configs": configs, "complete": complete,
+                "best": None if best is None else {"H": best["H"], "B": best["B"], "time": best["time"]},
+                "wall_seconds": round(time.perf_counter() - started, 3)}
+
     done: dict[tuple[int, int], list[ConfigResult]] = {}
-    configs: list[dict] = []
+    records: list[dict] = []
     for j, h in enumerate(Hs):
         for i, b in enumerate(Bs):
             prev = done.get((h, Bs[i - 1])) if i else (done.get((Hs[j - 1], b)) if j else None)
             res = _search(lp, protocol, seed_list, settings, prev, K=K, H=h, B=b)
             done[(h, b)] = res
-            configs.append(_record(res, seed_list))
+            records.append(_record(res, seed_list))
             if progress is not None:
                 progress(res[0])
-    times = [c["time"] for c in configs if c["time"] is not None]
-    for c in configs:
-        c["relative"] = None if c["time"] is None else c["time"] / min(times)
-    reached = [c for c in configs if c["time"] is not None]
-    best = min(reached, key=lambda c: c["time"]) if reached else None
-    return {"schema": GRID_SCHEMA, "kind": "grid", **_common(lp, protocol, settings, seed_list),
-            "K": K, "H": Hs, "B": Bs, "configs": configs,
-            "best": None if best is None else {"H": best["H"], "B": best["B"], "time": best["time"]},
-            "wall_seconds": round(time.perf_counter() - started, 3)}
+            if partial is not None and len(records) < len(Hs) * len(Bs):
+                partial(document(records, False))
+    return document(records, True)
 
 
 def run_speedup(lp: LoadedProblem, protocol: Protocol, *, B: int, H: Sequence[int], K: Sequence[int],
                 settings: SearchSettings | None = None, progress: Progress | None = None,
-                seeds: Sequence[int] | None = None) -> dict:
-    """Speedup T(1, H) / T(K, H) at fixed B_loc; K = 1 is always run as the baseline of each H line."""
+                seeds: Sequence[int] | None = None, partial: Partial | None = None) -> dict:
+    """Speedup T(1, H) / T(K, H) at fixed B_loc; K = 1 is always run as the baseline of each H line.
+
+    `partial(doc)` receives the document so far (`"complete": false`) after every configuration.
+    """
     settings = settings or SearchSettings()
     if isinstance(B, bool) or not isinstance(B, int) or B < 1:
         raise ConvexError(f"B must be an integer >= 1, got {B!r}")
@@ -152,20 +162,23 @@ def run_speedup(lp: LoadedProblem, protocol: Protocol, *, B: int, H: Sequence[in
     Ks = sorted(set(_check_list("K", K)) | {1})
     seed_list = _seeds(protocol, seeds)
     started = time.perf_counter()
+    head = {"schema": SPEEDUP_SCHEMA, "kind": "speedup", **_common(lp, protocol, settings, seed_list),
+            "B": B, "H": Hs, "K": Ks, "K_requested": list(K), "baseline": "K=1 with the same H and B_loc"
+            + ("" if protocol.k1_comm else ", no communication cost (nothing to average)")}
     configs: list[dict] = []
     for h in Hs:
         prev: list[ConfigResult] | None = None
-        line: list[dict] = []
-        for k in Ks:
+        base: float | None = None
+        for k in Ks:  # K = 1 comes first, so every later K of the line has its baseline
             prev = _search(lp, protocol, seed_list, settings, prev, K=k, H=h, B=B)
-            line.append(_record(prev, seed_list))
+            rec = _record(prev, seed_list)
+            if k == 1:
+                base = rec["time"]
+            sp = None if base is None or rec["time"] is None else base / rec["time"]
+            configs.append({**rec, "speedup": sp, "efficiency": None if sp is None else sp / k})
             if progress is not None:
                 progress(prev[0])
-        base = line[0]["time"]
-        for rec in line:
-            sp = None if base is None or rec["time"] is None else base / rec["time"]
-            configs.append({**rec, "speedup": sp, "efficiency": None if sp is None else sp / rec["K"]})
-    return {"schema": SPEEDUP_SCHEMA, "kind": "speedup", **_common(lp, protocol, settings, seed_list),
-            "B": B, "H": Hs, "K": Ks, "K_requested": list(K), "baseline": "K=1 with the same H and B_loc"
-            + ("" if protocol.k1_comm else ", no communication cost (nothing to average)"),
-            "configs": configs, "wall_seconds": round(time.perf_counter() - started, 3)}
+            if partial is not None and len(configs) < len(Hs) * len(Ks):
+                partial({**head, "configs": list(configs), "complete": False,
+                         "wall_seconds": round(time.perf_counter() - started, 3)})
+    return {**head, "configs": configs, "complete": True, "wall_seconds": round(time.perf_counter() - started, 3)}

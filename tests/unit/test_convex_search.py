@@ -114,7 +114,12 @@ def test_cli_handler_turns_bad_input_into_exit_2(tmp_path, capsys):
     assert err == f"error: {bad}:2: feature value must be a number, got 'x' in '2:x'"
 
 
-def test_cli_grid_end_to_end_on_a_small_file(tmp_path, capsys):
+def test_cli_grid_end_to_end_on_a_small_file(tmp_path, capsys, monkeypatch):
+    import sim.convex.io as convex_io
+    written: list[bool] = []
+    real_write = convex_io.write_json_atomic
+    monkeypatch.setattr(convex_io, "write_json_atomic",
+                        lambda path, doc: (written.append(doc["complete"]), real_write(path, doc)))
     rng = np.random.default_rng(0)
     lines = []
     for _ in range(80):
@@ -131,6 +136,7 @@ def test_cli_grid_end_to_end_on_a_small_file(tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     saved = json.loads(out.read_text())
     assert printed["configs"] == saved["configs"] and saved["schema"] == "localsgd.convex.grid/1"
+    assert written == [False, False, False, True]  # 3 partial files while running, then the final one
     rel = [c["relative"] for c in saved["configs"] if c["time"] is not None]
     assert min(rel) == 1.0
     best = min((c for c in saved["configs"] if c["time"] is not None), key=lambda c: c["time"])
@@ -165,3 +171,23 @@ def test_cli_seeds_average_independent_single_seed_runs(tmp_path, capsys):
         assert cfg["time"] == pytest.approx(sum(times) / 2)
         assert cfg["time_min"] == min(times) and cfg["time_max"] == max(times)
         assert cfg["per_seed"][1]["c_exp"] == alone[1]["configs"][i]["c_exp"]
+
+
+def test_partial_documents_grow_and_end_in_the_final_one():
+    from sim.convex.experiment import LoadedProblem, run_grid, run_speedup
+    from sim.convex.fstar import FstarResult
+    problem = _problem()
+    lp = LoadedProblem(problem=problem, path="synthetic", sha256="0" * 64, fstar_used=problem.fstar,
+                       fstar_source="computed", fstar=FstarResult(fstar=problem.fstar, grad_norm=0.0, gap_bound=0.0,
+                                                                  iterations=0, w_norm=0.0, lam=problem.lam))
+    protocol = Protocol(epsilon=0.003, unit_comm=5.0, max_time=4000.0)
+    for run, kwargs, total in ((run_grid, dict(K=2, H=[1, 2], B=[2, 4]), 4),
+                               (run_speedup, dict(B=2, H=[1, 2], K=[2]), 4)):
+        docs: list[dict] = []
+        final = run(lp, protocol, partial=docs.append, **kwargs)
+        assert [len(d["configs"]) for d in docs] == list(range(1, total))
+        assert all(d["complete"] is False for d in docs) and final["complete"] is True
+        for d in docs:
+            assert [c["time"] for c in d["configs"]] == [c["time"] for c in final["configs"][:len(d["configs"])]]
+        json.dumps(final, allow_nan=False)
+    assert [c["speedup"] for c in final["configs"]][0] == 1.0
