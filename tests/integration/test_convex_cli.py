@@ -63,3 +63,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     assert run.stderr.startswith("error: data file") and run.stderr.count("\n") == 1
     run = _sim("speedup", "--data", W8A, "--epsilon", "-1", cache=str(tmp_path))
     assert run.returncode == 2 and "epsilon must be a finite number > 0, got -1.0" in run.stderr
+
+
+def test_convex_modules_never_import_torch_or_mpi4py():
+    code = ("import sys, importlib\n"
+            "for m in ('cli', 'experiment', 'fstar', 'io', 'libsvm', 'localsgd', 'objective', 'sampler', 'search',"
+            " 'target'):\n"
+            "    importlib.import_module('sim.convex.' + m)\n"
+            "print(sorted(m for m in ('torch', 'mpi4py') if m in sys.modules))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
