@@ -58,8 +58,26 @@ def test_train_default_16_rank_run(tmp_path: Path) -> None:
           f"{summary['wall_s']:.1f} s training")
 
 
+def _fake_cifar(folder: Path) -> None:
+    """CIFAR-10 batch files in the python-pickle format: 128 random training images, 16 test images."""
+    import pickle
+
+    import numpy as np
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, n in [(f"data_batch_{i}", 26 if i <= 3 else 25) for i in range(1, 6)] + [("test_batch", 16)]:
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
 def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
-    args = ["-m", "train", *TINY, "--algorithm", "local", "--H", "3", "--epochs", "2"]
+    """Augmentation (per-rank generator), dropout (torch RNG) and hybrid momentum (anchor, buffer) all resume."""
+    _fake_cifar(tmp_path / "data" / "cifar-10-batches-py")
+    args = ["-m", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "data"), "--model",
+            "wideresnet10-1", "--dropout", "0.2", "--batch-size", "8", "--lr-warmup-epochs", "0.5", "--quiet",
+            "--momentum-variant", "hybrid", "--global-momentum", "0.3", "--algorithm", "local", "--H", "3",
+            "--epochs", "2"]
     full, part = tmp_path / "full", tmp_path / "part"
     mpirun(2, [*args, "--out-dir", str(full)], timeout=120)
     mpirun(2, [*args, "--out-dir", str(part), "--stop-at-epoch", "1"], timeout=120)
@@ -76,7 +94,10 @@ def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
         assert a[r]["step"] == b[r]["step"]
         for key in ("model", "opt", "gen", "torch_rng", "window"):
             assert _same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
-        assert _same(a[r]["sync"]["stats"]["global"]["syncs"], b[r]["sync"]["stats"]["global"]["syncs"])
+        for key in ("anchor", "momentum_buf"):  # global-momentum state (timers in "stats" differ, of course)
+            assert a[r]["sync"][key] is not None and _same(a[r]["sync"][key], b[r]["sync"][key]), key
+        for key in ("syncs", "bytes"):
+            assert a[r]["sync"]["stats"]["global"][key] == b[r]["sync"]["stats"]["global"][key]
     fa = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     fb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in fa] == [r["step"] for r in fb]
