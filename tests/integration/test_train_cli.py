@@ -176,3 +176,12 @@ def test_train_refuses_to_mix_runs_in_one_folder(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == (f"error: run folder {tmp_path} already holds a run (config.json); continue it "
                                    f"with --resume {tmp_path} or choose another --out-dir")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_train_device_cuda_without_gpu_is_an_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "train", "--device", "cuda", "--out-dir", str(tmp_path / "r")],
+                          cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: device 'cuda' was asked for but torch sees no CUDA device; "
+                                   "use --device cpu or auto")
