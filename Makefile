@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 export MPIR_CVAR_ENABLE_HEAVY_YIELD ?= 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test bench bench-comm bench-sim bench-convex clean
 
 setup: $(STAMP)
 
@@ -20,14 +20,24 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet "$(TORCH)" -e ".[mpich,test]"
 	touch $(STAMP)
 
+# The main job on its embedded default: post-local SGD, 16 ranks, synthetic data (no download).
 demo: setup
-	$(VENV)/bin/mpirun -n 4 $(PY) -m mpi4py -m comm bench --sizes 4K,64K,1M,8M --iters 10
+	$(VENV)/bin/mpirun -n 16 $(PY) -m train
 
 test: setup
 	$(PY) -m pytest -q tests
 
-bench: setup
-	$(VENV)/bin/mpirun -n 4 $(PY) -m mpi4py benchmarks/allreduce_vs_native.py
+bench: bench-comm bench-sim bench-convex
+
+# Ours vs native MPI_Allreduce at K = 2, 4, 8 (ratios, pair by pair): the figures in the README.
+bench-comm: setup
+	$(PY) benchmarks/allreduce_vs_native.py
+
+bench-sim: setup
+	$(PY) benchmarks/sim_speed.py
+
+bench-convex: setup
+	$(PY) benchmarks/convex_grid_speed.py
 
 clean:
 	rm -rf $(VENV) *.egg-info
