@@ -85,8 +85,10 @@ def _cmd_convex(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure
     if args.grid:
         out.update(plot_convex_grid(grid_cells(load_convex_rows(args.grid)), cfg))
     if args.speedup:
-        lines, ref_K = convex_speedup_lines(load_convex_rows(args.speedup))
-        out.update(plot_convex_speedup(lines, ref_K, cfg))
+        rows = load_convex_rows(args.speedup)
+        lines, ref_K = convex_speedup_lines(rows)
+        complete = all(r.get("complete", True) is not False for r in rows)
+        out.update(plot_convex_speedup(lines, ref_K, cfg, complete=complete))
     return out
 
 

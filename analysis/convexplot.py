@@ -35,6 +35,7 @@ class ConvexCell:
     time: float
     relative: float | None
     source: str
+    complete: bool = True  # false in the copies `sim convex grid --out` writes while it still runs
 
 
 def load_convex_rows(path: str | Path) -> list[Record]:
@@ -74,7 +75,8 @@ def grid_cells(rows: Sequence[Record]) -> list[ConvexCell]:
     for rec in rows:
         cells.append(ConvexCell(K=int(opt_num(rec, ("K",), 0) or 0), H=int(get_num(rec, "H")),
                                 B_loc=int(get_num(rec, _BLOC)), time=_time(rec),
-                                relative=opt_num(rec, _REL), source=rec.source))
+                                relative=opt_num(rec, _REL), source=rec.source,
+                                complete=opt(rec, "complete", True) is not False))
     return cells
 
 
@@ -153,7 +155,9 @@ def plot_convex_grid(cells: Sequence[ConvexCell], cfg: RenderConfig) -> dict[str
         ax.grid(False)
         ax.set_xlabel("H (local steps between syncs)")
         ax.set_ylabel("B_loc (local mini-batch, samples)")
-        ax.set_title(f"Time to target relative to the best configuration" + (f" (K = {K})" if K else ""))
+        partial = "" if all(c.complete for c in cells) else ", grid still running: best so far"
+        ax.set_title("Time to target relative to the best configuration"
+                     + (f" (K = {K}{partial})" if K else f" ({partial[2:]})" if partial else ""))
         cbar = fig.colorbar(im, ax=ax)
         cbar.set_label("time to target / best time (×, log scale)")
         cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
@@ -165,7 +169,7 @@ def plot_convex_grid(cells: Sequence[ConvexCell], cfg: RenderConfig) -> dict[str
 
 
 def plot_convex_speedup(lines: Sequence[tuple[int, list[int], list[float]]], ref_K: int,
-                        cfg: RenderConfig) -> dict[str, Figure]:
+                        cfg: RenderConfig, *, complete: bool = True) -> dict[str, Figure]:
     """Figure ``convex_speedup``: speedup in time-to-target over K, one line per H, with the ideal line."""
     ks = sorted({k for _, xs, _ in lines for k in xs})
     with style():
@@ -179,6 +183,6 @@ def plot_convex_speedup(lines: Sequence[tuple[int, list[int], list[float]]], ref
             axis.set_major_formatter("{x:g}")
         ax.set_xlabel("K (workers)")
         ax.set_ylabel(f"speedup in time to target over K = {ref_K} (×)")
-        ax.set_title("Convex (w8a) speedup over K")
+        ax.set_title("Convex (w8a) speedup over K" + ("" if complete else " (run still in progress)"))
         legend_below(fig, ax, ncols=4)
     return {"convex_speedup": fig}

@@ -153,3 +153,20 @@ def test_time_to_acc_marks_a_run_that_never_reached_the_target(tmp_path):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert " target not reached" in texts and f" {summary['wall_s'] / 6 * 4:.3g} s" in texts
     check_png(figure_bytes(fig, "png", CFG), tuple(round(v * CFG.dpi) for v in fig.get_size_inches()))
+
+
+def test_a_partial_convex_grid_says_so_in_its_title(tmp_path):
+    import json
+    doc = json.loads((FIX / "convex_grid.json").read_text())
+    doc["complete"] = False
+    f = tmp_path / "g.json"
+    f.write_text(json.dumps(doc))
+    full = plot_convex_grid(grid_cells(load_convex_rows(FIX / "convex_grid.json")), CFG)["convex_heatmap"]
+    part = plot_convex_grid(grid_cells(load_convex_rows(f)), CFG)["convex_heatmap"]
+    assert "still running" not in full.axes[0].get_title()
+    assert part.axes[0].get_title().endswith("(K = 16, grid still running: best so far)")
+    w_in, h_in = part.get_size_inches()
+    check_png(figure_bytes(part, "png", CFG), (round(w_in * CFG.dpi), round(h_in * CFG.dpi)))
+    with style():
+        tight = part.get_tightbbox(part.canvas.get_renderer())
+    assert tight.x0 >= -0.01 and tight.x1 <= w_in + 0.01  # the longer title still fits
