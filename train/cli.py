@@ -71,6 +71,15 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--momentum-variant", "momentum_variant", str, f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2)"),
     ("--global-momentum", "global_momentum", float, "m_g of the global and hybrid momentum variants"),
     ("--allreduce", "allreduce", str, "comm algorithm: auto, recursive_doubling, rabenseifner, ring, native"),
+    ("--compress", "compress", str, "none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
+                                    "the packed 1-bit signs of the model change (docs/README-compress.md)"),
+    ("--sign-scale", "sign_scale", float, "sign: the majority vote moves each coordinate by SIGN_SCALE * lr"),
+    ("--sampler", "sampler", str, "stream (per-epoch shuffled slices), or iid / shuffle: the convex simulator's "
+                                  "shared sampler (sim.convex.sampler)"),
+    ("--dtype", "dtype", str, "float32 or float64 parameters and data"),
+    ("--lr-schedule", "lr_schedule", str, "protocol (SPEC section 3), or the convex rules with c = --lr: decay "
+                                          "(min(--lr-cap, c n/(t+1))) or const (--lr-cap * c)"),
+    ("--lr-cap", "lr_cap", float, "cap of the decay and const learning-rate schedules"),
     ("--batch-size", "batch_size", int, "per-worker batch: B (minibatch) or B_loc (local variants)"),
     ("--epochs", "epochs", float, "epochs of data the K workers access together (may be fractional)"),
     ("--lr", "lr", float, "base learning rate gamma_0 for one worker at batch --lr-ref-batch"),
@@ -113,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
     run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                      help="plain (heavy-ball) momentum instead of Nesterov")
+    run.add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
+                     help="after every global sync record f(w) = mean training loss + wd/2 ||w||^2 (kind objective)")
     run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
@@ -146,7 +157,7 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
         saved["out_dir"] = ns.resume
         return TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
     given = {name: getattr(ns, name) for _, name, _, _ in _FLAGS if getattr(ns, name) is not None}
-    for name in ("nesterov", "stragglers"):
+    for name in ("nesterov", "stragglers", "log_objective"):
         if getattr(ns, name) is not None:
             given[name] = getattr(ns, name)
     return TrainConfig(**given)

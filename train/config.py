@@ -9,13 +9,18 @@ from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "BN_EVAL", "TrainConfig", "parse_straggler"]
+__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES", "LR_SCHEDULES", "TrainConfig",
+           "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
 MOMENTUM_VARIANTS = ("local", "global", "hybrid")
 BN_EVAL = ("average", "rank0")
 DEVICES = ("auto", "cpu", "cuda")
 ALLREDUCE = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
+COMPRESS = ("none", "sign", "ef-sign")
+SAMPLERS = ("stream", "iid", "shuffle")    # iid / shuffle: sim.convex.sampler.Sampler, shared with the simulator
+DTYPES = ("float32", "float64")
+LR_SCHEDULES = ("protocol", "decay", "const")
 
 
 def _int(name: str, v: Any, lo: int) -> None:
@@ -63,7 +68,7 @@ class TrainConfig:
     synthetic_classes: int = 10
     synthetic_size: int = 16             # synthetic images are 3 x size x size
     synthetic_noise: float = 6.0         # noise std around the class templates (harder when larger)
-    test_fraction: float = 0.2           # w8a has no test file: this share is held out (fixed split)
+    test_fraction: float = 0.2           # w8a has no test file: this share is held out (0: none, test = train)
     bptt: int = 30
     # algorithm (SPEC section 2)
     algorithm: str = "postlocal"
@@ -78,6 +83,14 @@ class TrainConfig:
     momentum_variant: str = "local"
     global_momentum: float = 0.0         # m_g of the global / hybrid variants
     allreduce: str = "auto"              # comm's algorithm
+    compress: str = "none"               # sign / ef-sign: 1-bit model changes through an all-gather (train/compress.py)
+    sign_scale: float = 1.0              # sign: the majority vote moves each coordinate by sign_scale * lr
+    # the convex cross-check with the simulator (docs/README-compress.md)
+    sampler: str = "stream"              # stream: WorkerStream; iid / shuffle: the simulator's convex Sampler
+    dtype: str = "float32"               # parameters and data
+    lr_schedule: str = "protocol"        # protocol: SPEC section 3; decay: min(lr_cap, lr n/(t+1)); const: lr_cap lr
+    lr_cap: float = 32.0
+    log_objective: bool = False          # after every global sync: f(w) = mean training loss + wd/2 ||w||^2
     # protocol (SPEC section 3)
     batch_size: int = 32                 # per worker: B (minibatch) or B_loc (the others)
     epochs: float = 10.0
@@ -119,7 +132,7 @@ class TrainConfig:
         _int("synthetic_classes", self.synthetic_classes, 2)
         _int("synthetic_size", self.synthetic_size, 4)
         _num("synthetic_noise", self.synthetic_noise, 0.0)
-        _num("test_fraction", self.test_fraction, 0.0, strict=True, hi=0.9)
+        _num("test_fraction", self.test_fraction, 0.0, hi=0.9)
         _int("bptt", self.bptt, 1)
         _choice("algorithm", self.algorithm, ALGORITHMS)
         _int("H", self.H, 1)
@@ -151,6 +164,14 @@ class TrainConfig:
             raise TrainError(f"momentum_variant must be local for minibatch (identical models: local momentum is "
                              f"global momentum), got {self.momentum_variant!r}")
         _choice("allreduce", self.allreduce, ALLREDUCE)
+        _choice("compress", self.compress, COMPRESS)
+        _num("sign_scale", self.sign_scale, 0.0, strict=True)
+        if self.compress != "none" and self.momentum_variant != "local":
+            raise TrainError(f"compress {self.compress!r} needs momentum_variant local, got {self.momentum_variant!r}")
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _num("lr_cap", self.lr_cap, 0.0, strict=True)
         _int("batch_size", self.batch_size, 1)
         _num("epochs", self.epochs, 0.0, strict=True)
         _num("lr", self.lr, 0.0, strict=True)

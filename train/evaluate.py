@@ -13,7 +13,15 @@ __all__ = ["batch_metrics", "Evaluator"]
 
 
 def batch_metrics(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-    """(mean cross-entropy, correct predictions, predictions) of a batch; sequences count every token."""
+    """(mean cross-entropy, correct predictions, predictions) of a batch; sequences count every token.
+
+    A model with one output (logreg-binary) is binary logistic regression: loss log(1 + exp(-b z)) with b = 2 y - 1
+    for labels y in {0, 1}, predicted class 1 when z > 0.
+    """
+    if logits.shape[-1] == 1:
+        z, target = logits.reshape(-1), y.reshape(-1)
+        loss = F.binary_cross_entropy_with_logits(z, target.to(z.dtype))
+        return loss, int(((z.detach() > 0).long() == target).sum()), int(target.numel())
     flat = logits.reshape(-1, logits.shape[-1])
     target = y.reshape(-1)
     loss = F.cross_entropy(flat, target)

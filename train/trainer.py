@@ -14,6 +14,7 @@ import comm
 from mpi4py import MPI
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import TrainConfig
+from train.convex import SamplerStream, cast_dataset, convex_lr, objective_value
 from train.data import WorkerStream, load_dataset
 from train.errors import TrainError
 from train.evaluate import Evaluator, batch_metrics
@@ -64,16 +65,21 @@ class Trainer:
         self.topology = comm.Topology.from_comm(self.world, cfg.gpus_per_node) if hier else None
         self.run_dir = Path(resume_dir or self.world.bcast(self._default_dir() if self.rank == 0 else None, root=0))
 
-        self.data = load_dataset(cfg)
-        self.stream = WorkerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
+        self.data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
+        if cfg.sampler == "stream":
+            self.stream: WorkerStream | SamplerStream = WorkerStream(self.data, rank=self.rank, size=self.K,
+                                                                     batch=cfg.batch_size, seed=cfg.seed)
+        else:  # the convex simulator's sampler: the same samples as its worker `rank`
+            self.stream = SamplerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
+                                        mode=cfg.sampler)
         self.plan = RunPlan.build(cfg, workers=self.K, n_train=len(self.data.x_train))
 
         torch.manual_seed(cfg.seed)  # the same initial model on every rank (then broadcast to be sure)
         self.model = build_model(cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
-                                 width=cfg.width, dropout=cfg.dropout).to(self.device)
+                                 width=cfg.width, dropout=cfg.dropout).to(self.device, getattr(torch, cfg.dtype))
         torch.manual_seed(cfg.seed * 100_003 + self.rank + 1)  # per-rank stream for dropout
         self.gen = torch.Generator().manual_seed(cfg.seed * 100_003 + self.rank + 1)  # data augmentation
-        skip = no_decay_names(self.model)
+        self.no_decay = skip = no_decay_names(self.model)
         named = list(self.model.named_parameters())
         groups = [{"params": [p for n, p in named if n not in skip], "weight_decay": cfg.weight_decay},
                   {"params": [p for n, p in named if n in skip], "weight_decay": 0.0}]
@@ -83,8 +89,10 @@ class Trainer:
         self.sync = Synchronizer([p for _, p in named], world=self.world, topology=self.topology, hierarchical=hier,
                                  allreduce=cfg.allreduce, variant=cfg.momentum_variant,
                                  global_momentum=cfg.global_momentum,
-                                 delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay})
+                                 delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay},
+                                 compress=cfg.compress, sign_scale=cfg.sign_scale)
         self._broadcast_model()
+        self.sync.reset_compress_anchor()
         if self.sync.anchor is not None:
             self.sync.reset_anchor()
         self.evaluator = Evaluator(self.model, self.sync.model_fb, world=self.world, bn_eval=cfg.bn_eval,
@@ -244,7 +252,7 @@ class Trainer:
 
     def _one_step(self, t: int, writer: JsonlWriter | None) -> bool:
         cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
-        lr, h = plan.lr.lr_at(t), plan.schedule.h_at(t)
+        lr, h = self._lr_at(t), plan.schedule.h_at(t)
         for g in self.opt.param_groups:
             g["lr"] = lr
         grad_phase = plan.grad_phase(t)
@@ -262,16 +270,20 @@ class Trainer:
             time.sleep((self.slow - 1.0) * dt)
             self.straggle_s += (self.slow - 1.0) * dt
         level = plan.schedule.sync_after(t, T)
+        compressed = cfg.compress != "none"  # compressed: the model change after the local step is synced instead
         if grad_phase:
             if level != "global":
                 raise TrainError(f"internal: mini-batch step {t} has sync level {level!r}")
-            self.sync.sync_grads()
+            if not compressed:
+                self.sync.sync_grads()
         t1 = time.perf_counter()
         self.opt.step()
         device_sync(self.device)
         self.compute_s += dt + time.perf_counter() - t1
-        if level is not None and not grad_phase:
+        if level is not None and (compressed or not grad_phase):
             self.sync.sync_models(level, lr)
+            if cfg.log_objective and level == "global" and writer is not None:
+                writer.write(self._objective_record(t))
         loss_v = float(loss.detach())
         self.window[0] += loss_v * n
         self.window[1] += correct
@@ -290,6 +302,19 @@ class Trainer:
             save_checkpoint(self.run_dir, t, self._state(), self.world)
         return stop
 
+    def _lr_at(self, t: int) -> float:
+        """gamma_t: the protocol's schedule (SPEC section 3), or the convex experiment's with c = cfg.lr."""
+        cfg = self.cfg
+        if cfg.lr_schedule == "protocol":
+            return self.plan.lr.lr_at(t)
+        return convex_lr(cfg.lr_schedule, cfg.lr, t, len(self.data.x_train), cfg.lr_cap)
+
+    def _objective_record(self, t: int) -> dict[str, Any]:
+        """f(w) of the synchronised model over the whole training set (rank 0; all ranks hold the same w)."""
+        f = objective_value(self.model, self.data.x_train, self.data.y_train, weight_decay=self.cfg.weight_decay,
+                            skip=self.no_decay)
+        return {"kind": "objective", "step": t, "sync": self.sync.stats["global"]["syncs"], "f": f}
+
     def _summary(self, status: str) -> dict[str, Any]:
         last = self.last_epoch or {}
         totals = self._totals()
@@ -307,6 +332,10 @@ class Trainer:
             "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),
             "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
             "payload_bytes": self.sync.nbytes, "samples_per_s": None, "prediction": None,
+            "compression": {"scheme": self.cfg.compress, "payload_bytes": self.sync.nbytes,
+                            "uncompressed_bytes": int(self.sync.model_fb.nbytes),
+                            "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
+                            "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
         }
         if summary["wall_s"] > 0:
             summary["samples_per_s"] = self.step * self.cfg.batch_size * self.K / summary["wall_s"]

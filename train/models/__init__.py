@@ -10,12 +10,13 @@ from train.models.densenet import DenseNet
 from train.models.init import init_weights
 from train.models.resnet_cifar import CifarResNet, WideResNet
 from train.models.resnet_imagenet import ResNet50
-from train.models.small import LogisticRegression, LSTMLanguageModel
+from train.models.small import BinaryLogisticRegression, LogisticRegression, LSTMLanguageModel
 
 __all__ = ["MODEL_HELP", "build_model", "check_model_name", "is_sequence_model", "no_decay_names"]
 
 MODEL_HELP = ("resnetD (D = 6n+2: resnet8, resnet20, resnet32, ..., except 50), resnet50 (ImageNet bottleneck), "
-              "densenetD-K (densenet40-12), wideresnetD-K (wideresnet28-10), lstm, logreg")
+              "densenetD-K (densenet40-12), wideresnetD-K (wideresnet28-10), lstm, logreg, logreg-binary "
+              "(one weight vector, no bias, w0 = 0: the convex problem)")
 _RESNET = re.compile(r"resnet(\d+)")
 _DENSE = re.compile(r"densenet(\d+)-(\d+)")
 _WIDE = re.compile(r"wideresnet(\d+)-(\d+)")
@@ -24,7 +25,7 @@ _WIDE = re.compile(r"wideresnet(\d+)-(\d+)")
 def check_model_name(name: str) -> None:
     """Raise TrainError unless `name` is a model this registry can build (structure checked, nothing allocated)."""
     bad = TrainError(f"model must be one of {MODEL_HELP}, got {name!r}")
-    if name in ("resnet50", "lstm", "logreg"):
+    if name in ("resnet50", "lstm", "logreg", "logreg-binary"):
         return
     if m := _RESNET.fullmatch(name):
         d = int(m.group(1))
@@ -55,15 +56,19 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, wi
     """
     check_model_name(name)
     image = len(input_shape) == 3
-    if name not in ("logreg", "lstm") and not image:
+    if name not in ("logreg", "logreg-binary", "lstm") and not image:
         raise TrainError(f"model {name!r} needs image inputs (C, H, W), got input shape {input_shape}; "
                          f"use logreg for feature vectors")
     if name == "lstm":
         return init_weights(LSTMLanguageModel(num_classes, dropout=dropout))
-    if name == "logreg":
+    if name in ("logreg", "logreg-binary"):
         n_in = 1
         for s in input_shape:
             n_in *= s
+        if name == "logreg-binary":
+            if num_classes != 2:
+                raise TrainError(f"model logreg-binary needs 2 classes, got {num_classes}")
+            return BinaryLogisticRegression(n_in)
         return init_weights(LogisticRegression(n_in, num_classes))
     c_in = input_shape[0]
     if name == "resnet50":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["LogisticRegression", "LSTMLanguageModel"]
+__all__ = ["BinaryLogisticRegression", "LogisticRegression", "LSTMLanguageModel"]
 
 
 class LogisticRegression(nn.Module):
@@ -16,6 +16,17 @@ class LogisticRegression(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(x, 1))
+
+
+class BinaryLogisticRegression(nn.Module):
+    """One weight vector w, no bias, starting at 0: the logit a^T w of SPEC section 6's convex problem."""
+
+    def __init__(self, in_features: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.flatten(x, 1) @ self.w).unsqueeze(-1)
 
 
 class LSTMLanguageModel(nn.Module):
