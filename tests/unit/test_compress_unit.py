@@ -154,3 +154,19 @@ def test_compress_config_errors_are_one_line() -> None:
         TrainConfig(compress="sign", momentum_variant="hybrid", algorithm="local")
     with pytest.raises(TrainError, match=r"sign_scale must be a finite number > 0.0, got 0"):
         TrainConfig(sign_scale=0)
+
+
+@pytest.mark.parametrize("scheme", ["sign", "ef-sign"])
+def test_compress_trainer_payload_is_what_the_simulator_charges(scheme: str) -> None:
+    from sim.compute import ModelSpec
+    from sim.run import RunConfig
+    from sim.schedule import SyncSchedule
+    from sim.topology import load_topology
+    topo = load_topology("paper-8x2-10gbps")
+    for d in (1, 9, 272_474, 36_480_000):
+        cfg = RunConfig(topology=topo, model=ModelSpec(name="m", params=d, gflops_per_sample=1.0, train_samples=99),
+                        K=4, B=8, N=320, schedule=SyncSchedule(algorithm="local", H=4), compression=scheme)
+        assert cfg.wire_bytes == payload_bytes(scheme, d)
+        if d < 10**6:  # (the compressor allocates its EF memory)
+            assert SignCompressor(scheme, d, dtype=torch.float32).nbytes == cfg.wire_bytes
+        assert cfg.algorithms() == ("allgather", "allgather")  # both levels gather, as the trainer does
