@@ -186,6 +186,12 @@ def format_summary(s: dict[str, Any]) -> str:
                                  f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})"),
         ("bytes per sync", f"{s['payload_bytes']:,}"),
     ]
+    comp = s.get("compression") or {}
+    if comp.get("scheme", "none") != "none":
+        sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]
+        full, small = comp["uncompressed_bytes"], comp["payload_bytes"]
+        rows.append(("compression", f"{comp['scheme']}: {small:,} B per sync instead of {full:,} "
+                                    f"(1/{full / small:.2f}); {sent:,} B sent by rank 0"))
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
