@@ -40,7 +40,8 @@ def test_w8a_trainer_follows_simulator_trajectory(tmp_path: Path) -> None:
                      rounds=len(trainer))
     rel = [abs(t["f"] - s["f_last"]) / abs(s["f_last"]) for t, s in zip(trainer, sim)]
     worst = max(range(len(rel)), key=rel.__getitem__)
-    assert rel[worst] <= 1e-6, f"sync {worst + 1}: trainer f={trainer[worst]['f']!r}, simulator {sim[worst]['f_last']!r}"
+    assert rel[worst] <= 1e-6, (f"sync {worst + 1}: trainer f={trainer[worst]['f']!r}, "
+                                f"simulator {sim[worst]['f_last']!r}")
     assert sim[-1]["f_last"] < 0.5 * sim[0]["f_last"]  # the run really optimises (f falls from 0.40 to about 0.18)
 
     # The tolerance discriminates: another sampler seed is far outside it at some sync.
