@@ -52,7 +52,7 @@ def test_compress_binary_batch_metrics_and_gradient_match_logistic_loss() -> Non
     y = torch.from_numpy((b > 0).astype(np.int64))
     loss, correct, count = batch_metrics(model(torch.from_numpy(X)), y)
     z = b * (X @ w)
-    assert float(loss) == pytest.approx(np.mean(np.log1p(np.exp(-z))), rel=1e-13)
+    assert float(loss.detach()) == pytest.approx(np.mean(np.log1p(np.exp(-z))), rel=1e-13)
     assert correct == int(np.sum(np.sign(X @ w) == b)) and count == 16
     loss.backward()
     grad = -(X.T @ (b / (1 + np.exp(z)))) / len(b)  # the simulator's stochastic gradient without lam
