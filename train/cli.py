@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                      help="plain (heavy-ball) momentum instead of Nesterov")
     run.add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
-                     help="after every global sync record f(w) = mean training loss + wd/2 ||w||^2 (kind objective)")
+                     help="after every global sync record f(w) = mean training loss + wd/2 ||w||^2 "
+                          "in RUN_DIR/objective.jsonl")
     run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "

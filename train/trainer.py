@@ -154,6 +154,7 @@ class Trainer:
         self.best = dict(st["best"])
         if self.rank == 0:
             truncate_jsonl(self.run_dir / "metrics.jsonl", st["step"])
+            truncate_jsonl(self.run_dir / "objective.jsonl", st["step"])
         log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
 
     def _wall(self) -> float:
@@ -220,6 +221,8 @@ class Trainer:
                                     "num_classes": self.data.num_classes}}
             write_json_atomic(self.run_dir / "config.json", resolved)
             writer = JsonlWriter(self.run_dir / "metrics.jsonl")
+            if cfg.log_objective:  # its own file: metrics.jsonl holds step and epoch records only
+                self.objective_writer = JsonlWriter(self.run_dir / "objective.jsonl")
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -248,6 +251,8 @@ class Trainer:
                 bar.close()
             if writer is not None:
                 writer.close()
+            if getattr(self, "objective_writer", None) is not None:
+                self.objective_writer.close()
         return self._summary(status) if self.rank == 0 else None
 
     def _one_step(self, t: int, writer: JsonlWriter | None) -> bool:
@@ -283,7 +288,7 @@ class Trainer:
         if level is not None and (compressed or not grad_phase):
             self.sync.sync_models(level, lr)
             if cfg.log_objective and level == "global" and writer is not None:
-                writer.write(self._objective_record(t))
+                self.objective_writer.write(self._objective_record(t))
         loss_v = float(loss.detach())
         self.window[0] += loss_v * n
         self.window[1] += correct
