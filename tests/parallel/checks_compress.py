@@ -147,16 +147,20 @@ def check_each_scheme_converges() -> None:
 
 
 def check_ef_memory_resumes_exactly() -> None:
-    full = make(tiny(compress="ef-sign", epochs=2.0, H=3))
+    full = make(tiny(compress="ef-sign", epochs=2.0, H=3, log_objective=True))
     full.run()
-    part = make(tiny(compress="ef-sign", epochs=2.0, H=3, stop_at_epoch=1.0))
+    part = make(tiny(compress="ef-sign", epochs=2.0, H=3, stop_at_epoch=1.0, log_objective=True))
     part.run()
     assert 0 < part.step < part.plan.total_steps
     mem = part.sync.compressor.memory["global"]
     assert np.abs(mem).sum() > 0, "the error-feedback memory is zero at the pause: the check could not fail"
-    resumed = make(tiny(compress="ef-sign", epochs=2.0, H=3), resume=str(part.run_dir))
+    resumed = make(tiny(compress="ef-sign", epochs=2.0, H=3, log_objective=True), resume=str(part.run_dir))
     np.testing.assert_array_equal(resumed.sync.compressor.memory["global"], mem)
     resumed.run()
     assert np.array_equal(params(resumed), params(full)), "resumed run differs from the uninterrupted one"
     np.testing.assert_array_equal(resumed.sync.compressor.memory["global"], full.sync.compressor.memory["global"])
     assert torch.equal(torch.from_numpy(params(resumed)), torch.from_numpy(params(full)))
+    if WORLD.Get_rank() == 0:  # f after every global sync: the same records, once each, after the resume
+        a = (full.run_dir / "objective.jsonl").read_text().splitlines()
+        b = (resumed.run_dir / "objective.jsonl").read_text().splitlines()
+        assert a == b and len(a) == full.sync.stats["global"]["syncs"], (len(a), len(b))

@@ -29,8 +29,10 @@ def test_w8a_trainer_follows_simulator_trajectory(tmp_path: Path) -> None:
                "--algorithm", "local", "--H", str(H), "--batch-size", str(B), "--epochs", "0.2",
                "--eval-every", "10", "--target-acc", "1", "--log-objective", "--quiet", "--out-dir", str(out)],
            timeout=150)
-    rec = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    trainer = [r for r in rec if r["kind"] == "objective"]
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in metrics} == {"step", "epoch"}  # analysis reads these two kinds only
+    trainer = [json.loads(x) for x in (out / "objective.jsonl").read_text().splitlines()]
+    assert all(r["kind"] == "objective" for r in trainer)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total_steps"] % H == 0 and len(trainer) == summary["total_steps"] // H >= 50
     assert [r["step"] for r in trainer] == [H * (i + 1) - 1 for i in range(len(trainer))]
