@@ -20,7 +20,6 @@ def test_w8a_trainer_follows_simulator_trajectory(tmp_path: Path) -> None:
 
     data = load_libsvm(W8A, n_features=300)
     objective = LogisticObjective(data.X, data.y)  # lambda = 1/n
-    n = objective.n
     out = tmp_path / "run"
     mpirun(K, ["-m", "train", "--model", "logreg-binary", "--dataset", "w8a", "--data-dir", str(W8A.parent),
                "--test-fraction", "0", "--sampler", "iid", "--dtype", "float64", "--seed", str(SEED),

@@ -96,7 +96,7 @@ def test_compress_ef_identity_and_average() -> None:
     w0 = rng.standard_normal(d)
     cs = _compressors("ef-sign", K, w0)
     anchor = w0.copy()
-    for rnd in range(4):  # the memory carries over between syncs
+    for _ in range(4):  # the memory carries over between syncs
         models = [anchor - 0.05 * rng.standard_normal(d) for _ in range(K)]
         e_before = [c.memory["global"].copy() for c in cs]
         payloads = [c.encode("global", w) for c, w in zip(cs, models)]
