@@ -29,6 +29,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "model": ("config.model", "model"),
     "dataset": ("config.dataset", "dataset.name", "dataset"),
     "B_loc": ("config.batch_size", "batch_size", "B_loc"),
+    "compress": ("config.compress", "compression.scheme"),  # docs/schema-compress.md
     "wall_s": ("wall_s",),
     "tta_s": ("time_to_target.wall_s", "time_to_acc_s"),
     "target_acc": ("target_acc", "config.target_acc"),
@@ -73,7 +74,7 @@ class RunDir:
 
     @property
     def label(self) -> str:
-        """Short legend text: algorithm, K, H (and H^b when hierarchical); the directory name otherwise."""
+        """Short legend text: algorithm, K, H (H^b when hierarchical, the compression when on); else the name."""
         parts = []
         alg = self.cfg("algorithm")
         if alg:
@@ -86,6 +87,9 @@ class RunDir:
                 continue
             if value is not None:
                 parts.append(f"{sym}={value}")
+        compress = self.cfg("compress")
+        if compress not in (None, "none"):
+            parts.append(str(compress))
         return " ".join(parts) if parts else self.name
 
     def records(self, kind: str) -> list[Record]:

@@ -211,3 +211,13 @@ def test_run_speedup_in_time_to_accuracy():
     tta = {r.label: json.loads((r.path / "summary.json").read_text())["time_to_target"]["wall_s"] for r in runs}
     hier = next(line for line in lines if line[0].startswith("hierarchical"))
     assert hier[2] == [pytest.approx(tta["minibatch K=4"] / tta["hierarchical K=4 H=2 Hᵇ=4"])]
+
+
+def test_run_label_names_the_compression(tmp_path):
+    import shutil
+    shutil.copytree(FIX / "runs" / "local_K4_H8", tmp_path / "r")
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert load_run(tmp_path / "r").label == "local K=4 H=8"
+    cfg["config"]["compress"] = "ef-sign"
+    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
+    assert load_run(tmp_path / "r").label == "local K=4 H=8 ef-sign"
