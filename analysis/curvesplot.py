@@ -89,6 +89,9 @@ def _draw(fig: Figure, axes: list, curves: Sequence[Curves], x: str) -> None:
 def plot_curves(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Figure]:
     """Figures ``curves_epoch`` and ``curves_wall`` (the latter only when epoch records carry wall_s)."""
     curves = [run_curves(r) for r in runs]
+    if len({c.label for c in curves}) < len(curves):  # same configuration twice (e.g. two seeds)
+        for c, r in zip(curves, runs):
+            c.label = f"{c.label} ({r.name})"
     out: dict[str, Figure] = {}
     with style():
         fig, axes = new_figure(cfg, 1, 2, height_scale=1.15)

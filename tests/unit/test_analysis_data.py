@@ -221,3 +221,14 @@ def test_run_label_names_the_compression(tmp_path):
     cfg["config"]["compress"] = "ef-sign"
     (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
     assert load_run(tmp_path / "r").label == "local K=4 H=8 ef-sign"
+
+
+def test_two_runs_of_one_configuration_get_distinct_legend_entries(tmp_path):
+    import shutil
+    from analysis.curvesplot import plot_curves
+    from analysis.render import RenderConfig
+    for name in ("seed0", "seed1"):
+        shutil.copytree(FIX / "runs" / "local_K4_H8", tmp_path / name)
+    fig = plot_curves(load_runs([tmp_path / "seed0", tmp_path / "seed1"]), RenderConfig())["curves_epoch"]
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "local K=4 H=8 (seed0)" in labels and "local K=4 H=8 (seed1)" in labels
