@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    run.add_argument("--predict", action="store_true", help="print the simulator's predicted wall time and its "
+                     "breakdown for this run and exit without training (needs --predict-topology)")
+    run.add_argument("--predict-topology", metavar="FILE|PRESET", help="machine file of `python -m train calibrate`, "
+                     "sim topology file or preset to predict on; on a real run the prediction goes to summary.json")
+    run.add_argument("--predict-load", type=float, metavar="L", help="machine files: other runnable processes to "
+                     "share the cores with (default: the calibration's mean background load)")
+    run.add_argument("--predict-workers", type=int, metavar="K", help="--predict: workers to predict for "
+                     "(default: the launcher's world size)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
                      "a terminal or runs under mpirun)")
     ver = sub.add_parser("verify", help="check that a run's latest checkpoint has bitwise identical parameters "
@@ -142,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name", help="cifar10 or cifar100")
     dl.add_argument("--data-dir", required=True, help="folder to put the archive and batches in")
     dl.add_argument("--url", help="mirror URL of the archive (the md5 is still checked)")
+    from train.calibrate import register as register_calibrate
+    register_calibrate(sub)
     return p
 
 
@@ -219,6 +229,26 @@ def _verify(ns: argparse.Namespace) -> int:
     return 0 if res["identical"] else 1
 
 
+def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> int:
+    from train.predict import format_prediction, predict
+    if not ns.predict_topology:
+        raise TrainError("--predict needs --predict-topology FILE|PRESET: a machine file from `python -m train "
+                         "calibrate`, a sim topology file or a preset such as paper-8x2-10gbps")
+    K = ns.predict_workers if ns.predict_workers is not None else size
+    pred = predict(cfg, K, ns.predict_topology, load=ns.predict_load)
+    if rank == 0:
+        print(json.dumps(pred, indent=2) if ns.json else format_prediction(pred), flush=True)
+    return 0
+
+
+def _run_prediction(ns: argparse.Namespace, cfg: TrainConfig, size: int) -> dict[str, Any]:
+    """Rank 0, before a real run: the prediction that summary.json records next to the measurement."""
+    from train.predict import predict
+    if ns.resume:
+        raise TrainError("--predict-topology cannot be combined with --resume (the run is already under way)")
+    return predict(cfg, size, ns.predict_topology, load=ns.predict_load)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):  # `run` is the default subcommand, also for --help
@@ -234,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
             return _download(ns)
         if ns.command == "verify":
             return _verify(ns)
+        if ns.command == "calibrate":
+            return int(ns.calibrate(ns))
         cfg = config_from_args(ns)      # validated on every rank, before MPI starts
+        if ns.predict:                  # no MPI at all: the prediction is the simulator's
+            return _predict(ns, cfg, size, rank)
+        prediction = _run_prediction(ns, cfg, size) if ns.predict_topology and rank == 0 else None
         cfg.check_world(size)
         if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
             raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
@@ -246,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import Trainer  # starts MPI (through comm and mpi4py)
     # Under mpirun stderr is a pipe to the launcher, which forwards it to the terminal: show the bar there too.
     progress = not (ns.quiet or ns.no_progress) and (sys.stderr.isatty() or size > 1)
-    summary = Trainer(cfg, resume_dir=ns.resume, progress=progress).run()
+    summary = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction).run()
     if summary is not None and not ns.quiet:
         print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)
     return 0

@@ -53,7 +53,7 @@ class Trainer:
     """One rank's share of a run. Construct on every rank (collective), then call run()."""
 
     def __init__(self, cfg: TrainConfig, *, resume_dir: str | None = None, world: Any = None,
-                 progress: bool = False) -> None:
+                 progress: bool = False, prediction: dict[str, Any] | None = None) -> None:
         self.world = world if world is not None else MPI.COMM_WORLD
         self.rank, self.K = self.world.Get_rank(), self.world.Get_size()
         cfg.check_world(self.K)
@@ -99,6 +99,7 @@ class Trainer:
                                    x_test=self.data.x_test, y_test=self.data.y_test, device=self.device)
         self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
         self.progress = progress and self.rank == 0
+        self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
         # counters (all saved in checkpoints)
         self.step = 0
         self.compute_s = self.eval_s = self.straggle_s = 0.0
@@ -336,7 +337,7 @@ class Trainer:
             "totals_mean": {k: last.get(k) for k in totals}, "totals_max": {k: last.get(f"{k}_max") for k in totals},
             "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),
             "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
-            "payload_bytes": self.sync.nbytes, "samples_per_s": None, "prediction": None,
+            "payload_bytes": self.sync.nbytes, "samples_per_s": None, "prediction": self.prediction,
             "compression": {"scheme": self.cfg.compress, "payload_bytes": self.sync.nbytes,
                             "uncompressed_bytes": int(self.sync.model_fb.nbytes),
                             "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},

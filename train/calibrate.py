@@ -1,0 +1,276 @@
+"""`python -m train calibrate`: measure this machine (comm bench, link fit, trainer step times) into one machine file."""
+# Three measurements, none of them a run the predictions are later compared with:
+#   1. `comm bench` under `mpirun -n 2` (one rank per core), fitted by sim.calibrate into alpha, beta, gamma;
+#   2. the real trainer on ONE rank for a few hundred steps: seconds per step and seconds per evaluated sample;
+#   3. the real trainer, local SGD with a sync every `--probe-H` steps (4), on each of `--probe-ranks` (3, 6 and 12
+#      by default: more ranks than cores, and none of the K the validation runs use). Two fits:
+#      - the step times t_K (1 rank and the probes) to the CPU-share model t_K = u * max(C, K + L): C cores shared
+#        fairly by our K busy ranks and L other runnable processes (the background load); u * C is the step time
+#        of a rank alone on a core;
+#      - the time per sync (all-reduce + the barrier before it) o_K to rounds_K * alpha(s_K), with
+#        alpha(s) = alpha_bench * s / s_2 + lam * max(0, s - 1): a message round between oversubscribed ranks
+#        waits for the partner to be scheduled; lam is fitted, rounds_K counts the barrier's and the all-reduce's.
+# The machine file also embeds a sim topology (one node, the fitted level, the measured step as a fixed compute).
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sim.calibrate import fit_level, read_bench
+from sim.errors import SimError
+from train.config import TrainConfig
+from train.errors import TrainError
+from train.metrics import write_json_atomic
+from train.predict import MACHINE_SCHEMA, profile_model
+
+__all__ = ["register", "run_calibrate", "step_time", "fit_share", "background_load", "mpirun_path"]
+
+log = logging.getLogger(__name__)
+
+#: Trainer flags that define the calibrated model and batch (kebab-case flag, TrainConfig field, type).
+MODEL_FLAGS = (("--model", "model", str), ("--width", "width", int), ("--dataset", "dataset", str),
+               ("--data-dir", "data_dir", str), ("--batch-size", "batch_size", int),
+               ("--synthetic-size", "synthetic_size", int), ("--synthetic-train", "synthetic_train", int))
+
+
+def mpirun_path(given: str | None = None) -> str:
+    """The mpirun to launch with: --mpirun, the one beside this Python, or the one on PATH."""
+    if given:
+        return given
+    beside = Path(sys.executable).with_name("mpirun")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpirun")
+    if not found:
+        raise TrainError("mpirun not found beside the Python interpreter or on PATH; pass --mpirun PATH")
+    return found
+
+
+def step_time(summary: dict[str, Any]) -> float:
+    """Seconds per training step of a finished run: wall time less evaluation, communication and waiting."""
+    tot = summary["totals_mean"]
+    other = sum(tot.get(k) or 0.0 for k in ("eval_s", "comm_s_global", "comm_s_block", "wait_s_global",
+                                             "wait_s_block"))
+    steps = summary["steps_done"]
+    if steps < 1:
+        raise TrainError(f"calibration run {summary.get('run_dir')} did no step")
+    return (summary["wall_s"] - other) / steps
+
+
+def background_load(seconds: float = 1.0, samples: int = 20) -> float:
+    """Other runnable processes right now: the mean of /proc/stat's procs_running less this sampler (0 elsewhere)."""
+    vals = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                vals.append(next(int(x.split()[1]) for x in fh if x.startswith("procs_running")))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return 0.0
+        if i < samples - 1:
+            time.sleep(seconds / samples)
+    return max(0.0, sum(vals) / len(vals) - 1.0)
+
+
+def fit_share(points: list[tuple[int, float]], cores: int, max_load: float = 32.0) -> tuple[float, float]:
+    """(u, L) of t_K = u * max(cores, K + L) fitted to (K, t_K) points by least relative squares, L in [0, max_load].
+
+    For each L on a 0.01 grid u has a closed form; the L with the smallest residual wins.
+    """
+    if len({k for k, _ in points}) < 2:
+        raise TrainError(f"the share fit needs step times at >= 2 different rank counts, got {points}")
+    for k, t in points:
+        if k < 1 or not t > 0:
+            raise TrainError(f"share fit points must be (ranks >= 1, seconds > 0), got ({k}, {t})")
+    best = (float("inf"), 0.0, 0.0)
+    for i in range(int(max_load * 100) + 1):
+        L = i / 100
+        x = [max(cores, k + L) / t for k, t in points]   # relative residuals: u x_i should be 1
+        u = sum(x) / sum(v * v for v in x)
+        res = sum((u * v - 1.0) ** 2 for v in x)
+        if res < best[0] - 1e-15:
+            best = (res, u, L)
+    return best[1], best[2]
+
+
+def sync_rounds(K: int) -> int:
+    """Message rounds of one trainer sync on K ranks: the dissemination barrier (ceil lg K) and a recursive
+    doubling all-reduce (lg p' rounds, plus 2 for the fold when K is not a power of two)."""
+    if K < 2:
+        return 0
+    p2 = 1 << (K.bit_length() - 1)
+    return math.ceil(math.log2(K)) + int(math.log2(p2)) + (2 if p2 != K else 0)
+
+
+def fit_lambda(points: list[tuple[int, float, float]], alpha_2: float) -> float:
+    """lam of o_K = rounds_K * (alpha_2 * s_K + lam * max(0, s_K - 1)) over (K, o_K, s_K) points, where alpha_2 is
+    the bench's alpha divided by its own share; least relative squares, clipped at 0."""
+    xs = []
+    for k, o, s in points:
+        base = sync_rounds(k) * alpha_2 * s
+        x = sync_rounds(k) * max(0.0, s - 1.0)
+        if x > 0 and o > 0:
+            xs.append(((o - base) / o, x / o))
+    if not xs:
+        return 0.0
+    lam = sum(r * x for r, x in xs) / sum(x * x for _, x in xs)
+    return max(0.0, lam)
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str]) -> None:
+    log.info("%s: %s", what, " ".join(cmd))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise TrainError(f"{what} failed with exit status {proc.returncode}: {tail[0]}")
+
+
+def _train_cmd(ns: argparse.Namespace, out_dir: Path, epochs: float, H: int = 1_000_000) -> list[str]:
+    alg = ["--algorithm", "local", "--H", str(H)]
+    cmd = [sys.executable, "-m", "train", "--quiet", "--out-dir", str(out_dir), *alg,
+           "--epochs", f"{epochs:g}", "--eval-every", f"{epochs:g}", "--target-acc", "0.999"]
+    for flag, name, _ in MODEL_FLAGS:
+        if getattr(ns, name) is not None:
+            cmd += [flag, str(getattr(ns, name))]
+    return cmd
+
+
+def _summary(out_dir: Path) -> dict[str, Any]:
+    return json.loads((out_dir / "summary.json").read_text())
+
+
+def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
+    """Run the three measurements and write the machine file; returns its content."""
+    cfg = TrainConfig(**{name: getattr(ns, name) for _, name, _ in MODEL_FLAGS if getattr(ns, name) is not None})
+    prof = profile_model(cfg)
+    cpu = os.cpu_count() or 1
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    mpirun = mpirun_path(ns.mpirun)
+    load_before = os.getloadavg()
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="calibrate-") as tmp:
+        work = Path(tmp)
+        bench = work / "bench_p2.jsonl"
+        load_bench = background_load()
+        _run([mpirun, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "comm", "bench", "--sizes", ns.bench_sizes,
+              "--algorithms", "recursive_doubling,rabenseifner,ring", "--iters", str(ns.iters), "--out", str(bench)],
+             "comm bench (2 ranks)", env)
+        try:
+            fit = fit_level(read_bench(bench))
+        except SimError as e:
+            raise TrainError(f"sim calibrate could not fit the bench: {e}") from None
+        # one rank: epochs chosen for about --steps steps (n_train samples per epoch, batch B)
+        ep1 = ns.steps * cfg.batch_size / prof.n_train
+        load1 = background_load()
+        _run(_train_cmd(ns, work / "k1", ep1), "trainer on 1 rank", env)
+        s1 = _summary(work / "k1")
+        t1 = step_time(s1)
+        eval_per_sample = (s1["totals_mean"]["eval_s"] or 0.0) / prof.n_test
+        points, loads, syncs = [(1, t1)], [load1], []
+        for kp in ns.probe_ranks:
+            ep_p = ns.steps * cfg.batch_size * kp / prof.n_train
+            loads.append(background_load())
+            _run([mpirun, "-n", str(kp), *_train_cmd(ns, work / f"k{kp}", ep_p, H=ns.probe_H)],
+                 f"trainer on {kp} ranks", env)
+            sp = _summary(work / f"k{kp}")
+            points.append((kp, step_time(sp)))
+            tot = sp["totals_mean"]
+            syncs.append((kp, ((tot["comm_s_global"] or 0.0) + (tot["wait_s_global"] or 0.0))
+                           / max(1, sp["syncs"]["global"])))
+    u, L = fit_share(points, cpu)
+    t_alone = u * cpu
+    share = lambda k: max(cpu, k + L) / cpu  # noqa: E731 - slowdown of K busy ranks against one rank alone
+    level_share = share(2)  # the bench's 2 ranks ran this much slower than alone
+    alpha_2 = fit.alpha / level_share
+    lam = fit_lambda([(k, o, share(k)) for k, o in syncs], alpha_2)
+    level = fit.level("intra").to_json()
+    name = ns.name
+    machine = {
+        "schema": MACHINE_SCHEMA, "name": name,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "calibration_s": time.time() - t0,
+        "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
+        "cpu_count": cpu, "background_load": L, "level": level, "level_share": level_share,
+        "oversubscribed_latency_s": lam, "sampled_loads": [load_bench, *loads],
+        "fit": {"r2": fit.r2, "rows": fit.rows, "alpha_s": fit.alpha, "beta_s_per_byte": fit.beta,
+                "gamma_s_per_byte": fit.gamma, "notes": fit.notes},
+        "step": {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "batch_size": cfg.batch_size,
+                 "params": prof.params, "gflops_per_sample": prof.gflops_per_sample, "seconds_per_step": t_alone,
+                 "steps": s1["steps_done"], "eval_s_per_sample": eval_per_sample / share(1)},
+        "probes": [{"ranks": k, "seconds_per_step": t, "fit_s": u * max(cpu, k + L)} for k, t in points],
+        "sync_probes": [{"ranks": k, "seconds_per_sync": o, "rounds": sync_rounds(k),
+                         "fit_s": sync_rounds(k) * (alpha_2 * share(k) + lam * max(0.0, share(k) - 1.0))}
+                        for k, o in syncs],
+        "topology": {"name": name, "description": f"{name}: measured by python -m train calibrate (2-rank comm bench "
+                     f"fit, single-rank step of {cfg.model} at batch {cfg.batch_size}); one node of {cpu} cores",
+                     "nodes": 1, "gpus_per_node": cpu, "intra": level, "inter": level,
+                     "compute": {"kind": "fixed", "device": "cpu", "seconds_per_iter": [t_alone]}},
+    }
+    write_json_atomic(ns.out, machine)
+    return machine
+
+
+def _cmd(ns: argparse.Namespace) -> int:
+    if ns.steps < 16:
+        raise TrainError(f"steps must be an integer >= 16, got {ns.steps}")
+    if not ns.probe_ranks or min(ns.probe_ranks) < 2:
+        raise TrainError(f"probe_ranks must be integers >= 2 like 3,6, got {ns.probe_ranks}")
+    if ns.probe_H < 1:
+        raise TrainError(f"probe_H must be an integer >= 1, got {ns.probe_H}")
+    if ns.iters < 1:
+        raise TrainError(f"iters must be an integer >= 1, got {ns.iters}")
+    m = run_calibrate(ns)
+    if ns.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    lv, st = m["level"], m["step"]
+    bw = "unlimited" if lv["bandwidth_GBps"] is None else f"{lv['bandwidth_GBps']:.3g} GB/s"
+    print(f"link (2-rank bench fit, R^2 {m['fit']['r2']:.3f}): alpha {lv['latency_s'] + lv['overhead_s']:.3g} s, "
+          f"bandwidth {bw}, gamma {lv['gamma_s_per_byte']:.3g} s/B")
+    for pr in m["probes"]:
+        print(f"step ({st['model']}, batch {st['batch_size']}) on {pr['ranks']} rank(s): "
+              f"{1e3 * pr['seconds_per_step']:.3f} ms measured, {1e3 * pr['fit_s']:.3f} ms fitted")
+    for pr in m["sync_probes"]:
+        print(f"sync on {pr['ranks']} ranks ({pr['rounds']} rounds): {1e3 * pr['seconds_per_sync']:.3f} ms measured, "
+              f"{1e3 * pr['fit_s']:.3f} ms fitted")
+    print(f"oversubscribed message round: {1e3 * m['oversubscribed_latency_s']:.3f} ms per unit of CPU share above 1")
+    print(f"CPU share: fitted background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
+          f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample")
+    print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "
+          f"took {m['calibration_s']:.1f} s; wrote {ns.out}")
+    return 0
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,6, got {text!r}") from None
+
+
+def register(sub: Any) -> None:
+    """Add the `calibrate` subcommand to the trainer's subparsers."""
+    p = sub.add_parser("calibrate", help="measure this machine (comm bench, trainer step times) into a machine "
+                                         "file for --predict")
+    p.add_argument("--out", required=True, help="machine file to write (JSON, schema train.machine/1)")
+    p.add_argument("--name", default="this-machine", help="name of the machine in the file")
+    for flag, name, typ in MODEL_FLAGS:
+        p.add_argument(flag, dest=name, type=typ, default=None, help=f"as for a run (default: the trainer's)")
+    p.add_argument("--steps", type=int, default=256, help="steps of each timed trainer run (default: %(default)s)")
+    p.add_argument("--probe-ranks", type=_ints, default=[3, 6, 12], help="rank counts of the probes; "
+                   "keep them out of the runs you validate (default: 3,6,12)")
+    p.add_argument("--probe-H", dest="probe_H", type=int, default=4,
+                   help="local steps between the probes' syncs (default: %(default)s)")
+    p.add_argument("--bench-sizes", default="1K,16K,64K,256K,1M", help="comm bench message sizes")
+    p.add_argument("--iters", type=int, default=20, help="comm bench timed iterations per cell")
+    p.add_argument("--mpirun", default=None, help="mpirun to use (default: beside python, else on PATH)")
+    p.add_argument("--json", action="store_true", help="print the machine file")
+    p.set_defaults(calibrate=_cmd)

@@ -1,0 +1,278 @@
+"""Predict a trainer run's wall time with the simulator, from a resolved configuration and a machine or topology file."""
+# Two kinds of source (docs/README-predict.md states every assumption):
+#
+# * a machine file (schema "train.machine/1", written by `python -m train calibrate`): this machine, measured. The
+#   K busy ranks and the L other runnable processes the calibration found share the C cores fairly, so every
+#   CPU-bound activity of a rank (its training step, every message of the all-reduce, the evaluation) runs
+#   s(K) = max(C, K + L) / C times slower than alone (the CPU-share model). The step time alone is scaled by s(K);
+#   the level fitted on the 2-rank bench by s(K) / s(2), and message rounds between oversubscribed ranks wait for
+#   the partner to be scheduled: alpha(s) = alpha_bench * s / s(2) + lam * max(0, s - 1), lam fitted by the
+#   calibration on local-SGD probes at rank counts that are not validated. The barrier the trainer puts before
+#   each sync costs ceil(lg p) such messages; an evaluation costs the seconds per test sample alone times the
+#   rank's share of the test set times s(K), plus its collectives (the model average and four small ones).
+# * a sim topology file or preset (a cluster this machine is not): the topology's links and compute model as
+#   they are, the trainer's model given by its measured parameter count and forward GFLOPs per sample.
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.compute import ComputeModel, ModelSpec
+from sim.costs import allreduce_cost
+from sim.errors import SimError
+from sim.run import RunConfig, simulate
+from sim.stragglers import Stragglers
+from sim.topology import Level, Topology, load_topology
+from train.config import TrainConfig
+from train.errors import TrainError
+from train.plan import RunPlan
+
+__all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "ModelProfile", "profile_model", "comm_auto_algorithm",
+           "load_source", "cpu_share", "count_evals", "predict", "format_prediction"]
+
+log = logging.getLogger(__name__)
+
+MACHINE_SCHEMA = "train.machine/1"
+PREDICTION_SCHEMA = "train.prediction/1"
+#: comm's "auto" rule (comm/allreduce.py): recursive doubling up to this many bytes, Rabenseifner above. Repeated
+#: here because importing comm starts MPI; tests/unit/test_predict_model.py checks both agree.
+COMM_AUTO_THRESHOLD_DEFAULT = 512 * 1024
+#: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
+#: window and the gather of per-rank timings (train/evaluate.py, train/trainer.py).
+EVAL_SMALL_COLLECTIVES = 4
+#: Sizes of datasets whose files may be absent where a prediction is made (n_train, n_test, input shape, classes).
+KNOWN_DATASETS = {"cifar10": (50_000, 10_000, (3, 32, 32), 10), "cifar100": (50_000, 10_000, (3, 32, 32), 100)}
+
+
+def comm_auto_algorithm(nbytes: int) -> str:
+    """The algorithm comm's "auto" picks for `nbytes` (LOCALSGD_AUTO_THRESHOLD_BYTES overrides the threshold)."""
+    text = os.environ.get("LOCALSGD_AUTO_THRESHOLD_BYTES", "")
+    limit = int(text) if text.isdigit() else COMM_AUTO_THRESHOLD_DEFAULT
+    return "recursive_doubling" if nbytes <= limit else "rabenseifner"
+
+
+@dataclass(kw_only=True, frozen=True)
+class ModelProfile:
+    """What the simulator needs to know of the trainer's model and data."""
+
+    params: int
+    gflops_per_sample: float     # forward multiply-accumulates per sample / 1e9 (the SPEC table's convention)
+    n_train: int
+    n_test: int
+    bytes_per_param: int
+
+    def spec(self, name: str) -> ModelSpec:
+        # The sim charges 4 bytes per parameter; float64 runs send twice as many bytes (counted as twice the params).
+        return ModelSpec(name=name, params=self.params * self.bytes_per_param // 4,
+                         gflops_per_sample=self.gflops_per_sample, train_samples=self.n_train)
+
+
+def _dataset_shape(cfg: TrainConfig) -> tuple[int, int, tuple[int, ...], int]:
+    from train.data import load_dataset
+    try:
+        d = load_dataset(cfg)
+        return len(d.x_train), len(d.x_test), tuple(d.input_shape), d.num_classes
+    except (TrainError, OSError) as e:
+        if cfg.dataset in KNOWN_DATASETS:
+            log.info("%s not readable (%s): using its known sizes", cfg.dataset, e)
+            return KNOWN_DATASETS[cfg.dataset]
+        raise
+
+
+def profile_model(cfg: TrainConfig) -> ModelProfile:
+    """Build the trainer's model on the CPU; count parameters and forward FLOPs of one sample (torch's counter)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from train.models import build_model
+    n_train, n_test, shape, classes = _dataset_shape(cfg)
+    model = build_model(cfg.model, input_shape=shape, num_classes=classes, width=cfg.width, dropout=cfg.dropout)
+    params = sum(p.numel() for p in model.parameters())
+    if cfg.model == "lstm":
+        x = torch.zeros((1, *shape), dtype=torch.long)
+    else:
+        x = torch.zeros((1, *shape))
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    flops = counter.get_total_flops()
+    if flops <= 0:  # an op the counter does not know: 2 FLOPs per parameter and sample
+        flops = 2 * params
+    dtype = getattr(cfg, "dtype", "float32")
+    return ModelProfile(params=params, gflops_per_sample=flops / 2 / 1e9, n_train=n_train, n_test=n_test,
+                        bytes_per_param=8 if dtype == "float64" else 4)
+
+
+def load_source(spec: str) -> tuple[str, Any]:
+    """("machine", dict) for a train.machine/1 file, else ("topology", Topology) for a sim file or preset."""
+    path = Path(spec)
+    if path.is_file():
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise TrainError(f"cannot read topology or machine file {spec!r}: {e}") from None
+        if isinstance(obj, dict) and obj.get("schema") == MACHINE_SCHEMA:
+            for key in ("background_load", "level", "level_share", "step", "cpu_count"):
+                if key not in obj:
+                    raise TrainError(f"machine file {spec!r} lacks key {key!r}; rewrite it with python -m train calibrate")
+            return "machine", obj
+    try:
+        return "topology", load_topology(spec)
+    except SimError as e:
+        raise TrainError(str(e)) from None
+
+
+def cpu_share(K: int, cores: int, load: float = 0.0) -> float:
+    """How many times slower each of K busy ranks runs than alone, on `cores` cores with `load` other runnable
+    processes: max(cores, K + load) / cores."""
+    if cores < 1 or load < 0:
+        raise TrainError(f"cores must be >= 1 and background load >= 0, got {cores} and {load}")
+    return max(cores, K + load) / cores
+
+
+def count_evals(plan: RunPlan, eval_every: float) -> int:
+    """Evaluations the trainer runs: every `eval_every` epochs and after the last step (once when they coincide)."""
+    T = plan.total_steps
+    return sum(1 for t in range(T) if plan.crosses(t, eval_every) or t == T - 1)
+
+
+def _barrier_s(p: int, level: Level) -> float:
+    """MPICH's dissemination barrier: ceil(lg p) rounds of one empty message."""
+    return 0.0 if p < 2 else math.ceil(math.log2(p)) * (level.latency_s + level.overhead_s)
+
+
+def _machine_level(m: dict[str, Any], s: float) -> Level:
+    """The bench's level at CPU share s: alpha_bench * s / s_2 + lam * max(0, s - 1); beta and gamma * s / s_2."""
+    lv, r = m["level"], s / float(m["level_share"])
+    bw = lv.get("bandwidth_GBps")
+    lat = lv["latency_s"] * r + float(m.get("oversubscribed_latency_s", 0.0)) * max(0.0, s - 1.0)
+    return Level(name="intra", latency_s=lat, overhead_s=lv.get("overhead_s", 0.0) * r,
+                 bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
+
+
+def _machine_step_s(m: dict[str, Any], cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> float:
+    """Single-rank seconds per step for cfg's model and batch: measured, or scaled by FLOPs from what was measured."""
+    st = m["step"]
+    same = all(st.get(k) == getattr(cfg, k) for k in ("model", "width", "dataset", "batch_size"))
+    if same:
+        return float(st["seconds_per_step"])
+    ratio = (prof.gflops_per_sample * cfg.batch_size) / (st["gflops_per_sample"] * st["batch_size"])
+    notes.append(f"compute scaled by FLOPs from the calibrated {st['model']} at batch {st['batch_size']} "
+                 f"(x{ratio:.3g}); calibrate with this model for a measured step time")
+    return float(st["seconds_per_step"]) * ratio
+
+
+def _stragglers(cfg: TrainConfig, notes: list[str]) -> Stragglers:
+    if not cfg.stragglers:
+        return Stragglers()
+    rank, factor = max(cfg.stragglers, key=lambda s: s[1])
+    if len(cfg.stragglers) > 1:
+        notes.append(f"the simulator models one straggler: only rank {rank} (x{factor}) is simulated")
+    return Stragglers(kind="fixed", rank=rank, slowdown=factor)
+
+
+def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,
+            engine: str = "fast", load: float | None = None) -> dict[str, Any]:
+    """The simulator's prediction of the run `cfg` on K ranks, on a machine file, a topology file or a preset.
+
+    `load`: other runnable processes on this machine (machine files only; default: the calibration's mean).
+    """
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise TrainError(f"workers must be an integer >= 1, got {K!r}")
+    if load is not None and not (math.isfinite(load) and load >= 0):
+        raise TrainError(f"background load must be a finite number >= 0, got {load!r}")
+    cfg.check_world(K)
+    kind, src = load_source(source)
+    prof = profile or profile_model(cfg)
+    L = 0.0
+    plan = RunPlan.build(cfg, workers=K, n_train=prof.n_train)
+    hier = cfg.algorithm == "hierarchical"
+    notes: list[str] = []
+    spec = prof.spec(cfg.model)
+    payload = spec.bytes
+    compress = getattr(cfg, "compress", "none")
+    if cfg.allreduce == "native":
+        notes.append("native MPI_Allreduce is simulated as MPICH's choice (recursive doubling / Rabenseifner)")
+    flat = comm_auto_algorithm(payload) if cfg.allreduce in ("auto", "native") else cfg.allreduce
+    if kind == "machine":
+        L = float(src["background_load"]) if load is None else load
+        s = cpu_share(K, int(src["cpu_count"]), L)
+        g = (cfg.gpus_per_node or K) if hier else K
+        level = _machine_level(src, s)
+        step_s = _machine_step_s(src, cfg, prof, notes) * s
+        topo = Topology(name=f"{src.get('name', 'machine')} ({K} ranks, CPU share x{s:.3g})", nodes=K // g,
+                        gpus_per_node=g, intra=level, inter=Level(name="inter", **level.to_json()),
+                        compute=ComputeModel(kind="fixed", device="cpu", seconds_per_iter=(step_s,)))
+        eval_per_sample = float(src["step"]["eval_s_per_sample"]) * s
+    else:
+        topo = src
+        s = 1.0
+        if hier and cfg.gpus_per_node not in (None, topo.gpus_per_node):
+            raise TrainError(f"gpus_per_node must match topology {topo.name!r} ({topo.gpus_per_node} per node) "
+                             f"or be left out, got {cfg.gpus_per_node}")
+        try:
+            step_s = topo.compute.seconds(spec, cfg.batch_size)
+        except SimError as e:
+            raise TrainError(str(e)) from None
+        eval_per_sample = step_s / cfg.batch_size / 3.0  # forward only: a third of forward + backward
+        notes.append("evaluation estimated as the forward third of the step time per sample")
+    g_eff = topo.gpus_per_node
+    bar_global = _barrier_s(K, topo.inter if K > g_eff else topo.intra)
+    bar_block = _barrier_s(g_eff, topo.intra)
+    allreduce = "hierarchical" if hier else flat
+    try:
+        rc = RunConfig(topology=topo, model=spec, K=K, B=cfg.batch_size, N=plan.samples_total,
+                       schedule=plan.schedule, allreduce=allreduce,
+                       delay_global_s=cfg.global_sync_delay + bar_global,
+                       delay_block_s=cfg.block_sync_delay + bar_block, stragglers=_stragglers(cfg, notes),
+                       compression=compress if compress in ("sign", "ef-sign") else "none", epochs=cfg.epochs)
+        res = simulate(rc, engine=engine)
+    except SimError as e:
+        raise TrainError(str(e)) from None
+    n_eval = count_evals(plan, cfg.eval_every)
+    lvl = topo.inter if K > g_eff else topo.intra
+    eval_sync = 0.0 if K < 2 else (allreduce_cost(comm_auto_algorithm(payload), K, payload, lvl.cost)
+                                   + EVAL_SMALL_COLLECTIVES * allreduce_cost("recursive_doubling", K, 64, lvl.cost))
+    eval_s = n_eval * (math.ceil(prof.n_test / K) * eval_per_sample + eval_sync)
+    barrier_s = res.syncs_global * bar_global + res.syncs_block * bar_block
+    out = res.to_json()
+    return {
+        "schema": PREDICTION_SCHEMA, "source": kind, "source_spec": source, "topology": topo.name,
+        "workers": K, "nodes": out["nodes"], "gpus_per_node": out["gpus_per_node"], "cpu_share": s,
+        "background_load": L if kind == "machine" else None,
+        "algorithm": cfg.algorithm, "H": cfg.H, "Hb": cfg.Hb, "batch_size": cfg.batch_size,
+        "total_steps": plan.total_steps, "model": cfg.model, "model_params": prof.params,
+        "gflops_per_sample": prof.gflops_per_sample, "payload_bytes": payload, "wire_bytes": out["wire_bytes"],
+        "allreduce_global": out["allreduce_global"], "allreduce_block": out["allreduce_block"],
+        "step_s": step_s, "wall_s": res.wall_s + eval_s, "train_s": res.wall_s, "compute_s": res.compute_s,
+        "comm_intra_s": res.comm_intra_s, "comm_inter_s": res.comm_inter_s, "wait_s": res.wait_s,
+        "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
+        "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes,
+    }
+
+
+def format_prediction(p: dict[str, Any]) -> str:
+    """The human table `python -m train --predict` prints."""
+    wall = p["wall_s"] or 1.0
+
+    def row(name: str, v: float) -> str:
+        return f"  {name:<16}{v:>12.3f} s  ({100 * v / wall:5.1f} %)"
+
+    head = (f"prediction for {p['algorithm']} H={p['H']} Hb={p['Hb']} | {p['model']} ({p['model_params']:,} params, "
+            f"{p['gflops_per_sample']:.3g} GFLOPs/sample) | K={p['workers']} on {p['topology']}")
+    lines = [head,
+             f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "
+             f"{p['syncs_global']} global / {p['syncs_block']} block ({p['allreduce_global']} / "
+             f"{p['allreduce_block']}, {p['wire_bytes']:,} B)",
+             f"  {'wall time':<16}{p['wall_s']:>12.3f} s",
+             row("compute", p["compute_s"]), row("comm intra", p["comm_intra_s"]), row("comm inter", p["comm_inter_s"]),
+             row("waiting", p["wait_s"]), row("barriers", p["barrier_s"]), row("delays", p["delay_s"]),
+             row(f"evaluation x{p['evals']}", p["eval_s"])]
+    lines += [f"  note: {n}" for n in p["notes"]]
+    return "\n".join(lines)
