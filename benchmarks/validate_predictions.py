@@ -5,8 +5,9 @@
 #       --figure-dir docs/img
 # Each run is launched with --predict-topology MACHINE, so the prediction is made before the run starts and
 # recorded in its summary.json next to the measured wall time; nothing measured in a run feeds its own prediction.
-# The background load (other runnable processes) is sampled for a second before each run and recorded; with
-# --sample-load it also replaces the calibration's fitted load in the prediction (--predict-load).
+# The background load (other runnable processes, from /proc/stat) is sampled for two seconds before each run and
+# passed to the prediction (--predict-load), as the calibration did for its probes; --fixed-load uses the
+# calibration's mean load instead.
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated row numbers (0-based) of the matrix to run")
     ap.add_argument("--mpirun", default=None, help="mpirun to use")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    ap.add_argument("--sample-load", action="store_true", help="predict with the load sampled before each run "
-                    "instead of the calibration's fitted background load")
+    ap.add_argument("--fixed-load", action="store_true", help="predict with the calibration's mean background load "
+                    "instead of the load sampled before each run")
     ap.add_argument("extra", nargs="*", help="extra trainer flags for every run (after --)")
     ns = ap.parse_args(argv)
     if not Path(ns.machine).is_file():
@@ -106,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for i, (name, K, flags) in enumerate(bar):
         bar.set_description(name)
-        load = background_load()
+        load = background_load(seconds=2.0, samples=40)
         out = runs_dir / f"{i:02d}-{name.replace(' ', '_').replace('=', '')}"
         cmd = [mpirun, "-n", str(K), sys.executable, "-m", "train", "--quiet", "--out-dir", str(out),
-               "--predict-topology", ns.machine, *(["--predict-load", f"{load:.3f}"] if ns.sample_load else []),
+               "--predict-topology", ns.machine, *([] if ns.fixed_load else ["--predict-load", f"{load:.3f}"]),
                *flags, *ns.extra]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:

@@ -1,15 +1,16 @@
-"""`python -m train calibrate`: measure this machine (comm bench, link fit, trainer step times) into one machine file."""
+"""`python -m train calibrate`: measure this machine (comm bench, link fit, trainer step times) into a machine file."""
 # Three measurements, none of them a run the predictions are later compared with:
 #   1. `comm bench` under `mpirun -n 2` (one rank per core), fitted by sim.calibrate into alpha, beta, gamma;
 #   2. the real trainer on ONE rank for a few hundred steps: seconds per step and seconds per evaluated sample;
 #   3. the real trainer, local SGD with a sync every `--probe-H` steps (4), on each of `--probe-ranks` (3, 6 and 12
 #      by default: more ranks than cores, and none of the K the validation runs use). Two fits:
-#      - the step times t_K (1 rank and the probes) to the CPU-share model t_K = u * max(C, K + L): C cores shared
-#        fairly by our K busy ranks and L other runnable processes (the background load); u * C is the step time
-#        of a rank alone on a core;
+#      - the step times t_K (1 rank and the probes) to the CPU-share model t_K = u * max(C, K + L_K): C cores
+#        shared fairly by our K busy ranks and L_K other runnable processes (the background load, sampled from
+#        /proc/stat before each run; --fit-load fits one constant L instead); u * C is a rank's step time alone;
 #      - the time per sync (all-reduce + the barrier before it) o_K to rounds_K * alpha(s_K), with
-#        alpha(s) = alpha_bench * s / s_2 + lam * max(0, s - 1): a message round between oversubscribed ranks
-#        waits for the partner to be scheduled; lam is fitted, rounds_K counts the barrier's and the all-reduce's.
+#        alpha(s) = s * (alpha_bench / s_2 + lam * min(1, max(0, s - 1))): a message round between
+#        oversubscribed ranks also waits for the partner to be scheduled again, a wait that grows with the share
+#        s like everything else (lam, fitted); rounds_K counts the barrier's and the all-reduce's.
 # The machine file also embeds a sim topology (one node, the fitted level, the measured step as a fixed compute).
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from train.errors import TrainError
 from train.metrics import write_json_atomic
 from train.predict import MACHINE_SCHEMA, profile_model
 
-__all__ = ["register", "run_calibrate", "step_time", "fit_share", "background_load", "mpirun_path"]
+__all__ = ["register", "run_calibrate", "step_time", "fit_share", "fit_step", "fit_lambda", "sync_rounds",
+           "background_load", "mpirun_path"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,17 @@ def fit_share(points: list[tuple[int, float]], cores: int, max_load: float = 32.
     return best[1], best[2]
 
 
+def fit_step(points: list[tuple[int, float, float]], cores: int) -> float:
+    """u of t_K = u * max(cores, K + L_K) over (K, t_K, L_K) points with measured loads L_K (least relative squares)."""
+    if not points:
+        raise TrainError("the step fit needs at least one (ranks, seconds, load) point, got none")
+    for k, t, load in points:
+        if k < 1 or not t > 0 or load < 0:
+            raise TrainError(f"step fit points must be (ranks >= 1, seconds > 0, load >= 0), got ({k}, {t}, {load})")
+    x = [max(cores, k + load) / t for k, t, load in points]
+    return sum(x) / sum(v * v for v in x)
+
+
 def sync_rounds(K: int) -> int:
     """Message rounds of one trainer sync on K ranks: the dissemination barrier (ceil lg K) and a recursive
     doubling all-reduce (lg p' rounds, plus 2 for the fold when K is not a power of two)."""
@@ -112,12 +125,12 @@ def sync_rounds(K: int) -> int:
 
 
 def fit_lambda(points: list[tuple[int, float, float]], alpha_2: float) -> float:
-    """lam of o_K = rounds_K * (alpha_2 * s_K + lam * max(0, s_K - 1)) over (K, o_K, s_K) points, where alpha_2 is
+    """lam of o_K = rounds_K * s_K * (alpha_2 + lam * min(1, s_K - 1)) over (K, o_K, s_K) points, where alpha_2 is
     the bench's alpha divided by its own share; least relative squares, clipped at 0."""
     xs = []
     for k, o, s in points:
         base = sync_rounds(k) * alpha_2 * s
-        x = sync_rounds(k) * max(0.0, s - 1.0)
+        x = sync_rounds(k) * s * min(1.0, max(0.0, s - 1.0))
         if x > 0 and o > 0:
             xs.append(((o - base) / o, x / o))
     if not xs:
@@ -186,12 +199,19 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
             tot = sp["totals_mean"]
             syncs.append((kp, ((tot["comm_s_global"] or 0.0) + (tot["wait_s_global"] or 0.0))
                            / max(1, sp["syncs"]["global"])))
-    u, L = fit_share(points, cpu)
+    if ns.fit_load:   # one constant background load L for all runs, fitted with u
+        u, L = fit_share(points, cpu)
+        run_loads = [L] * len(points)
+        bench_load = L
+    else:             # the load sampled before each run
+        run_loads, bench_load = loads, load_bench
+        u = fit_step([(k, t, ld) for (k, t), ld in zip(points, run_loads)], cpu)
+        L = sum(loads) / len(loads)
     t_alone = u * cpu
-    share = lambda k: max(cpu, k + L) / cpu  # noqa: E731 - slowdown of K busy ranks against one rank alone
-    level_share = share(2)  # the bench's 2 ranks ran this much slower than alone
+    level_share = max(cpu, 2 + bench_load) / cpu  # the bench's 2 ranks ran this much slower than alone
     alpha_2 = fit.alpha / level_share
-    lam = fit_lambda([(k, o, share(k)) for k, o in syncs], alpha_2)
+    sh = [max(cpu, k + ld) / cpu for (k, _), ld in zip(points, run_loads)]
+    lam = fit_lambda([(k, o, s) for (k, o), s in zip(syncs, sh[1:])], alpha_2)
     level = fit.level("intra").to_json()
     name = ns.name
     machine = {
@@ -204,11 +224,12 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
                 "gamma_s_per_byte": fit.gamma, "notes": fit.notes},
         "step": {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "batch_size": cfg.batch_size,
                  "params": prof.params, "gflops_per_sample": prof.gflops_per_sample, "seconds_per_step": t_alone,
-                 "steps": s1["steps_done"], "eval_s_per_sample": eval_per_sample / share(1)},
-        "probes": [{"ranks": k, "seconds_per_step": t, "fit_s": u * max(cpu, k + L)} for k, t in points],
+                 "steps": s1["steps_done"], "eval_s_per_sample": eval_per_sample / sh[0]},
+        "probes": [{"ranks": k, "seconds_per_step": t, "load": ld, "fit_s": t_alone * s}
+                   for (k, t), ld, s in zip(points, run_loads, sh)],
         "sync_probes": [{"ranks": k, "seconds_per_sync": o, "rounds": sync_rounds(k),
-                         "fit_s": sync_rounds(k) * (alpha_2 * share(k) + lam * max(0.0, share(k) - 1.0))}
-                        for k, o in syncs],
+                         "fit_s": sync_rounds(k) * s * (alpha_2 + lam * min(1.0, max(0.0, s - 1.0)))}
+                        for (k, o), s in zip(syncs, sh[1:])],
         "topology": {"name": name, "description": f"{name}: measured by python -m train calibrate (2-rank comm bench "
                      f"fit, single-rank step of {cfg.model} at batch {cfg.batch_size}); one node of {cpu} cores",
                      "nodes": 1, "gpus_per_node": cpu, "intra": level, "inter": level,
@@ -237,12 +258,14 @@ def _cmd(ns: argparse.Namespace) -> int:
           f"bandwidth {bw}, gamma {lv['gamma_s_per_byte']:.3g} s/B")
     for pr in m["probes"]:
         print(f"step ({st['model']}, batch {st['batch_size']}) on {pr['ranks']} rank(s): "
-              f"{1e3 * pr['seconds_per_step']:.3f} ms measured, {1e3 * pr['fit_s']:.3f} ms fitted")
+              f"{1e3 * pr['seconds_per_step']:.3f} ms measured, {1e3 * pr['fit_s']:.3f} ms fitted "
+              f"(background load {pr['load']:.2f})")
     for pr in m["sync_probes"]:
         print(f"sync on {pr['ranks']} ranks ({pr['rounds']} rounds): {1e3 * pr['seconds_per_sync']:.3f} ms measured, "
               f"{1e3 * pr['fit_s']:.3f} ms fitted")
-    print(f"oversubscribed message round: {1e3 * m['oversubscribed_latency_s']:.3f} ms per unit of CPU share above 1")
-    print(f"CPU share: fitted background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
+    print(f"oversubscribed message round: {1e3 * m['oversubscribed_latency_s']:.3f} ms extra per unit of CPU share "
+          f"(scheduling wait)")
+    print(f"CPU share: mean background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
           f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "
           f"took {m['calibration_s']:.1f} s; wrote {ns.out}")
@@ -269,6 +292,8 @@ def register(sub: Any) -> None:
                    "keep them out of the runs you validate (default: 3,6,12)")
     p.add_argument("--probe-H", dest="probe_H", type=int, default=4,
                    help="local steps between the probes' syncs (default: %(default)s)")
+    p.add_argument("--fit-load", action="store_true", help="fit one constant background load to the probes "
+                   "instead of sampling the runnable processes before each run")
     p.add_argument("--bench-sizes", default="1K,16K,64K,256K,1M", help="comm bench message sizes")
     p.add_argument("--iters", type=int, default=20, help="comm bench timed iterations per cell")
     p.add_argument("--mpirun", default=None, help="mpirun to use (default: beside python, else on PATH)")

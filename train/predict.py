@@ -1,4 +1,4 @@
-"""Predict a trainer run's wall time with the simulator, from a resolved configuration and a machine or topology file."""
+"""Predict a trainer run's wall time with the simulator, from a resolved configuration and a machine or topology."""
 # Two kinds of source (docs/README-predict.md states every assumption):
 #
 # * a machine file (schema "train.machine/1", written by `python -m train calibrate`): this machine, measured. The
@@ -6,7 +6,7 @@
 #   CPU-bound activity of a rank (its training step, every message of the all-reduce, the evaluation) runs
 #   s(K) = max(C, K + L) / C times slower than alone (the CPU-share model). The step time alone is scaled by s(K);
 #   the level fitted on the 2-rank bench by s(K) / s(2), and message rounds between oversubscribed ranks wait for
-#   the partner to be scheduled: alpha(s) = alpha_bench * s / s(2) + lam * max(0, s - 1), lam fitted by the
+#   the partner to be scheduled: alpha(s) = s * (alpha_bench / s(2) + lam * min(1, max(0, s - 1))), lam fitted by the
 #   calibration on local-SGD probes at rank counts that are not validated. The barrier the trainer puts before
 #   each sync costs ceil(lg p) such messages; an evaluation costs the seconds per test sample alone times the
 #   rank's share of the test set times s(K), plus its collectives (the model average and four small ones).
@@ -120,7 +120,8 @@ def load_source(spec: str) -> tuple[str, Any]:
         if isinstance(obj, dict) and obj.get("schema") == MACHINE_SCHEMA:
             for key in ("background_load", "level", "level_share", "step", "cpu_count"):
                 if key not in obj:
-                    raise TrainError(f"machine file {spec!r} lacks key {key!r}; rewrite it with python -m train calibrate")
+                    raise TrainError(f"machine file {spec!r} lacks key {key!r}; "
+                                     f"rewrite it with python -m train calibrate")
             return "machine", obj
     try:
         return "topology", load_topology(spec)
@@ -148,10 +149,11 @@ def _barrier_s(p: int, level: Level) -> float:
 
 
 def _machine_level(m: dict[str, Any], s: float) -> Level:
-    """The bench's level at CPU share s: alpha_bench * s / s_2 + lam * max(0, s - 1); beta and gamma * s / s_2."""
+    """The bench's level at CPU share s: alpha = s (alpha_bench / s_2 + lam min(1, max(0, s - 1))); beta and
+    gamma times s / s_2."""
     lv, r = m["level"], s / float(m["level_share"])
     bw = lv.get("bandwidth_GBps")
-    lat = lv["latency_s"] * r + float(m.get("oversubscribed_latency_s", 0.0)) * max(0.0, s - 1.0)
+    lat = lv["latency_s"] * r + float(m.get("oversubscribed_latency_s", 0.0)) * s * min(1.0, max(0.0, s - 1.0))
     return Level(name="intra", latency_s=lat, overhead_s=lv.get("overhead_s", 0.0) * r,
                  bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from train.calibrate import fit_lambda, fit_share, step_time, sync_rounds
+from train.calibrate import fit_lambda, fit_share, fit_step, step_time, sync_rounds
 from train.config import TrainConfig
 from train.errors import TrainError
 from train.plan import RunPlan
@@ -79,12 +79,22 @@ def test_fit_share_recovers_u_and_load():
         fit_share([(3, 0.01)], 2)
 
 
+def test_fit_step_with_measured_loads():
+    u = 0.0025
+    pts = [(1, u * 2, 0.0), (3, u * max(2, 3 + 1.0), 1.0), (12, u * (12 + 3.5), 3.5)]
+    assert fit_step(pts, 2) == pytest.approx(u, rel=1e-12)
+    noisy = [(k, t * f, ld) for (k, t, ld), f in zip(pts, (1.1, 1.0, 0.9))]
+    assert 0.9 * u < fit_step(noisy, 2) < 1.1 * u
+    with pytest.raises(TrainError, match="got \\(0, 0.1, 0.0\\)"):
+        fit_step([(0, 0.1, 0.0)], 2)
+
+
 def test_fit_lambda_recovers_lam():
     a2, lam, L = 2e-4, 3e-4, 0.5
     pts = []
     for k in (3, 6, 12):
         s = max(2, k + L) / 2
-        pts.append((k, sync_rounds(k) * (a2 * s + lam * (s - 1)), s))
+        pts.append((k, sync_rounds(k) * s * (a2 + lam * min(1.0, s - 1)), s))
     assert fit_lambda(pts, a2) == pytest.approx(lam, rel=1e-9)
 
 
@@ -115,7 +125,7 @@ def test_machine_prediction_scales_with_cpu_share(tmp_path):
     cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
     p = predict(cfg, K, m, profile=PROFILE)
     s = 8.0                                                 # 16 ranks on 2 cores, no background load
-    a = alpha * s + lam * (s - 1)
+    a = (alpha + lam) * s                                  # share >= 2: the full scheduling wait
     T = math.ceil((8192 // K) * K / (K * 32))
     assert p["cpu_share"] == s
     assert p["step_s"] == pytest.approx(t * s)

@@ -1,0 +1,98 @@
+"""`python -m train --predict` and the prediction in summary.json, through real subprocesses."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train.predict import MACHINE_SCHEMA
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+for _k in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+    ENV.pop(_k, None)
+
+
+def _train(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _machine(path: Path) -> str:
+    obj = {"schema": MACHINE_SCHEMA, "name": "m", "cpu_count": 2, "background_load": 0.5, "level_share": 1.25,
+           "oversubscribed_latency_s": 3e-4,
+           "level": {"latency_s": 2e-4, "bandwidth_GBps": 5.0, "overhead_s": 0.0, "gamma_s_per_byte": 1e-10},
+           "step": {"model": "resnet8", "width": 8, "dataset": "synthetic", "batch_size": 32,
+                    "gflops_per_sample": 0.000809, "seconds_per_step": 0.005, "eval_s_per_sample": 2e-5}}
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+@pytest.mark.parametrize("flags", [
+    ["--algorithm", "minibatch"],
+    ["--algorithm", "local", "--H", "16"],
+    ["--algorithm", "postlocal", "--H", "8", "--local-warmup", "linear", "--local-warmup-steps", "20"],
+    ["--algorithm", "hierarchical", "--H", "2", "--Hb", "4", "--global-sync-delay", "1"],
+])
+def test_predict_on_paper_preset_every_algorithm(flags):
+    # 16 workers of the paper's 8x2 10 Gbps cluster, predicted from one plain process (no mpirun, no MPI)
+    r = _train("--predict", "--predict-topology", "paper-8x2-10gbps", "--predict-workers", "16", "--json", *flags)
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    T = p["total_steps"]
+    assert T == math.ceil(10 * (8192 // 16) * 16 / (16 * 32))
+    if flags[1] == "minibatch":
+        assert (p["syncs_global"], p["syncs_block"]) == (T, 0)
+    if flags[1] == "local":
+        assert (p["syncs_global"], p["syncs_block"]) == (math.ceil(T / 16), 0)
+    if flags[1] == "hierarchical":
+        glob = math.ceil(T / 8)
+        assert (p["syncs_global"], p["syncs_block"]) == (glob, math.ceil(T / 2) - glob)
+        assert p["delay_s"] == pytest.approx(glob * 1.0)
+        assert p["allreduce_global"] == "hierarchical"
+    parts = p["compute_s"] + p["comm_intra_s"] + p["comm_inter_s"] + p["wait_s"] + p["barrier_s"] + p["delay_s"]
+    # per-worker means add up to the mean finish time, which the slowest worker (the wall time) bounds from above
+    assert parts <= p["train_s"] * (1 + 1e-9) and p["train_s"] - parts < 0.01 * p["train_s"]
+    assert "mpi4py" not in r.stderr
+
+
+def test_predict_human_table_and_missing_topology():
+    r = _train("--predict", "--predict-topology", "v100-8x4-10gbps", "--predict-workers", "32")
+    assert r.returncode == 0, r.stderr
+    assert "K=32 on v100-8x4-10gbps" in r.stdout and "wall time" in r.stdout
+    r = _train("--predict")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: --predict needs --predict-topology") and r.stderr.count("\n") == 1
+
+
+def test_summary_records_the_prediction_of_predict(tmp_path):
+    m = _machine(tmp_path / "machine.json")
+    flags = ["--algorithm", "local", "--H", "4", "--epochs", "0.2", "--predict-topology", m]
+    r = _train("--predict", "--json", *flags)
+    assert r.returncode == 0, r.stderr
+    pred = json.loads(r.stdout)
+    out = tmp_path / "run"
+    r = _train("--quiet", "--out-dir", str(out), *flags)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["prediction"] == pred
+    assert s["prediction"]["wall_s"] > 0 and s["wall_s"] > 0
+
+
+def test_comm_auto_rule_matches_comm():
+    code = ("from comm.allreduce import auto_algorithm as a; from train.predict import comm_auto_algorithm as b; "
+            "import sys; sizes=[0, 2048, 512*1024, 512*1024+1, 4<<20]; "
+            "sys.exit(0 if all(a(n) == b(n) for n in sizes) else 1)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_calibrate_bad_probe_ranks_exits_2(tmp_path):
+    r = _train("calibrate", "--out", str(tmp_path / "m.json"), "--probe-ranks", "1")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: probe_ranks must be integers >= 2 like 3,6, got [1]"
