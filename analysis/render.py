@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator
@@ -165,9 +166,15 @@ def _plain(value: float, _pos: object = None) -> str:
     return f"{value:g}"
 
 
-def _plain_minor(value: float, _pos: object = None) -> str:
-    text = f"{value:g}"
-    return text if text.lstrip("0.")[:1] in ("2", "5") else ""
+def _minor_formatter(axis: Axis) -> FuncFormatter:
+    """Label minor ticks at 2 and 5 x 10^k, but only on axes spanning at most two decades (else crowded)."""
+    def fmt(value: float, _pos: object = None) -> str:
+        lo, hi = sorted(axis.get_view_interval())
+        if lo <= 0 or math.log10(hi / lo) > 2:
+            return ""
+        text = f"{value:g}"
+        return text if text.lstrip("0.")[:1] in ("2", "5") else ""
+    return FuncFormatter(fmt)
 
 
 def plain_log_ticks(ax: Axes, which: str = "both") -> None:
@@ -175,4 +182,4 @@ def plain_log_ticks(ax: Axes, which: str = "both") -> None:
     axes = {"x": [ax.xaxis], "y": [ax.yaxis], "both": [ax.xaxis, ax.yaxis]}[which]
     for axis in axes:
         axis.set_major_formatter(FuncFormatter(_plain))
-        axis.set_minor_formatter(FuncFormatter(_plain_minor))
+        axis.set_minor_formatter(_minor_formatter(axis))
