@@ -8,9 +8,9 @@
 #        shared fairly by our K busy ranks and L_K other runnable processes (the background load, sampled from
 #        /proc/stat before each run; --fit-load fits one constant L instead); u * C is a rank's step time alone;
 #      - the time per sync (all-reduce + the barrier before it) o_K to rounds_K * alpha(s_K), with
-#        alpha(s) = s * (alpha_bench / s_2 + lam * min(1, max(0, s - 1))): a message round between
-#        oversubscribed ranks also waits for the partner to be scheduled again, a wait that grows with the share
-#        s like everything else (lam, fitted); rounds_K counts the barrier's and the all-reduce's.
+#        alpha(s) = alpha_bench * s / s_2 + lam * g(s) when s > 1: a message round between oversubscribed ranks
+#        also waits for the partner to be scheduled again. The shape g is 1, sqrt(s) or s, whichever fits the
+#        probes best, with lam fitted for it; rounds_K counts the barrier's and the all-reduce's.
 # The machine file also embeds a sim topology (one node, the fitted level, the measured step as a fixed compute).
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from sim.errors import SimError
 from train.config import TrainConfig
 from train.errors import TrainError
 from train.metrics import write_json_atomic
-from train.predict import MACHINE_SCHEMA, profile_model
+from train.predict import MACHINE_SCHEMA, WAIT_FORMS, profile_model, scheduling_wait
 
 __all__ = ["register", "run_calibrate", "step_time", "fit_share", "fit_step", "fit_lambda", "sync_rounds",
            "background_load", "mpirun_path"]
@@ -124,19 +124,26 @@ def sync_rounds(K: int) -> int:
     return math.ceil(math.log2(K)) + int(math.log2(p2)) + (2 if p2 != K else 0)
 
 
-def fit_lambda(points: list[tuple[int, float, float]], alpha_2: float) -> float:
-    """lam of o_K = rounds_K * s_K * (alpha_2 + lam * min(1, s_K - 1)) over (K, o_K, s_K) points, where alpha_2 is
-    the bench's alpha divided by its own share; least relative squares, clipped at 0."""
-    xs = []
-    for k, o, s in points:
-        base = sync_rounds(k) * alpha_2 * s
-        x = sync_rounds(k) * s * min(1.0, max(0.0, s - 1.0))
-        if x > 0 and o > 0:
-            xs.append(((o - base) / o, x / o))
-    if not xs:
-        return 0.0
-    lam = sum(r * x for r, x in xs) / sum(x * x for _, x in xs)
-    return max(0.0, lam)
+def fit_lambda(points: list[tuple[int, float, float]], alpha_2: float,
+               forms: tuple[str, ...] = WAIT_FORMS) -> tuple[float, str]:
+    """(lam, form) of o_K = rounds_K * (alpha_2 * s_K + scheduling_wait(s_K, lam, form)) over (K, o_K, s_K) points:
+    for each form lam by least relative squares (clipped at 0), the form with the smallest residual wins.
+    alpha_2 is the bench's alpha divided by its own share."""
+    best = (float("inf"), 0.0, forms[0])
+    for form in forms:
+        xs = []
+        for k, o, s in points:
+            base = sync_rounds(k) * alpha_2 * s
+            x = sync_rounds(k) * scheduling_wait(s, 1.0, form)
+            if o > 0:
+                xs.append(((o - base) / o, x / o))
+        if not any(x > 0 for _, x in xs):
+            return 0.0, form
+        lam = max(0.0, sum(r * x for r, x in xs) / sum(x * x for _, x in xs))
+        res = sum((lam * x - r) ** 2 for r, x in xs)
+        if res < best[0] - 1e-15:
+            best = (res, lam, form)
+    return best[1], best[2]
 
 
 def _run(cmd: list[str], what: str, env: dict[str, str]) -> None:
@@ -211,7 +218,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
     level_share = max(cpu, 2 + bench_load) / cpu  # the bench's 2 ranks ran this much slower than alone
     alpha_2 = fit.alpha / level_share
     sh = [max(cpu, k + ld) / cpu for (k, _), ld in zip(points, run_loads)]
-    lam = fit_lambda([(k, o, s) for (k, o), s in zip(syncs, sh[1:])], alpha_2)
+    lam, form = fit_lambda([(k, o, s) for (k, o), s in zip(syncs, sh[1:])], alpha_2)
     level = fit.level("intra").to_json()
     name = ns.name
     machine = {
@@ -219,7 +226,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "calibration_s": time.time() - t0,
         "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
         "cpu_count": cpu, "background_load": L, "level": level, "level_share": level_share,
-        "oversubscribed_latency_s": lam, "sampled_loads": [load_bench, *loads],
+        "oversubscribed_latency_s": lam, "oversubscribed_form": form, "sampled_loads": [load_bench, *loads],
         "fit": {"r2": fit.r2, "rows": fit.rows, "alpha_s": fit.alpha, "beta_s_per_byte": fit.beta,
                 "gamma_s_per_byte": fit.gamma, "notes": fit.notes},
         "step": {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "batch_size": cfg.batch_size,
@@ -228,7 +235,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         "probes": [{"ranks": k, "seconds_per_step": t, "load": ld, "fit_s": t_alone * s}
                    for (k, t), ld, s in zip(points, run_loads, sh)],
         "sync_probes": [{"ranks": k, "seconds_per_sync": o, "rounds": sync_rounds(k),
-                         "fit_s": sync_rounds(k) * s * (alpha_2 + lam * min(1.0, max(0.0, s - 1.0)))}
+                         "fit_s": sync_rounds(k) * (alpha_2 * s + scheduling_wait(s, lam, form))}
                         for (k, o), s in zip(syncs, sh[1:])],
         "topology": {"name": name, "description": f"{name}: measured by python -m train calibrate (2-rank comm bench "
                      f"fit, single-rank step of {cfg.model} at batch {cfg.batch_size}); one node of {cpu} cores",
@@ -263,8 +270,8 @@ def _cmd(ns: argparse.Namespace) -> int:
     for pr in m["sync_probes"]:
         print(f"sync on {pr['ranks']} ranks ({pr['rounds']} rounds): {1e3 * pr['seconds_per_sync']:.3f} ms measured, "
               f"{1e3 * pr['fit_s']:.3f} ms fitted")
-    print(f"oversubscribed message round: {1e3 * m['oversubscribed_latency_s']:.3f} ms extra per unit of CPU share "
-          f"(scheduling wait)")
+    print(f"oversubscribed message round: scheduling wait {1e3 * m['oversubscribed_latency_s']:.3f} ms x "
+          f"g(s) = {m['oversubscribed_form']} (the best-fitting shape)")
     print(f"CPU share: mean background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
           f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "

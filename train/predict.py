@@ -2,13 +2,13 @@
 # Two kinds of source (docs/README-predict.md states every assumption):
 #
 # * a machine file (schema "train.machine/1", written by `python -m train calibrate`): this machine, measured. The
-#   K busy ranks and the L other runnable processes the calibration found share the C cores fairly, so every
+#   K busy ranks and L other runnable processes (sampled, or the calibration's mean) share the C cores fairly, so every
 #   CPU-bound activity of a rank (its training step, every message of the all-reduce, the evaluation) runs
 #   s(K) = max(C, K + L) / C times slower than alone (the CPU-share model). The step time alone is scaled by s(K);
 #   the level fitted on the 2-rank bench by s(K) / s(2), and message rounds between oversubscribed ranks wait for
-#   the partner to be scheduled: alpha(s) = s * (alpha_bench / s(2) + lam * min(1, max(0, s - 1))), lam fitted by the
-#   calibration on local-SGD probes at rank counts that are not validated. The barrier the trainer puts before
-#   each sync costs ceil(lg p) such messages; an evaluation costs the seconds per test sample alone times the
+#   the partner to be scheduled: alpha(s) = alpha_bench * s / s(2) + lam * g(s) for s > 1, lam and the shape g
+#   (1, sqrt(s) or s) fitted by the calibration on local-SGD probes at rank counts that are not validated. The
+#   barrier the trainer puts before each sync costs ceil(lg p) such messages; an evaluation costs the seconds per test sample alone times the
 #   rank's share of the test set times s(K), plus its collectives (the model average and four small ones).
 # * a sim topology file or preset (a cluster this machine is not): the topology's links and compute model as
 #   they are, the trainer's model given by its measured parameter count and forward GFLOPs per sample.
@@ -32,7 +32,8 @@ from train.config import TrainConfig
 from train.errors import TrainError
 from train.plan import RunPlan
 
-__all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "ModelProfile", "profile_model", "comm_auto_algorithm",
+__all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "WAIT_FORMS", "scheduling_wait", "ModelProfile", "profile_model",
+           "comm_auto_algorithm",
            "load_source", "cpu_share", "count_evals", "predict", "format_prediction"]
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,22 @@ PREDICTION_SCHEMA = "train.prediction/1"
 #: comm's "auto" rule (comm/allreduce.py): recursive doubling up to this many bytes, Rabenseifner above. Repeated
 #: here because importing comm starts MPI; tests/unit/test_predict_model.py checks both agree.
 COMM_AUTO_THRESHOLD_DEFAULT = 512 * 1024
+#: Shapes g(s) of the scheduling wait per message round once ranks outnumber the cores (s > 1): lam * g(s).
+WAIT_FORMS = ("const", "sqrt", "linear")
 #: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
 #: window and the gather of per-rank timings (train/evaluate.py, train/trainer.py).
 EVAL_SMALL_COLLECTIVES = 4
 #: Sizes of datasets whose files may be absent where a prediction is made (n_train, n_test, input shape, classes).
 KNOWN_DATASETS = {"cifar10": (50_000, 10_000, (3, 32, 32), 10), "cifar100": (50_000, 10_000, (3, 32, 32), 100)}
+
+
+def scheduling_wait(s: float, lam: float, form: str) -> float:
+    """Extra seconds per message round at CPU share s: 0 while s <= 1, else lam * (1, sqrt(s) or s by `form`)."""
+    if form not in WAIT_FORMS:
+        raise TrainError(f"scheduling wait form must be one of {', '.join(WAIT_FORMS)}, got {form!r}")
+    if s <= 1.0:
+        return 0.0
+    return lam * (1.0 if form == "const" else math.sqrt(s) if form == "sqrt" else s)
 
 
 def comm_auto_algorithm(nbytes: int) -> str:
@@ -149,11 +161,12 @@ def _barrier_s(p: int, level: Level) -> float:
 
 
 def _machine_level(m: dict[str, Any], s: float) -> Level:
-    """The bench's level at CPU share s: alpha = s (alpha_bench / s_2 + lam min(1, max(0, s - 1))); beta and
-    gamma times s / s_2."""
+    """The bench's level at CPU share s: alpha = alpha_bench s / s_2 + the scheduling wait; beta and gamma times
+    s / s_2."""
     lv, r = m["level"], s / float(m["level_share"])
     bw = lv.get("bandwidth_GBps")
-    lat = lv["latency_s"] * r + float(m.get("oversubscribed_latency_s", 0.0)) * s * min(1.0, max(0.0, s - 1.0))
+    lat = lv["latency_s"] * r + scheduling_wait(s, float(m.get("oversubscribed_latency_s", 0.0)),
+                                                m.get("oversubscribed_form", "const"))
     return Level(name="intra", latency_s=lat, overhead_s=lv.get("overhead_s", 0.0) * r,
                  bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
 
@@ -266,7 +279,9 @@ def format_prediction(p: dict[str, Any]) -> str:
     def row(name: str, v: float) -> str:
         return f"  {name:<16}{v:>12.3f} s  ({100 * v / wall:5.1f} %)"
 
-    head = (f"prediction for {p['algorithm']} H={p['H']} Hb={p['Hb']} | {p['model']} ({p['model_params']:,} params, "
+    alg = p["algorithm"] + ("" if p["algorithm"] == "minibatch" else f" H={p['H']}") + \
+        (f" Hb={p['Hb']}" if p["algorithm"] == "hierarchical" else "")
+    head = (f"prediction for {alg} | {p['model']} ({p['model_params']:,} params, "
             f"{p['gflops_per_sample']:.3g} GFLOPs/sample) | K={p['workers']} on {p['topology']}")
     lines = [head,
              f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "

@@ -10,7 +10,8 @@ from train.calibrate import fit_lambda, fit_share, fit_step, step_time, sync_rou
 from train.config import TrainConfig
 from train.errors import TrainError
 from train.plan import RunPlan
-from train.predict import (MACHINE_SCHEMA, ModelProfile, count_evals, cpu_share, predict, profile_model)
+from train.predict import (MACHINE_SCHEMA, ModelProfile, count_evals, cpu_share, predict, profile_model,
+                           scheduling_wait)
 
 PROFILE = ModelProfile(params=20_000, gflops_per_sample=0.001, n_train=8192, n_test=2048, bytes_per_param=4)
 
@@ -26,7 +27,7 @@ def _topology(path, *, gpus: int, nodes: int = 1, alpha: float = 1e-4, c: float 
 def _machine(path, *, t_alone: float, alpha: float, lam: float, load: float, level_share: float = 1.0,
              eval_per_sample: float = 1e-5) -> str:
     obj = {"schema": MACHINE_SCHEMA, "name": "m", "cpu_count": 2, "background_load": load, "level_share": level_share,
-           "oversubscribed_latency_s": lam,
+           "oversubscribed_latency_s": lam, "oversubscribed_form": "sqrt",
            "level": {"latency_s": alpha, "bandwidth_GBps": None, "overhead_s": 0.0, "gamma_s_per_byte": 0.0},
            "step": {"model": "resnet8", "width": 8, "dataset": "synthetic", "batch_size": 32,
                     "gflops_per_sample": 0.001, "seconds_per_step": t_alone, "eval_s_per_sample": eval_per_sample}}
@@ -89,13 +90,25 @@ def test_fit_step_with_measured_loads():
         fit_step([(0, 0.1, 0.0)], 2)
 
 
-def test_fit_lambda_recovers_lam():
+@pytest.mark.parametrize("form", ["const", "sqrt", "linear"])
+def test_fit_lambda_recovers_lam_and_its_shape(form):
     a2, lam, L = 2e-4, 3e-4, 0.5
     pts = []
     for k in (3, 6, 12):
         s = max(2, k + L) / 2
-        pts.append((k, sync_rounds(k) * s * (a2 + lam * min(1.0, s - 1)), s))
-    assert fit_lambda(pts, a2) == pytest.approx(lam, rel=1e-9)
+        g = {"const": 1.0, "sqrt": math.sqrt(s), "linear": s}[form]
+        pts.append((k, sync_rounds(k) * (a2 * s + lam * g), s))
+    fl, ff = fit_lambda(pts, a2)
+    assert ff == form and fl == pytest.approx(lam, rel=1e-9)
+
+
+def test_scheduling_wait_values():
+    assert scheduling_wait(1.0, 1e-3, "sqrt") == 0.0            # as many runnable ranks as cores: no wait
+    assert scheduling_wait(4.0, 1e-3, "const") == 1e-3
+    assert scheduling_wait(4.0, 1e-3, "sqrt") == pytest.approx(2e-3)
+    assert scheduling_wait(4.0, 1e-3, "linear") == pytest.approx(4e-3)
+    with pytest.raises(TrainError, match="one of const, sqrt, linear, got 'cubic'"):
+        scheduling_wait(2.0, 1e-3, "cubic")
 
 
 def test_step_time_subtracts_eval_comm_and_wait():
@@ -125,7 +138,7 @@ def test_machine_prediction_scales_with_cpu_share(tmp_path):
     cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
     p = predict(cfg, K, m, profile=PROFILE)
     s = 8.0                                                 # 16 ranks on 2 cores, no background load
-    a = (alpha + lam) * s                                  # share >= 2: the full scheduling wait
+    a = alpha * s + lam * math.sqrt(s)                     # the bench's alpha at share s + the scheduling wait
     T = math.ceil((8192 // K) * K / (K * 32))
     assert p["cpu_share"] == s
     assert p["step_s"] == pytest.approx(t * s)
