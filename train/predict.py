@@ -114,6 +114,9 @@ def profile_model(cfg: TrainConfig) -> ModelProfile:
     with counter, torch.no_grad():
         model(x)
     flops = counter.get_total_flops()
+    # torch's counter skips the fused LSTM kernel: each LSTM weight is one multiply-add per token of the sample
+    flops += 2 * shape[-1] * sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.LSTM)
+                                 for n, p in m.named_parameters() if n.startswith("weight"))
     if flops <= 0:  # an op the counter does not know: 2 FLOPs per parameter and sample
         flops = 2 * params
     dtype = getattr(cfg, "dtype", "float32")

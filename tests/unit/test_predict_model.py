@@ -172,3 +172,21 @@ def test_bad_input_is_one_line(kwargs, K, source, match):
     with pytest.raises(TrainError, match=match) as e:
         predict(TrainConfig(**kwargs), K, source, profile=PROFILE)
     assert "\n" not in str(e.value)
+
+
+def test_lstm_profile_counts_the_recurrent_weights():
+    # 3 layers x (W_ih, W_hh) of 4*650 x 650, one multiply-add per weight and token (bptt 30), plus the decoder
+    prof = profile_model(TrainConfig(model="lstm", bptt=30, synthetic_classes=10))
+    assert prof.gflops_per_sample == pytest.approx((6 * 2600 * 650 * 30 + 650 * 10 * 30) / 1e9, rel=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["paper-8x2-10gbps", "v100-2x8-10gbps", "v100-4x4-10gbps", "v100-8x4-10gbps"])
+@pytest.mark.parametrize("kwargs", [{"algorithm": "minibatch"}, {"algorithm": "local", "H": 16},
+                                    {"algorithm": "postlocal", "H": 4}, {"algorithm": "hierarchical", "H": 2, "Hb": 4}])
+def test_every_preset_and_algorithm(preset, kwargs):
+    p = predict(TrainConfig(**kwargs), 16, preset, profile=PROFILE)
+    plan = RunPlan.build(TrainConfig(**kwargs), workers=16, n_train=PROFILE.n_train)
+    counts = plan.schedule.counts(plan.total_steps)
+    assert (p["syncs_global"], p["syncs_block"]) == (counts["global"], counts["block"])
+    assert p["compute_s"] == pytest.approx(plan.total_steps * p["step_s"], rel=1e-9)
+    assert p["wall_s"] > p["compute_s"] > 0
