@@ -8,9 +8,10 @@
 #        shared fairly by our K busy ranks and L_K other runnable processes (the background load, sampled from
 #        /proc/stat before each run; --fit-load fits one constant L instead); u * C is a rank's step time alone;
 #      - the time per sync (all-reduce + the barrier before it) o_K to rounds_K * alpha(s_K), with
-#        alpha(s) = alpha_bench * s / s_2 + lam * g(s) when s > 1: a message round between oversubscribed ranks
-#        also waits for the partner to be scheduled again. The shape g is 1, sqrt(s) or s, whichever fits the
-#        probes best, with lam fitted for it; rounds_K counts the barrier's and the all-reduce's.
+#        alpha(s) = alpha_bench * s / s_2 + lam * (1 - 1/s) * g(s): a message round between oversubscribed ranks
+#        also waits, with the chance 1 - 1/s, for the partner to be scheduled again. The shape g is 1, sqrt(s) or
+#        s, whichever fits the probes best, with lam fitted for it; rounds_K counts the barrier's and the
+#        all-reduce's.
 # The machine file also embeds a sim topology (one node, the fitted level, the measured step as a fixed compute).
 from __future__ import annotations
 
@@ -270,8 +271,8 @@ def _cmd(ns: argparse.Namespace) -> int:
     for pr in m["sync_probes"]:
         print(f"sync on {pr['ranks']} ranks ({pr['rounds']} rounds): {1e3 * pr['seconds_per_sync']:.3f} ms measured, "
               f"{1e3 * pr['fit_s']:.3f} ms fitted")
-    print(f"oversubscribed message round: scheduling wait {1e3 * m['oversubscribed_latency_s']:.3f} ms x "
-          f"g(s) = {m['oversubscribed_form']} (the best-fitting shape)")
+    print(f"oversubscribed message round: scheduling wait {1e3 * m['oversubscribed_latency_s']:.3f} ms x (1 - 1/s) "
+          f"x g(s), g = {m['oversubscribed_form']} (the best-fitting shape)")
     print(f"CPU share: mean background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
           f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "

@@ -6,10 +6,11 @@
 #   CPU-bound activity of a rank (its training step, every message of the all-reduce, the evaluation) runs
 #   s(K) = max(C, K + L) / C times slower than alone (the CPU-share model). The step time alone is scaled by s(K);
 #   the level fitted on the 2-rank bench by s(K) / s(2), and message rounds between oversubscribed ranks wait for
-#   the partner to be scheduled: alpha(s) = alpha_bench * s / s(2) + lam * g(s) for s > 1, lam and the shape g
+#   the partner to be scheduled: alpha(s) = alpha_bench * s / s(2) + lam (1 - 1/s) g(s) for s > 1, lam and g
 #   (1, sqrt(s) or s) fitted by the calibration on local-SGD probes at rank counts that are not validated. The
-#   barrier the trainer puts before each sync costs ceil(lg p) such messages; an evaluation costs the seconds per test sample alone times the
-#   rank's share of the test set times s(K), plus its collectives (the model average and four small ones).
+#   barrier the trainer puts before each sync costs ceil(lg p) such messages; an evaluation costs the seconds per
+#   test sample alone times the rank's share of the test set times s(K), plus its collectives (the model average
+#   and four small ones).
 # * a sim topology file or preset (a cluster this machine is not): the topology's links and compute model as
 #   they are, the trainer's model given by its measured parameter count and forward GFLOPs per sample.
 from __future__ import annotations
@@ -43,7 +44,7 @@ PREDICTION_SCHEMA = "train.prediction/1"
 #: comm's "auto" rule (comm/allreduce.py): recursive doubling up to this many bytes, Rabenseifner above. Repeated
 #: here because importing comm starts MPI; tests/unit/test_predict_model.py checks both agree.
 COMM_AUTO_THRESHOLD_DEFAULT = 512 * 1024
-#: Shapes g(s) of the scheduling wait per message round once ranks outnumber the cores (s > 1): lam * g(s).
+#: Shapes g(s) of the scheduling wait per message round once ranks outnumber the cores: lam * (1 - 1/s) * g(s).
 WAIT_FORMS = ("const", "sqrt", "linear")
 #: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
 #: window and the gather of per-rank timings (train/evaluate.py, train/trainer.py).
@@ -53,12 +54,16 @@ KNOWN_DATASETS = {"cifar10": (50_000, 10_000, (3, 32, 32), 10), "cifar100": (50_
 
 
 def scheduling_wait(s: float, lam: float, form: str) -> float:
-    """Extra seconds per message round at CPU share s: 0 while s <= 1, else lam * (1, sqrt(s) or s by `form`)."""
+    """Extra seconds per message round at CPU share s: lam * (1 - 1/s) * g(s), g = 1, sqrt(s) or s by `form`.
+
+    1 - 1/s is the share of runnable processes that are off a core at any moment (0 while s <= 1): the chance
+    that a message's partner must first be scheduled again.
+    """
     if form not in WAIT_FORMS:
         raise TrainError(f"scheduling wait form must be one of {', '.join(WAIT_FORMS)}, got {form!r}")
     if s <= 1.0:
         return 0.0
-    return lam * (1.0 if form == "const" else math.sqrt(s) if form == "sqrt" else s)
+    return lam * (1.0 - 1.0 / s) * (1.0 if form == "const" else math.sqrt(s) if form == "sqrt" else s)
 
 
 def comm_auto_algorithm(nbytes: int) -> str:

@@ -96,7 +96,7 @@ def test_fit_lambda_recovers_lam_and_its_shape(form):
     pts = []
     for k in (3, 6, 12):
         s = max(2, k + L) / 2
-        g = {"const": 1.0, "sqrt": math.sqrt(s), "linear": s}[form]
+        g = (1 - 1 / s) * {"const": 1.0, "sqrt": math.sqrt(s), "linear": s}[form]
         pts.append((k, sync_rounds(k) * (a2 * s + lam * g), s))
     fl, ff = fit_lambda(pts, a2)
     assert ff == form and fl == pytest.approx(lam, rel=1e-9)
@@ -104,9 +104,10 @@ def test_fit_lambda_recovers_lam_and_its_shape(form):
 
 def test_scheduling_wait_values():
     assert scheduling_wait(1.0, 1e-3, "sqrt") == 0.0            # as many runnable ranks as cores: no wait
-    assert scheduling_wait(4.0, 1e-3, "const") == 1e-3
-    assert scheduling_wait(4.0, 1e-3, "sqrt") == pytest.approx(2e-3)
-    assert scheduling_wait(4.0, 1e-3, "linear") == pytest.approx(4e-3)
+    assert scheduling_wait(1.01, 1e-3, "const") == pytest.approx(1e-3 * 0.01 / 1.01)   # continuous at s = 1
+    assert scheduling_wait(4.0, 1e-3, "const") == pytest.approx(0.75e-3)
+    assert scheduling_wait(4.0, 1e-3, "sqrt") == pytest.approx(0.75 * 2e-3)
+    assert scheduling_wait(4.0, 1e-3, "linear") == pytest.approx(0.75 * 4e-3)
     with pytest.raises(TrainError, match="one of const, sqrt, linear, got 'cubic'"):
         scheduling_wait(2.0, 1e-3, "cubic")
 
@@ -138,7 +139,7 @@ def test_machine_prediction_scales_with_cpu_share(tmp_path):
     cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
     p = predict(cfg, K, m, profile=PROFILE)
     s = 8.0                                                 # 16 ranks on 2 cores, no background load
-    a = alpha * s + lam * math.sqrt(s)                     # the bench's alpha at share s + the scheduling wait
+    a = alpha * s + lam * (1 - 1 / s) * math.sqrt(s)       # the bench's alpha at share s + the scheduling wait
     T = math.ceil((8192 // K) * K / (K * 32))
     assert p["cpu_share"] == s
     assert p["step_s"] == pytest.approx(t * s)
