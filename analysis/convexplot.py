@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from analysis.errors import InputError
 from analysis.files import Record, get_num, opt, opt_num, read_json, read_jsonl
@@ -179,6 +179,7 @@ def plot_convex_speedup(lines: Sequence[tuple[int, list[int], list[float]]], ref
         ax.plot(ks, [k / ref_K for k in ks], ls=":", color="black", label="ideal (linear)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_locator(LogLocator(base=2, subs=(1.0,), numticks=30))  # every doubling
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter("{x:g}")
         ax.set_xlabel("K (workers)")

@@ -58,23 +58,27 @@ def plot_predict(pairs: Sequence[Pair], cfg: RenderConfig) -> dict[str, Figure]:
     """Figure ``predict``: log-log scatter with the y = x line, ±10 % band, and each point's error."""
     if not pairs:
         raise InputError("no predicted/measured pairs to plot")
-    lo = min(min(p.predicted_s, p.measured_s) for p in pairs) / 1.5
-    hi = max(max(p.predicted_s, p.measured_s) for p in pairs) * 1.5
+    lo = min(min(p.predicted_s, p.measured_s) for p in pairs) / 1.25
+    hi = max(max(p.predicted_s, p.measured_s) for p in pairs) * 1.25
     mape = sum(abs(p.rel_error) for p in pairs) / len(pairs) * 100
     with style():
         fig, (ax,) = new_figure(cfg, height_scale=1.3)
         ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="predicted = measured")
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15,
                         lw=0, label="±10 %")
-        for i, p in enumerate(pairs):
-            ax.scatter(p.measured_s, p.predicted_s, color=f"C{i % 10}", zorder=3, s=30, label=p.name)
-            ax.annotate(f"{p.rel_error * 100:+.1f} %", (p.measured_s, p.predicted_s), xytext=(6, -3),
-                        textcoords="offset points", fontsize=8.5)
+        # Neighbours in predicted time get their error labels above and below in turn, so close
+        # points do not print on top of each other.
+        order = sorted(range(len(pairs)), key=lambda j: pairs[j].predicted_s)
+        above = {j: k % 2 == 0 for k, j in enumerate(order)}
+        for i, p in enumerate(pairs):  # colour and marker together stay distinct for 50 points
+            ax.scatter(p.measured_s, p.predicted_s, color=f"C{i % 10}", marker="osD^v"[i // 10 % 5],
+                       zorder=3, s=30, label=p.name)
+            ax.annotate(f"{p.rel_error * 100:+.1f} %", (p.measured_s, p.predicted_s),
+                        xytext=(6, 2 if above[i] else -9), textcoords="offset points", fontsize=8.5)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        ax.set_aspect("equal", adjustable="box")
         plain_log_ticks(ax)
         ax.set_xlabel("measured wall time (s)")
         ax.set_ylabel("simulator-predicted wall time (s)")

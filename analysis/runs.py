@@ -68,6 +68,13 @@ class RunDir:
             value = opt(self.summary, ALIASES.get(key, (key,)))
         return default if value is None else value
 
+    def effective_h(self) -> tuple[int, int]:
+        """(H, H^b) as the run synchronises: mini-batch SGD syncs every step, H^b matters only when hierarchical."""
+        alg = self.cfg("algorithm")
+        H = 1 if alg == "minibatch" else int(self.cfg("H", 1))
+        Hb = int(self.cfg("Hb", 1)) if alg == "hierarchical" else 1
+        return H, Hb
+
     @property
     def name(self) -> str:
         return self.path.name or str(self.path)

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator
 
 from analysis.errors import InputError
 from analysis.render import RenderConfig, legend_below, new_figure, style
@@ -67,15 +68,19 @@ def run_speedup_lines(runs: Sequence[RunDir], *, use_tta: bool = False) -> tuple
     if not timed:
         what = "time_to_acc_s in summary.json" if use_tta else "wall_s"
         raise InputError(f"no run has {what} to compute a speedup from")
-    ref_run, ref_K, ref_t = min(timed, key=lambda x: (x[1], x[0].cfg("H", 1) or 1, x[2]))
+    ref_run, ref_K, ref_t = min(timed, key=lambda x: (x[1], x[0].effective_h(), x[2]))
     groups: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
     for run, K, t in timed:
-        key = (run.cfg("algorithm", "?"), run.cfg("H", 1), run.cfg("Hb", 1))
+        key = (run.cfg("algorithm", "?"), *run.effective_h(), run.cfg("compress", "none"))
         groups[key].append((K, ref_t / t))
     lines = []
-    for (alg, H, Hb), pts in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+    for (alg, H, Hb, compress), pts in sorted(groups.items(), key=lambda kv: tuple(str(v) for v in kv[0])):
+        if len({k for k, _ in pts}) < len(pts):
+            raise InputError(f"two runs of {alg} H={H} at the same K: give one run per K "
+                             f"(runs: {', '.join(r.name for r, _, _ in timed)})")
         pts.sort()
-        label = f"{alg}, H={H}" + (f", Hᵇ={Hb}" if Hb not in (None, 1) else "")
+        label = (alg if alg == "minibatch" else f"{alg}, H={H}") + (f", Hᵇ={Hb}" if Hb != 1 else "") \
+            + (f", {compress}" if compress not in (None, "none") else "")
         lines.append((label, [float(k) for k, _ in pts], [s for _, s in pts], label, ""))
     return lines, ref_run.label, ref_K
 
@@ -98,6 +103,8 @@ def plot_speedup(lines: Sequence[Line], cfg: RenderConfig, *, reference: str = "
         ys = [y for line in lines for y in line[2]] + [k / ref_K for k in ks]
         if max(ys) / min(ys) >= 4:  # log2 only where it spans enough doublings to show ticks
             ax.set_yscale("log", base=2)
+            ax.yaxis.set_major_locator(LogLocator(base=2, subs=(1.0,), numticks=30))  # every doubling
+            ax.set_ylim(bottom=2.0 ** math.floor(math.log2(min(ys))) * 0.92)  # a labelled tick below the lowest
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter("{x:g}")
         ax.set_xlabel("K (workers)")

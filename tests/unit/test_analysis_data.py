@@ -161,6 +161,9 @@ def test_run_speedup_reference_is_fewest_workers_smallest_H(tmp_path):
     assert local[2][0] == pytest.approx(t_ref / walls["local K=4 H=8"])
     assert sorted(walls) == ["hierarchical K=4 H=2 Hᵇ=4", "local K=4 H=8", "local K=8 H=8", "minibatch K=4"]
     assert local[1] == [4.0, 8.0] and local[2][1] == pytest.approx(t_ref / walls["local K=8 H=8"])
+    # config.json keeps H=8 for mini-batch SGD; it must still count as H=1 (the reference, and its label).
+    assert json.loads((FIX / "runs" / "minibatch_K4" / "config.json").read_text())["config"]["H"] == 8
+    assert [line[0] for line in lines] == ["hierarchical, H=2, Hᵇ=4", "local, H=8", "minibatch"]
 
 
 def test_run_breakdown_curves_and_percent():
