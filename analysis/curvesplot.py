@@ -70,7 +70,9 @@ def _draw(fig: Figure, axes: list, curves: Sequence[Curves], x: str) -> None:
                                ("train_acc", ax_acc, "-"), ("test_acc", ax_acc, "--")):
             xs, ys = c.series(metric, x)
             if xs:
-                ax.plot(xs, ys, ls=ls, color=color, marker="o" if len(xs) <= 30 else None, ms=3,
+                # Colours repeat after 10 runs; the marker shape then tells them apart.
+                ax.plot(xs, ys, ls=ls, color=color, marker="osD^v"[i // 10 % 5], ms=3,
+                        markevery=max(1, len(xs) // 15),
                         label=c.label if metric == "train_loss" or (metric == "test_loss" and not
                                                                     c.series("train_loss", x)[0]) else None)
     xlabel = "epoch" if x == "epoch" else "wall-clock time (s)"
@@ -129,7 +131,7 @@ def plot_breakdown(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Figur
                         label="wall time" if i == 0 else None)
         ax.set_yticks(range(len(runs)), labels)
         ax.set_ylabel("run")
-        ax.invert_yaxis()
+        ax.set_ylim(len(runs) - 0.5, -0.5)  # first run on top
         ax.grid(axis="y", visible=False)
         ax.set_xlabel("time (s, whole run, rank 0)")
         ax.set_title("Where the time goes: compute, communication, waiting")

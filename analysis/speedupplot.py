@@ -135,7 +135,7 @@ def plot_time_to_acc(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Fig
                 ax.text(0, i, " target not reached", va="center", fontsize=8.5, color="dimgrey")
         ax.set_yticks(range(len(runs)), labels)
         ax.set_ylabel("run")
-        ax.invert_yaxis()
+        ax.set_ylim(len(runs) - 0.5, -0.5)  # every row, bar or not, first run on top
         ax.grid(axis="y", visible=False)
         ax.set_xlim(0, max(reached) * 1.2 if reached else 1)
         ax.set_xlabel("wall-clock time to target accuracy (s)")
