@@ -152,6 +152,7 @@ def test_time_to_acc_marks_a_run_that_never_reached_the_target(tmp_path):
     fig = plot_time_to_acc(runs, CFG)["time_to_acc"]
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert " target not reached" in texts and f" {summary['wall_s'] / 6 * 4:.3g} s" in texts
+    assert fig.axes[0].get_ylim() == (1.5, -0.5)  # the unreached run, drawn last, keeps its row in view
     check_png(figure_bytes(fig, "png", CFG), tuple(round(v * CFG.dpi) for v in fig.get_size_inches()))
 
 
