@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from mpi4py import MPI
 
 from .allreduce import _resolve_comm, private_comm
 from .errors import CommError

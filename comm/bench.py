@@ -148,6 +148,9 @@ def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
         with os.fdopen(fd, "w") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -4,13 +4,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sim.compute import ComputeModel
 from sim.costs import LevelCost
+from sim.atomic import atomic_open
 from sim.errors import SimError
 
 __all__ = ["Level", "Topology", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
@@ -184,12 +184,6 @@ def load_topology(spec: str | os.PathLike[str]) -> Topology:
 def save_topology(topo: Topology, path: str | os.PathLike[str]) -> None:
     """Write the topology JSON atomically (temp file in the same directory, then os.replace)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(topo.to_json(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp) if os.path.exists(tmp) else None
-        raise
+    with atomic_open(path) as f:
+        json.dump(topo.to_json(), f, indent=2)
+        f.write("\n")

@@ -5,11 +5,11 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from sim.atomic import make_temp_beside, publish
 from sim.errors import SimError
 from sim.run import RunConfig, RunResult, simulate
 from sim.schedule import SyncSchedule
@@ -69,7 +69,7 @@ class JsonlWriter:
         parent = self.path.parent
         if not parent.is_dir():
             raise SimError(f"output directory {str(parent)!r} does not exist")
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=parent)
+        fd, self._tmp = make_temp_beside(self.path)
         self._f = os.fdopen(fd, "w")
 
     def write(self, obj: dict[str, Any]) -> None:
@@ -79,7 +79,7 @@ class JsonlWriter:
     def close(self, keep: bool = True) -> None:
         self._f.close()
         if keep:
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         else:
             os.unlink(self._tmp)
 
