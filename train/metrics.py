@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
+
+from sim.atomic import atomic_open
 
 __all__ = ["JsonlWriter", "write_json_atomic", "read_jsonl", "truncate_jsonl"]
 
@@ -24,17 +25,9 @@ def _clean(value: Any) -> Any:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Write `obj` as indented JSON through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(_clean(obj), fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as fh:
+        json.dump(_clean(obj), fh, indent=2, sort_keys=True)
+        fh.write("\n")
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -55,11 +48,9 @@ def truncate_jsonl(path: str | os.PathLike[str], keep_through_step: int) -> None
     if not path.exists():
         return
     kept = [r for r in read_jsonl(path) if r.get("step", -1) <= keep_through_step]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for r in kept:
             fh.write(json.dumps(r, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 class JsonlWriter:
