@@ -132,17 +132,16 @@ def driver(args: argparse.Namespace) -> int:
     rd = [cells[(4096, k)]["ratio_median"] for k in ks
           if goals and (4096, k) in cells and cells[(4096, k)]["algorithm"] == "recursive_doubling"]
     if rd:
-        print(f"recursive doubling at 4 KiB: " + ", ".join(f"K={k}: {r:.3f}" for k, r in zip(ks, rd))
+        print("recursive doubling at 4 KiB: " + ", ".join(f"K={k}: {r:.3f}" for k, r in zip(ks, rd))
               + " (goal <= 1.5)")
     if not all(c["correct"] for c in cells.values()):
         print("WRONG RESULTS in cells marked '!'")
         return 1
     if args.out:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            for c in cells.values():
-                f.write(json.dumps(c) + "\n")
-        os.replace(tmp, args.out)
+        sys.path.insert(0, str(REPO))
+        from comm.bench import write_jsonl_atomic  # comm's atomic JSONL writer (imports MPI: fine after the runs)
+
+        write_jsonl_atomic(args.out, list(cells.values()))
     return 0
 
 
