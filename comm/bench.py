@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     world = MPI.COMM_WORLD
-    try:  # every rank validates the same arguments before any communication
+    problem = None
+    try:  # every rank validates its arguments before any communication
         sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
         cfg = BenchConfig(sizes=sizes, algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()],
                           warmup=args.warmup, iters=args.iters, dtype=args.dtype, gpus_per_node=args.gpus_per_node,
@@ -184,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.out and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
             raise CommError(f"--out {cfg.out!r}: directory {os.path.dirname(os.path.abspath(cfg.out))!r} does not exist")
     except CommError as e:
+        problem = str(e)
+    # One agreement step, so that every rank stops together when any rank's input is bad (no rank is left waiting
+    # in a collective), and rank 0 has printed the error before the job ends.
+    problems = [p for p in world.allgather(problem) if p]
+    if problems:
         if world.Get_rank() == 0:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {problems[0]}", file=sys.stderr, flush=True)
+        world.Barrier()
         return 2
     rank0 = world.Get_rank() == 0
     if rank0 and not args.json:
