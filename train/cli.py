@@ -184,7 +184,8 @@ def format_summary(s: dict[str, Any]) -> str:
     acc = "-" if fin.get("test_acc") is None else f"{100 * fin['test_acc']:.2f} %"
     best = "-" if s["best_test_acc"] is None else f"{100 * s['best_test_acc']:.2f} %"
     rows = [
-        ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']} | {s['status']}"),
+        ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']} | {s['status']}"
+                + (f" by {s['signal']}" if s.get("signal") else "")),
         ("steps", f"{s['steps_done']} / {s['total_steps']} per worker ({s['epochs_done']:.2f} epochs)"),
         ("wall time", f"{s['wall_s']:.2f} s ({s['samples_per_s'] or 0:.0f} samples/s)"
                       + ("" if s.get("startup_s") is None else f" after {s['startup_s']:.2f} s of start-up")),
@@ -207,6 +208,8 @@ def format_summary(s: dict[str, Any]) -> str:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
     rows.append(("run folder", s["run_dir"]))
+    if s["status"] in ("paused", "interrupted"):
+        rows.append(("continue with", f"python -m train --resume {s['run_dir']}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -281,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.trainer import Trainer  # starts MPI (through comm and mpi4py)
     # Under mpirun stderr is a pipe to the launcher, which forwards it to the terminal: show the bar there too.
     progress = not (ns.quiet or ns.no_progress) and (sys.stderr.isatty() or size > 1)
-    summary = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction).run()
+    trainer = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction)
+    summary = trainer.run()
     if summary is not None and not ns.quiet:
         print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)
-    return 0
+    return trainer.exit_code

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from train.evaluate import Evaluator, batch_metrics
 from train.metrics import JsonlWriter, truncate_jsonl, write_json_atomic
 from train.models import build_model, no_decay_names
 from train.plan import RunPlan
+from train.stop import StopAgreement
 from train.sync import LEVELS, Synchronizer, device_sync
 
 __all__ = ["Trainer", "pick_device"]
@@ -100,6 +102,7 @@ class Trainer:
         self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
+        self.signal = 0  # the signal the ranks agreed to stop on (0: none); not part of a checkpoint
         # counters (all saved in checkpoints)
         self.step = 0
         self.compute_s = self.eval_s = self.straggle_s = 0.0
@@ -228,11 +231,14 @@ class Trainer:
         if self.progress:
             from tqdm import tqdm
             bar = tqdm(total=T, initial=self.step, unit="step", dynamic_ncols=True, leave=False, mininterval=0.5)
+        self.stopper = StopAgreement(self.world, announce=self.rank == 0)
         self.world.Barrier()
+        self.stopper.install()
         self.startup_s = process_age()
         self._t0 = time.perf_counter()
         status, self.last_epoch = "completed", getattr(self, "last_epoch", None)
         self.model.train()
+        failed = True
         try:
             while self.step < T:
                 t = self.step
@@ -240,14 +246,16 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                 self.step = t + 1
-                if stop:
-                    status = "paused"
+                if stop is not None:
+                    status = stop
                     break
-        except KeyboardInterrupt:
+            failed = False
+        except KeyboardInterrupt:  # a second signal: best effort, the job is about to abort
             if self.rank == 0:  # everything on disk is already consistent (atomic files, flushed lines)
                 self._summary("interrupted")
             raise
         finally:
+            self.stopper.close(complete=not failed)
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -256,7 +264,13 @@ class Trainer:
                 self.objective_writer.close()
         return self._summary(status) if self.rank == 0 else None
 
-    def _one_step(self, t: int, writer: JsonlWriter | None) -> bool:
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + the signal the run was stopped by (130 for Ctrl-C), as a shell reports it."""
+        return 128 + self.signal if self.signal else 0
+
+    def _one_step(self, t: int, writer: JsonlWriter | None) -> str | None:
+        """One local step and whatever the schedule puts after it; 'paused' or 'interrupted' ends the run."""
         cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
         lr, h = self._lr_at(t), plan.schedule.h_at(t)
         for g in self.opt.param_groups:
@@ -302,7 +316,10 @@ class Trainer:
             if writer is not None and rec is not None:
                 writer.write(rec)
         s = cfg.stop_at_epoch
-        stop = s is not None and not last and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9
+        stop = "paused" if (s is not None and not last
+                            and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9) else None
+        if level == "global" and not last and self.stopper.poll(t):  # same answer on every rank, same step
+            stop, self.signal = "interrupted", self.stopper.agreed
         if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step
             save_checkpoint(self.run_dir, t, self._state(), self.world)
@@ -343,6 +360,8 @@ class Trainer:
                             "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
                             "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
         }
+        if self.signal:
+            summary["signal"] = signal.Signals(self.signal).name
         if summary["wall_s"] > 0:
             summary["samples_per_s"] = self.step * self.cfg.batch_size * self.K / summary["wall_s"]
         write_json_atomic(self.run_dir / "summary.json", summary)

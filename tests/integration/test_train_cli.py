@@ -156,10 +156,12 @@ def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
     assert proc.returncode == 130
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["steps_done"] < summary["total_steps"]
+    assert summary["signal"] == "SIGINT"
     json.loads((run / "config.json").read_text())
     for line in (run / "metrics.jsonl").read_text().splitlines():
         json.loads(line)
     latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] == summary["steps_done"] - 1  # the ranks stopped together and checkpointed there
     assert sorted(p.name for p in (run / "checkpoints" / latest["dir"]).iterdir()) == ["rank-0000.pt",
                                                                                         "rank-0001.pt"]
     spe = json.loads((run / "config.json").read_text())["plan"]["steps_per_epoch"]
@@ -167,6 +169,48 @@ def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
     mpirun(2, ["-m", "train", "--resume", str(run), "--stop-at-epoch", str(stop), "--quiet"], timeout=120)
     resumed = json.loads((run / "summary.json").read_text())
     assert resumed["status"] == "paused" and resumed["steps_done"] > latest["step"] + 1
+
+
+def _rank_pid(run: Path, rank: int) -> int:
+    """The pid of one rank of the job writing to `run` (its command line names the folder; PMI_RANK says which)."""
+    for d in Path("/proc").iterdir():
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+            env = (d / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(run).encode() in args and Path(args[0].decode()).name.startswith("python") \
+                and f"PMI_RANK={rank}".encode() in env:
+            return int(d.name)
+    raise AssertionError(f"rank {rank} of the job in {run} not found")
+
+
+def test_train_sigterm_on_one_rank_stops_every_rank_at_a_global_sync(tmp_path: Path) -> None:
+    """A batch system's SIGTERM that reaches one rank only (rank 1 of 3, local SGD with H = 4): every rank
+    stops at the same global sync, checkpoints there, and the job exits 143 instead of hanging or aborting."""
+    run = tmp_path / "run"
+    cmd = [MPIRUN, "-n", "3", sys.executable, "-m", "train", *TINY, "--algorithm", "local", "--H", "4",
+           "--epochs", "400", "--checkpoint-every", "1", "--out-dir", str(run)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (run / "checkpoints" / "latest.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(_rank_pid(run, 1), signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 143, out[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
+    done = summary["steps_done"]
+    assert 0 < done < summary["total_steps"] and done % 4 == 0  # a global sync of local SGD, H = 4
+    assert summary["syncs"]["global"] == done // 4
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    assert latest["step"] == done - 1 and latest["world_size"] == 3
 
 
 def test_train_refuses_to_mix_runs_in_one_folder(tmp_path: Path) -> None:

@@ -22,3 +22,11 @@ def test_train_algorithms_3_ranks() -> None:
 def test_train_hierarchical_4_ranks() -> None:
     run_checks(4, MOD, ["check_hierarchical_blocks", "check_hierarchical_hb1_equals_local",
                         "check_local_identical_after_sync_only"], timeout=180)
+
+
+def test_stop_agreement_at_several_sizes() -> None:
+    for n in (1, 2, 5):
+        run_checks(n, "tests.parallel.checks_stop", ["check_signal_on_one_rank_is_agreed_one_sync_later",
+                                                     "check_strongest_signal_wins_and_second_signal_aborts",
+                                                     "check_checks_are_spaced_min_gap_steps_apart"],
+                   timeout=90)

@@ -98,3 +98,6 @@ def test_train_summary_table_shows_values() -> None:
     for needle in ("87.50 % / 90.00 %", "1.25 s", "4 / 0 (schedule: 4 / 0)", "1,000", "2.25 s (epoch 1.50)",
                    "time to 85.0 %"):
         assert needle in table
+    assert "--resume" not in table
+    stopped = format_summary({**s, "status": "interrupted", "signal": "SIGTERM", "steps_done": 6})
+    assert "| interrupted by SIGTERM" in stopped and "python -m train --resume runs/x" in stopped
