@@ -103,6 +103,7 @@ class Trainer:
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
         self.signal = 0  # the signal the ranks agreed to stop on (0: none); not part of a checkpoint
+        self.stopper: StopAgreement | None = None  # run() sets it: steps driven from outside never stop on signals
         # counters (all saved in checkpoints)
         self.step = 0
         self.compute_s = self.eval_s = self.straggle_s = 0.0
@@ -256,6 +257,7 @@ class Trainer:
             raise
         finally:
             self.stopper.close(complete=not failed)
+            self.stopper = None
             if bar is not None:
                 bar.close()
             if writer is not None:
@@ -318,7 +320,7 @@ class Trainer:
         s = cfg.stop_at_epoch
         stop = "paused" if (s is not None and not last
                             and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9) else None
-        if level == "global" and not last and self.stopper.poll(t):  # same answer on every rank, same step
+        if level == "global" and not last and self.stopper is not None and self.stopper.poll(t):  # same answer on every rank, same step
             stop, self.signal = "interrupted", self.stopper.agreed
         if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step
