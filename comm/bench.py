@@ -8,7 +8,7 @@ import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 from mpi4py import MPI
@@ -157,8 +157,20 @@ def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
         raise
 
 
+class _Parser(argparse.ArgumentParser):
+    """Under mpirun: help from rank 0 only; a usage error becomes a CommError that goes through the ranks'
+    agreement in main() (one `error:` line from rank 0, exit 2 everywhere) instead of N usage blocks."""
+
+    def print_help(self, file: Any = None) -> None:
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            super().print_help(file)
+
+    def error(self, message: str) -> NoReturn:
+        raise CommError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m comm bench", description=__doc__)
+    ap = _Parser(prog="python -m comm bench", description=__doc__)
     ap.add_argument("--sizes", default=None, help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
     ap.add_argument("--algorithms", default=",".join(BENCH_ALGORITHMS), help="comma-separated; default: all")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per cell (default 3)")
@@ -172,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     world = MPI.COMM_WORLD
     problem = None
     try:  # every rank validates its arguments before any communication
+        args = build_parser().parse_args(argv)
         sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
         cfg = BenchConfig(sizes=sizes, algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()],
                           warmup=args.warmup, iters=args.iters, dtype=args.dtype, gpus_per_node=args.gpus_per_node,

@@ -11,23 +11,12 @@ from typing import Any, Callable
 
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import TrainError
+from train.launch import RankZeroParser, launch_rank_size
 from train.models import MODEL_HELP
 
 __all__ = ["main", "build_parser", "config_from_args", "launch_rank_size", "format_summary"]
 
 _D = TrainConfig()
-
-
-def launch_rank_size() -> tuple[int, int]:
-    """(rank, size) from the launcher's environment (MPICH/Hydra, Open MPI, Slurm), before MPI starts."""
-    for r, s in (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-                 ("SLURM_PROCID", "SLURM_NTASKS")):
-        if r in os.environ and s in os.environ:
-            try:
-                return int(os.environ[r]), int(os.environ[s])
-            except ValueError:
-                break
-    return 0, 1
 
 
 def _fractions(text: str) -> tuple[float, ...]:
@@ -106,7 +95,7 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m train", description=(
+    p = RankZeroParser(prog="python -m train", description=(
         "Train with mini-batch, local, post-local or hierarchical local SGD over our MPI all-reduce. "
         "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
         "post-local SGD, about a minute on 2 CPU cores)."))

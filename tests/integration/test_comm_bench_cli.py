@@ -29,9 +29,17 @@ def test_bench_writes_checked_rows(tmp_path):
 def test_bench_bad_input_one_line_error_and_no_file(tmp_path):
     out = tmp_path / "never.jsonl"
     for args, needle in ((["--algorithms", "tree"], "'tree'"), (["--sizes", "4Q"], "'4Q'"),
-                         (["--gpus-per-node", "3"], "not divisible by --gpus-per-node 3")):
+                         (["--gpus-per-node", "3"], "not divisible by --gpus-per-node 3"),
+                         (["--iters", "ten"], "argument --iters: invalid int value: 'ten'"),
+                         (["--bogus"], "unrecognized arguments: --bogus")):
         res = mpirun(4, ["-m", "comm", "bench", *args, "--out", str(out)], timeout=60, check=False)
         assert res.returncode != 0
         errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and needle in errors[0], res.stdout[-2000:]
+        assert "usage:" not in res.stdout  # one line, not a usage block from every rank
         assert not out.exists()
+
+
+def test_bench_help_is_printed_once():
+    res = mpirun(3, ["-m", "comm", "bench", "--help"], timeout=60)
+    assert res.stdout.count("usage: python -m comm bench") == 1

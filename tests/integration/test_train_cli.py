@@ -111,6 +111,14 @@ def test_train_bad_flag_is_one_line_error_exit_2() -> None:
     assert proc.stderr.strip() == "error: H must be an integer >= 1, got 0"
 
 
+def test_train_usage_error_is_one_line_from_rank_0_under_mpirun() -> None:
+    proc = subprocess.run([MPIRUN, "-n", "3", sys.executable, "-m", "train", "--H", "four"], cwd=REPO,
+                          env=mpi_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: argument --H: invalid int value: 'four' (see `python -m train run --help`)"
+    assert proc.stdout == ""
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--straggler", "5:2"], "straggler rank must be < the number of ranks 2, got 5"),
     (["--algorithm", "hierarchical", "--gpus-per-node", "3"], "gpus_per_node must divide the number of ranks 2"),

@@ -1,0 +1,40 @@
+"""What the launcher tells a rank before MPI starts, and command-line parsing that behaves under mpirun.
+
+This module imports neither mpi4py nor comm (importing comm starts MPI): the trainer's CLI checks its flags
+and its configuration first.
+
+Under `mpirun -n 16`, argparse's default error (usage block plus message) is printed by all 16 ranks. Our
+CLIs use `RankZeroParser` instead: a bad flag gives one line, `error: ...`, printed by launch rank 0 only,
+and every rank exits 2 before MPI starts (nothing collective has begun, so nothing can hang).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+__all__ = ["launch_rank_size", "RankZeroParser"]
+
+_LAUNCHERS = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+              ("SLURM_PROCID", "SLURM_NTASKS"))
+
+
+def launch_rank_size() -> tuple[int, int]:
+    """(rank, size) from the launcher's environment (MPICH/Hydra, Open MPI, Slurm), before MPI starts."""
+    for r, s in _LAUNCHERS:
+        if r in os.environ and s in os.environ:
+            try:
+                return int(os.environ[r]), int(os.environ[s])
+            except ValueError:
+                break
+    return 0, 1
+
+
+class RankZeroParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on launch rank 0, and exit 2 on every rank."""
+
+    def error(self, message: str) -> NoReturn:
+        if launch_rank_size()[0] == 0:
+            print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
+        sys.exit(2)
