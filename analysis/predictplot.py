@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from matplotlib.figure import Figure
 
 from analysis.errors import InputError
 from analysis.files import get, get_num, read_jsonl
-from analysis.render import RenderConfig, legend_below, new_figure, plain_log_ticks, style
+from analysis.render import RenderConfig, legend_below, new_figure, place_labels, plain_log_ticks, style
 from analysis.runs import RunDir
 
 __all__ = ["Pair", "pairs_from_table", "pairs_from_runs", "plot_predict"]
@@ -55,33 +56,31 @@ def pairs_from_runs(runs: Sequence[RunDir]) -> list[Pair]:
 
 
 def plot_predict(pairs: Sequence[Pair], cfg: RenderConfig) -> dict[str, Figure]:
-    """Figure ``predict``: log-log scatter with the y = x line, ±10 % band, and each point's error."""
+    """Figure ``predict``: scatter (log-log beyond a decade) with the y = x line, ±10 % band, and each point's error."""
     if not pairs:
         raise InputError("no predicted/measured pairs to plot")
     lo = min(min(p.predicted_s, p.measured_s) for p in pairs) / 1.25
     hi = max(max(p.predicted_s, p.measured_s) for p in pairs) * 1.25
-    mape = sum(abs(p.rel_error) for p in pairs) / len(pairs) * 100
+    errors = [abs(p.rel_error) * 100 for p in pairs]
+    median, worst = statistics.median(errors), max(errors)
     with style():
         fig, (ax,) = new_figure(cfg, height_scale=1.3)
         ax.plot([lo, hi], [lo, hi], color="black", lw=1, label="predicted = measured")
         ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="grey", alpha=0.15,
                         lw=0, label="±10 %")
-        # Neighbours in predicted time get their error labels above and below in turn, so close
-        # points do not print on top of each other.
-        order = sorted(range(len(pairs)), key=lambda j: pairs[j].predicted_s)
-        above = {j: k % 2 == 0 for k, j in enumerate(order)}
         for i, p in enumerate(pairs):  # colour and marker together stay distinct for 50 points
             ax.scatter(p.measured_s, p.predicted_s, color=f"C{i % 10}", marker="osD^v"[i // 10 % 5],
                        zorder=3, s=30, label=p.name)
-            ax.annotate(f"{p.rel_error * 100:+.1f} %", (p.measured_s, p.predicted_s),
-                        xytext=(6, 2 if above[i] else -9), textcoords="offset points", fontsize=8.5)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        if hi / lo > 10:  # log axes only where the times span more than a decade (else hardly a number shows)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            plain_log_ticks(ax)
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        plain_log_ticks(ax)
         ax.set_xlabel("measured wall time (s)")
         ax.set_ylabel("simulator-predicted wall time (s)")
-        ax.set_title(f"Predicted vs measured (mean |error| {mape:.1f} %, n = {len(pairs)})")
+        ax.set_title(f"Predicted vs measured: median |error| {median:.1f} %, worst {worst:.1f} % (n = {len(pairs)})")
         legend_below(fig, ax, ncols=3)
+        place_labels(ax, [(p.measured_s, p.predicted_s) for p in pairs],
+                     [f"{p.rel_error * 100:+.1f} %" for p in pairs])
     return {"predict": fig}

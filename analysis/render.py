@@ -28,6 +28,7 @@ __all__ = [
     "figure_bytes",
     "format_bytes",
     "bytes_axis",
+    "place_labels",
     "parse_formats",
     "legend_below",
     "plain_log_ticks",
@@ -167,13 +168,14 @@ def _plain(value: float, _pos: object = None) -> str:
 
 
 def _minor_formatter(axis: Axis) -> FuncFormatter:
-    """Label minor ticks at 2 and 5 x 10^k, but only on axes spanning at most two decades (else crowded)."""
+    """Label minor ticks: all of them on an axis spanning at most one decade (else it could show a single
+    number), at 2 and 5 x 10^k up to two decades, none beyond (crowded)."""
     def fmt(value: float, _pos: object = None) -> str:
         lo, hi = sorted(axis.get_view_interval())
         if lo <= 0 or math.log10(hi / lo) > 2:
             return ""
         text = f"{value:g}"
-        return text if text.lstrip("0.")[:1] in ("2", "5") else ""
+        return text if math.log10(hi / lo) <= 1 or text.lstrip("0.")[:1] in ("2", "5") else ""
     return FuncFormatter(fmt)
 
 
@@ -183,3 +185,48 @@ def plain_log_ticks(ax: Axes, which: str = "both") -> None:
     for axis in axes:
         axis.set_major_formatter(FuncFormatter(_plain))
         axis.set_minor_formatter(_minor_formatter(axis))
+
+
+# Offsets (points) tried in turn for a point's label: right, then above/below, then left.
+_LABEL_OFFSETS = ((6, 2), (6, -10), (6, 10), (6, -18), (-8, 4), (-8, -12), (6, 18), (6, -26), (-8, 14),
+                  (-8, -22))
+
+
+def place_labels(ax: Axes, points: Sequence[tuple[float, float]], texts: Sequence[str], *,
+                 marker_pt: float = 4.0, fontsize: float = 8.5) -> list[object]:
+    """Annotate each point with its text where it stays inside the axes and overlaps no other label or marker
+    (greedy: the first free offset in `_LABEL_OFFSETS`; the last one tried when none is free). Call after the
+    limits and the legend are set. A label moved off its first place gets a thin leader line to its point.
+    """
+    fig = ax.get_figure()
+    fig.canvas.draw()  # the layout settles first, so the extents below are the saved ones
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72.0
+    centres = [ax.transData.transform(pt) for pt in points]
+    marks = [(x - marker_pt * px, y - marker_pt * px, x + marker_pt * px, y + marker_pt * px) for x, y in centres]
+    taken: list[tuple[float, float, float, float]] = []
+    out = []
+    for pt, text in zip(points, texts):
+        ann = None
+        for dx, dy in _LABEL_OFFSETS:
+            if ann is not None:
+                ann.remove()
+            ann = ax.annotate(text, pt, xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                              ha="left" if dx >= 0 else "right", va="center")
+            bb = ann.get_window_extent(renderer)
+            box = (bb.x0 - px, bb.y0 - px, bb.x1 + px, bb.y1 + px)
+            inside = ax.bbox.x0 <= box[0] and box[2] <= ax.bbox.x1 and ax.bbox.y0 <= box[1] and box[3] <= ax.bbox.y1
+            if inside and not any(_overlap(box, other) for other in taken + marks):
+                break
+        taken.append(box)
+        if (dx, dy) != _LABEL_OFFSETS[0]:  # placed with the text's own extent; the leader line is added after
+            ann.remove()
+            ann = ax.annotate(text, pt, xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                              ha="left" if dx >= 0 else "right", va="center",
+                              arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.45", "shrinkA": 0, "shrinkB": 3})
+        out.append(ann)
+    return out
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,6 +13,7 @@ matplotlib.use("Agg")
 
 import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
 
 from analysis.commplot import bench_series, load_bench, plot_comm  # noqa: E402
 from analysis.convexplot import (convex_speedup_lines, grid_cells, load_convex_rows,  # noqa: E402
@@ -171,3 +173,36 @@ def test_a_partial_convex_grid_says_so_in_its_title(tmp_path):
     with style():
         tight = part.get_tightbbox(part.canvas.get_renderer())
     assert tight.x0 >= -0.01 and tight.x1 <= w_in + 0.01  # the longer title still fits
+
+
+def _label_boxes(fig):
+    """Window extents of the text of every annotation in ``fig`` (leader lines left out), drawn as saved."""
+    with style():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        return [(a.get_text(), Text.get_window_extent(a, renderer)) for ax in fig.axes for a in ax.texts]
+
+
+@pytest.mark.parametrize("table", [FIX / "predict.jsonl",
+                                   Path(__file__).resolve().parents[2] / "docs" / "predict-table.jsonl"])
+def test_predict_error_labels_neither_overlap_nor_leave_the_axes(table):
+    fig = plot_predict(pairs_from_table(table), CFG)["predict"]
+    boxes = _label_boxes(fig)
+    assert len(boxes) == len(pairs_from_table(table))
+    ax = fig.axes[0].bbox
+    for i, (text, a) in enumerate(boxes):
+        assert ax.x0 <= a.x0 and a.x1 <= ax.x1 and ax.y0 <= a.y0 and a.y1 <= ax.y1, f"{text} leaves the axes"
+        for other, b in boxes[i + 1:]:
+            assert not a.overlaps(b), f"labels {text!r} and {other!r} overlap"
+
+
+def test_predict_crowded_points_get_separate_labels(tmp_path):
+    """Twelve points within 2 % of each other: the naive fixed offset would print every label on one spot."""
+    rows = [{"name": f"run {i}", "predicted_s": 10.0 * (1 + 0.002 * i), "measured_s": 10.0 * (1 - 0.002 * i)}
+            for i in range(6)] + [{"name": "far", "predicted_s": 40.0, "measured_s": 5.0}]
+    table = tmp_path / "t.jsonl"
+    table.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    boxes = _label_boxes(plot_predict(pairs_from_table(table), CFG)["predict"])
+    for i, (text, a) in enumerate(boxes):
+        for other, b in boxes[i + 1:]:
+            assert not a.overlaps(b), f"labels {text!r} and {other!r} overlap"
