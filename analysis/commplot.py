@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatterSciNotation
 
 from analysis.costmodel import MODELLED, Calibration, allreduce_time, bandwidth_bound_s
 from analysis.errors import InputError
 from analysis.files import Record, get, get_num, opt, read_jsonl
-from analysis.render import RenderConfig, bytes_axis, legend_below, new_figure, style
+from analysis.render import RenderConfig, bytes_axis, legend_below, new_figure, seconds_log_ticks, style
 
 __all__ = ["BenchSeries", "load_bench", "bench_series", "plot_comm"]
 
@@ -140,8 +139,8 @@ def plot_comm(series: Sequence[BenchSeries], cfg: RenderConfig, cal: Calibration
             # Keep the measurements in view: the bound falls far below them at small sizes.
             lowest = min(t for s in series for t in (s.t_min_s if spread else s.t_median_s))
             ax_t.set_ylim(bottom=lowest / 4)
-        ax_t.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-        ax_t.set_ylabel("time per all-reduce (s, median" + (", band: min–max)" if spread else ")"))
+        seconds_log_ticks(ax_t)
+        ax_t.set_ylabel("time per all-reduce (median" + (", band: min–max)" if spread else ")"))
         ax_t.set_title("All-reduce time by message size")
         ax_b.set_ylabel("bus bandwidth (GB/s)")
         ax_b.set_title("All-reduce bus bandwidth, busbw = n/t · 2(p-1)/p")

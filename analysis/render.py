@@ -29,6 +29,8 @@ __all__ = [
     "format_bytes",
     "bytes_axis",
     "place_labels",
+    "format_seconds",
+    "seconds_log_ticks",
     "parse_formats",
     "legend_below",
     "plain_log_ticks",
@@ -177,6 +179,23 @@ def _minor_formatter(axis: Axis) -> FuncFormatter:
         text = f"{value:g}"
         return text if math.log10(hi / lo) <= 1 or text.lstrip("0.")[:1] in ("2", "5") else ""
     return FuncFormatter(fmt)
+
+
+def format_seconds(value: float, _pos: object = None) -> str:
+    """A duration as a tick label in the unit that keeps it readable: 200 µs, 1.5 ms, 2 s."""
+    if value <= 0:
+        return ""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if value >= scale * 0.9999:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.3g} s"
+
+
+def seconds_log_ticks(ax: Axes) -> None:
+    """A log y axis of durations labelled 200 µs, 1 ms, 5 ms (minor labels at 2 and 5 x 10^k, as above)."""
+    ax.yaxis.set_major_formatter(FuncFormatter(format_seconds))
+    plain = _minor_formatter(ax.yaxis)
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, pos=None: format_seconds(v) if plain(v, pos) else ""))
 
 
 def plain_log_ticks(ax: Axes, which: str = "both") -> None:

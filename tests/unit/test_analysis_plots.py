@@ -206,3 +206,14 @@ def test_predict_crowded_points_get_separate_labels(tmp_path):
     for i, (text, a) in enumerate(boxes):
         for other, b in boxes[i + 1:]:
             assert not a.overlaps(b), f"labels {text!r} and {other!r} overlap"
+
+
+def test_durations_are_labelled_in_readable_units():
+    from analysis.render import format_seconds
+    assert [format_seconds(v) for v in (2e-4, 1e-3, 0.0015, 5e-3, 2.0, 3e-8)] == \
+        ["200 µs", "1 ms", "1.5 ms", "5 ms", "2 s", "30 ns"]
+    fig = FIGURES["comm_time"]
+    with style():
+        fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() + fig.axes[0].get_yticklabels(minor=True)]
+    assert any(text.endswith(("µs", "ms")) for text in labels), labels
