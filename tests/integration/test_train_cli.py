@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -143,10 +144,10 @@ def test_train_failing_rank_aborts_job(tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 60
 
 
-def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
-    """SIGINT mid-run: exit 130, summary says interrupted, files parse, and --resume finishes the run."""
-    run = tmp_path / "run"
-    cmd = [MPIRUN, "-n", "2", sys.executable, "-m", "train", *TINY, "--epochs", "400", "--checkpoint-every", "1",
+def _signal_mid_run(n: int, flags: list[str], run: Path, send: Callable[[int], None]) -> tuple[int, str]:
+    """Start an n-rank run in its own process group, call `send(launcher pid)` once its first checkpoint
+    exists, and return (exit code, output); the group is killed if it outlives the wait."""
+    cmd = [MPIRUN, "-n", str(n), sys.executable, "-m", "train", *TINY, *flags, "--checkpoint-every", "1",
            "--out-dir", str(run)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -154,14 +155,21 @@ def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
         deadline = time.monotonic() + 90
         while not (run / "checkpoints" / "latest.json").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.communicate(timeout=60)
+        time.sleep(0.5)
+        send(proc.pid)
+        out, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-    assert proc.returncode == 130
+    return proc.returncode, out
+
+
+def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130, summary says interrupted, files parse, and --resume finishes the run."""
+    run = tmp_path / "run"
+    code, out = _signal_mid_run(2, ["--epochs", "400"], run, lambda pid: os.killpg(pid, signal.SIGINT))
+    assert code == 130, out[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["steps_done"] < summary["total_steps"]
     assert summary["signal"] == "SIGINT"
@@ -197,21 +205,9 @@ def test_train_sigterm_on_one_rank_stops_every_rank_at_a_global_sync(tmp_path: P
     """A batch system's SIGTERM that reaches one rank only (rank 1 of 3, local SGD with H = 4): every rank
     stops at the same global sync, checkpoints there, and the job exits 143 instead of hanging or aborting."""
     run = tmp_path / "run"
-    cmd = [MPIRUN, "-n", "3", sys.executable, "-m", "train", *TINY, "--algorithm", "local", "--H", "4",
-           "--epochs", "400", "--checkpoint-every", "1", "--out-dir", str(run)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=mpi_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while not (run / "checkpoints" / "latest.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        os.kill(_rank_pid(run, 1), signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 143, out[-3000:]
+    code, out = _signal_mid_run(3, ["--algorithm", "local", "--H", "4", "--epochs", "400"], run,
+                                lambda _pid: os.kill(_rank_pid(run, 1), signal.SIGTERM))
+    assert code == 143, out[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
     done = summary["steps_done"]
