@@ -201,12 +201,15 @@ def _rank_pid(run: Path, rank: int) -> int:
     raise AssertionError(f"rank {rank} of the job in {run} not found")
 
 
-def test_train_sigterm_on_one_rank_stops_every_rank_at_a_global_sync(tmp_path: Path) -> None:
-    """A batch system's SIGTERM that reaches one rank only (rank 1 of 3, local SGD with H = 4): every rank
-    stops at the same global sync, checkpoints there, and the job exits 143 instead of hanging or aborting."""
+@pytest.mark.parametrize("target", ["rank 1 only", "the launcher"])
+def test_train_sigterm_stops_every_rank_at_a_global_sync(tmp_path: Path, target: str) -> None:
+    """A batch system's SIGTERM, to one rank only (rank 1 of 3) or to mpiexec (which forwards it), during local
+    SGD with H = 4: every rank stops at the same global sync, checkpoints there, and the job exits 143 instead of
+    hanging or aborting."""
     run = tmp_path / "run"
-    code, out = _signal_mid_run(3, ["--algorithm", "local", "--H", "4", "--epochs", "400"], run,
-                                lambda _pid: os.kill(_rank_pid(run, 1), signal.SIGTERM))
+    send = (lambda _pid: os.kill(_rank_pid(run, 1), signal.SIGTERM)) if target == "rank 1 only" else \
+        (lambda pid: os.kill(pid, signal.SIGTERM))
+    code, out = _signal_mid_run(3, ["--algorithm", "local", "--H", "4", "--epochs", "400"], run, send)
     assert code == 143, out[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["signal"] == "SIGTERM"
