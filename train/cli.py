@@ -47,6 +47,9 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--synthetic-noise", "synthetic_noise", float, "noise std around the synthetic class templates"),
     ("--test-fraction", "test_fraction", float, "w8a: share held out as the test set (fixed split)"),
     ("--bptt", "bptt", int, "LSTM sequence length (backpropagation through time)"),
+    ("--lm-state", "lm_state", str, "LSTM hidden state: carry (from batch to batch over contiguous text, truncated "
+                                    "BPTT), reset (zero for every sequence; sequences shuffled like images), auto "
+                                    "(carry on wikitext2, reset on synthetic)"),
     ("--algorithm", "algorithm", str, "minibatch, local, postlocal or hierarchical"),
     ("--H", "H", int, "local steps between syncs (target H after the local-step warm-up)"),
     ("--Hb", "Hb", int, "hierarchical: block syncs per global sync (1 = plain local SGD)"),

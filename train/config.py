@@ -9,7 +9,7 @@ from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES", "LR_SCHEDULES", "TrainConfig",
+__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "TrainConfig",
            "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
@@ -21,6 +21,7 @@ COMPRESS = ("none", "sign", "ef-sign")
 SAMPLERS = ("stream", "iid", "shuffle")    # iid / shuffle: sim.convex.sampler.Sampler, shared with the simulator
 DTYPES = ("float32", "float64")
 LR_SCHEDULES = ("protocol", "decay", "const")
+LM_STATES = ("auto", "carry", "reset")
 
 
 def _int(name: str, v: Any, lo: int) -> None:
@@ -70,6 +71,7 @@ class TrainConfig:
     synthetic_noise: float = 6.0         # noise std around the class templates (harder when larger)
     test_fraction: float = 0.2           # w8a has no test file: this share is held out (0: none, test = train)
     bptt: int = 30
+    lm_state: str = "auto"               # LSTM: carry (truncated BPTT over contiguous text), reset, auto (carry on wikitext2)
     # algorithm (SPEC section 2)
     algorithm: str = "postlocal"
     H: int = 8
@@ -134,6 +136,9 @@ class TrainConfig:
         _num("synthetic_noise", self.synthetic_noise, 0.0)
         _num("test_fraction", self.test_fraction, 0.0, hi=0.9)
         _int("bptt", self.bptt, 1)
+        _choice("lm_state", self.lm_state, LM_STATES)
+        if self.lm_state == "carry" and not is_sequence_model(self.model):
+            raise TrainError(f"lm_state 'carry' applies to the lstm model only, got model {self.model!r}")
         _choice("algorithm", self.algorithm, ALGORITHMS)
         _int("H", self.H, 1)
         _int("Hb", self.Hb, 1)
@@ -169,6 +174,9 @@ class TrainConfig:
         if self.compress != "none" and self.momentum_variant != "local":
             raise TrainError(f"compress {self.compress!r} needs momentum_variant local, got {self.momentum_variant!r}")
         _choice("sampler", self.sampler, SAMPLERS)
+        if self.sampler != "stream" and self.carries_state:
+            raise TrainError(f"sampler {self.sampler!r} draws independent samples; it cannot go with lm_state "
+                             f"carry (contiguous text): use --lm-state reset or --sampler stream")
         _choice("dtype", self.dtype, DTYPES)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _num("lr_cap", self.lr_cap, 0.0, strict=True)
@@ -202,6 +210,12 @@ class TrainConfig:
             _num("stop_at_epoch", self.stop_at_epoch, 0.0, strict=True)
         _int("seed", self.seed, 0)
         _choice("device", self.device, DEVICES)
+
+    @property
+    def carries_state(self) -> bool:
+        """Whether the LSTM carries its hidden state from batch to batch over contiguous text (truncated BPTT)."""
+        return is_sequence_model(self.model) and (self.lm_state == "carry" or
+                                                  (self.lm_state == "auto" and self.dataset == "wikitext2"))
 
     def check_world(self, size: int) -> None:
         """Checks that need the number of ranks K (run before MPI starts when the launcher tells K)."""

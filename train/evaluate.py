@@ -1,6 +1,7 @@
 """Loss and accuracy, and the evaluation of the synchronised model on each rank's share of the test set."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 from torch.nn import functional as F
 
 import comm
+from comm.algorithms import chunk_bounds
 
 __all__ = ["batch_metrics", "Evaluator"]
 
@@ -38,10 +40,17 @@ class Evaluator:
     """
 
     def __init__(self, model: torch.nn.Module, model_fb: Any, *, world: Any, bn_eval: str,
-                 x_test: torch.Tensor, y_test: torch.Tensor, device: torch.device, chunk: int = 500) -> None:
+                 x_test: torch.Tensor, y_test: torch.Tensor, device: torch.device, chunk: int = 500,
+                 contiguous: bool = False, columns: int = 16) -> None:
         self.model, self.model_fb, self.world, self.bn_eval = model, model_fb, world, bn_eval
         rank, size = world.Get_rank(), world.Get_size()
-        self.x, self.y = x_test[rank::size], y_test[rank::size]
+        if contiguous:  # a carried-state LSTM: this rank's consecutive block of rows, read as columns (lmstate.py)
+            b = chunk_bounds(len(x_test), size)
+            self.x, self.y = x_test[b[rank]:b[rank + 1]], y_test[b[rank]:b[rank + 1]]
+            self.starts = torch.tensor(chunk_bounds(len(self.x), max(1, min(columns, len(self.x)))))
+        else:
+            self.x, self.y = x_test[rank::size], y_test[rank::size]
+        self.contiguous = contiguous
         self.device, self.chunk = device, chunk
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         self.buffer_fb = comm.FlatBuffer(self.buffers) if self.buffers else None
@@ -75,10 +84,8 @@ class Evaluator:
             self._set_eval_state()
             self.model.eval()
             sums = np.zeros(3, dtype=np.float64)
-            for i in range(0, len(self.x), self.chunk):
-                x = self.x[i:i + self.chunk].to(self.device)
-                y = self.y[i:i + self.chunk].to(self.device)
-                loss, correct, n = batch_metrics(self.model(x), y)
+            for x, y, logits in (self._carried() if self.contiguous else self._chunks()):
+                loss, correct, n = batch_metrics(logits, y)
                 sums += (float(loss) * n, correct, n)
             comm.allreduce(sums, op="sum", comm=self.world)
         finally:
@@ -88,3 +95,22 @@ class Evaluator:
                 b.copy_(s)
             self.model.train(was_training)
         return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+
+    def _chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for i in range(0, len(self.x), self.chunk):
+            x, y = self.x[i:i + self.chunk].to(self.device), self.y[i:i + self.chunk].to(self.device)
+            yield x, y, self.model(x)
+
+    def _carried(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each column's rows in order with the hidden state carried; columns differ in length by at most one
+        row and the longer ones come first, so the active columns are always a prefix of the batch."""
+        lengths = self.starts[1:] - self.starts[:-1]
+        hidden = None
+        for step in range(int(lengths.max()) if len(self.x) else 0):
+            active = int((lengths > step).sum())
+            idx = self.starts[:active] + step
+            x, y = self.x[idx].to(self.device), self.y[idx].to(self.device)
+            if hidden is not None:
+                hidden = tuple(h[:, :active].contiguous() for h in hidden)
+            logits, hidden = self.model.forward_carry(x, hidden)
+            yield x, y, logits

@@ -21,6 +21,7 @@ from train.errors import TrainError
 from train.evaluate import Evaluator, batch_metrics
 from train.metrics import JsonlWriter, truncate_jsonl, write_json_atomic
 from train.models import build_model, no_decay_names
+from train.lmstate import CarriedState, ContiguousStream
 from train.plan import RunPlan
 from train.stop import StopAgreement
 from train.sync import LEVELS, Synchronizer, device_sync
@@ -68,9 +69,12 @@ class Trainer:
         self.run_dir = Path(resume_dir or self.world.bcast(self._default_dir() if self.rank == 0 else None, root=0))
 
         self.data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
-        if cfg.sampler == "stream":
-            self.stream: WorkerStream | SamplerStream = WorkerStream(self.data, rank=self.rank, size=self.K,
-                                                                     batch=cfg.batch_size, seed=cfg.seed)
+        self.carry = CarriedState() if cfg.carries_state else None  # the LSTM's truncated BPTT (train/lmstate.py)
+        if self.carry is not None:
+            self.stream: WorkerStream | SamplerStream | ContiguousStream = ContiguousStream(
+                self.data, rank=self.rank, size=self.K, batch=cfg.batch_size)
+        elif cfg.sampler == "stream":
+            self.stream = WorkerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
         else:  # the convex simulator's sampler: the same samples as its worker `rank`
             self.stream = SamplerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
                                         mode=cfg.sampler)
@@ -98,7 +102,8 @@ class Trainer:
         if self.sync.anchor is not None:
             self.sync.reset_anchor()
         self.evaluator = Evaluator(self.model, self.sync.model_fb, world=self.world, bn_eval=cfg.bn_eval,
-                                   x_test=self.data.x_test, y_test=self.data.y_test, device=self.device)
+                                   x_test=self.data.x_test, y_test=self.data.y_test, device=self.device,
+                                   contiguous=self.carry is not None)
         self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
@@ -141,7 +146,8 @@ class Trainer:
                 "sync": self.sync.state_dict(), "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "compute_s": self.compute_s, "eval_s": self.eval_s, "straggle_s": self.straggle_s,
-                "wall_s": self._wall(), "window": list(self.window), "best": dict(self.best)}
+                "wall_s": self._wall(), "window": list(self.window), "best": dict(self.best),
+                "lm_state": self.carry.state_dict() if self.carry is not None else None}
 
     def _restore(self) -> None:
         st = load_checkpoint(self.run_dir, self.rank, self.K)
@@ -157,6 +163,8 @@ class Trainer:
         self.wall_offset = st["wall_s"]
         self.window = list(st["window"])
         self.best = dict(st["best"])
+        if self.carry is not None:
+            self.carry.load_state_dict(st.get("lm_state") or {"hidden": None}, self.device)
         if self.rank == 0:
             truncate_jsonl(self.run_dir / "metrics.jsonl", st["step"])
             truncate_jsonl(self.run_dir / "objective.jsonl", st["step"])
@@ -284,7 +292,8 @@ class Trainer:
         x, y = self.stream.batch_at(t, self.gen)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         self.opt.zero_grad(set_to_none=False)
-        loss, correct, n = batch_metrics(self.model(x), y)
+        logits = self.model(x) if self.carry is None else self.carry.logits(self.model, x, self.stream.restarts(t))
+        loss, correct, n = batch_metrics(logits, y)
         loss.backward()
         device_sync(self.device)
         dt = time.perf_counter() - t0

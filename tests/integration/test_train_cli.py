@@ -13,6 +13,7 @@ from typing import Callable
 import pytest
 import torch
 
+from tests.fixtures.fake_wikitext import write_fake_wikitext
 from tests.parallel.harness import MPIRUN, REPO, mpi_env, mpirun
 
 TINY = ["--model", "resnet8", "--width", "4", "--synthetic-train", "256", "--synthetic-test", "64",
@@ -103,6 +104,31 @@ def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
     fb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in fa] == [r["step"] for r in fb]
     assert [r.get("test_acc") for r in fa] == [r.get("test_acc") for r in fb]
+
+
+def test_train_lstm_carried_state_resumes_bit_identical(tmp_path: Path) -> None:
+    """WikiText-2 format, --lm-state auto (= carry): paused mid-column, the hidden state each rank carries is
+    checkpointed, and the resumed run ends bitwise equal to the uninterrupted one, test loss included."""
+    data = write_fake_wikitext(tmp_path / "wt", n_train=1500, n_test=300)
+    args = ["-m", "train", "--model", "lstm", "--dataset", "wikitext2", "--data-dir", str(data), "--bptt", "5",
+            "--batch-size", "4", "--algorithm", "local", "--H", "3", "--epochs", "1", "--eval-every", "0.5",
+            "--lr-warmup-epochs", "0", "--quiet"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    mpirun(2, [*args, "--out-dir", str(full)], timeout=180)
+    mpirun(2, [*args, "--out-dir", str(part), "--stop-at-epoch", "0.6"], timeout=180)
+    mid = _states(part, 2)
+    assert all(st["lm_state"]["hidden"] is not None for st in mid)  # paused with a state to carry on from
+    mpirun(2, ["-m", "train", "--resume", str(part), "--quiet"], timeout=180)
+    a, b = _states(full, 2), _states(part, 2)
+    for r in range(2):
+        for key in ("model", "opt", "lm_state", "torch_rng"):
+            assert _same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
+    assert not _same(a[0]["lm_state"], a[1]["lm_state"])  # each worker carries its own text's state
+    fa = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
+    fb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("test_loss") for r in fa] == [r.get("test_loss") for r in fb]
+    config = json.loads((full / "config.json").read_text())
+    assert config["config"]["lm_state"] == "auto"
 
 
 def test_train_bad_flag_is_one_line_error_exit_2() -> None:

@@ -32,8 +32,9 @@ class BinaryLogisticRegression(nn.Module):
 class LSTMLanguageModel(nn.Module):
     """Embedding, a stacked LSTM (3 layers of 650 by default), dropout, a decoder over the vocabulary.
 
-    Input: token ids of shape (batch, bptt); output: logits of shape (batch, bptt, vocab). The hidden state starts
-    at zero for every sequence (sequences are shuffled like images; see docs/README-train.md).
+    Input: token ids of shape (batch, bptt); output: logits of shape (batch, bptt, vocab). `forward` starts the
+    hidden state at zero (--lm-state reset); `forward_carry` takes and returns it, for truncated BPTT over
+    contiguous text (--lm-state carry, train/lmstate.py).
     """
 
     def __init__(self, vocab: int, hidden: int = 650, layers: int = 3, dropout: float = 0.5) -> None:
@@ -45,5 +46,10 @@ class LSTMLanguageModel(nn.Module):
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(self.drop(self.embed(x)))
-        return self.decoder(self.drop(out))
+        return self.forward_carry(x, None)[0]
+
+    def forward_carry(self, x: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor] | None
+                      ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, (h, c)) starting from `hidden` (None: zeros); each of h, c is (layers, batch, hidden)."""
+        out, state = self.lstm(self.drop(self.embed(x)), hidden)
+        return self.decoder(self.drop(out)), state
