@@ -105,6 +105,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
+    clip_grad_norm: float | None = None  # clip each step's gradient to this L2 norm (the LSTM's usual 0.25)
     bn_eval: str = "average"
     # measurement, emulation, run management
     eval_every: float = 1.0              # epochs between evaluations of the synchronised model
@@ -194,6 +195,8 @@ class TrainConfig:
         _num("lr_decay_factor", self.lr_decay_factor, 1.0)
         _num("momentum", self.momentum, 0.0, hi=0.999)
         _num("weight_decay", self.weight_decay, 0.0)
+        if self.clip_grad_norm is not None:
+            _num("clip_grad_norm", self.clip_grad_norm, 0.0, strict=True)
         _choice("bn_eval", self.bn_eval, BN_EVAL)
         _num("eval_every", self.eval_every, 0.0, strict=True)
         _int("log_every", self.log_every, 1)

@@ -308,6 +308,8 @@ class Trainer:
             if not compressed:
                 self.sync.sync_grads()
         t1 = time.perf_counter()
+        if cfg.clip_grad_norm is not None:  # after the gradient sync: mini-batch steps clip the global gradient
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
         self.opt.step()
         device_sync(self.device)
         self.compute_s += dt + time.perf_counter() - t1

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.fake_wikitext import write_fake_wikitext
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 EX = REPO / "mpirun_examples"
@@ -67,6 +68,15 @@ def test_train_example_w8a(tmp_path: Path) -> None:
              {"DATA_DIR": str(REPO.parent / "shared" / "data")})
     assert s["model"] == "logreg" and s["dataset"] == "w8a"
     assert s["final"]["test_acc"] > 0.975  # predicting the majority class everywhere gives 0.970
+
+
+def test_train_example_lstm_wikitext2(tmp_path: Path) -> None:
+    data = write_fake_wikitext(tmp_path / "wt", n_train=1200, n_test=300)
+    s = _run("lstm_wikitext2.sh", tmp_path / "run", ["--bptt", "5", "--batch-size", "4", "--epochs", "0.5",
+                                                     "--quiet"], {"DATA_DIR": str(data)})
+    assert s["model"] == "lstm" and s["dataset"] == "wikitext2" and s["algorithm"] == "postlocal"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["lm_state"] == "auto" and config["config"]["bptt"] == 5
 
 
 def test_train_documented_examples_are_valid_bash() -> None:

@@ -285,3 +285,21 @@ def check_evaluation_bn_modes() -> None:
         with torch.no_grad():
             l_ref, c_ref, n_ref = batch_metrics(ref(tr.data.x_test), tr.data.y_test)
         assert abs(float(l_ref) - loss) < 1e-5 and abs(c_ref / n_ref - acc) < 1e-9, (mode, loss, float(l_ref))
+
+
+def check_clip_grad_norm_bounds_every_step() -> None:
+    """--clip-grad-norm c with momentum 0 and no weight decay: every parameter change is at most lr_t * c in L2
+    norm, and the bound is tight enough that the unclipped step is larger (so the clip really acts)."""
+    c = 0.1
+    common = dict(algorithm="local", H=2, momentum=0.0, weight_decay=0.0, lr_warmup_epochs=0.0)
+    clipped, free = make(tiny(clip_grad_norm=c, **common)), make(tiny(**common))
+    for t in range(4):
+        moves = []
+        for tr in (clipped, free):
+            before = params(tr)
+            tr.model.train()
+            tr._one_step(t, None)
+            moves.append(float(np.linalg.norm(params(tr) - before)))
+        if t % 2 == 0:  # a local step without sync: the change is the step itself
+            assert moves[0] <= clipped.plan.lr.lr_at(t) * c * (1 + 1e-3), (t, moves)  # float32 rounding
+            assert moves[1] > 2 * moves[0], (t, moves)
