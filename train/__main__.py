@@ -10,12 +10,17 @@ __all__: list[str] = []
 
 def _entry() -> int:
     from train.cli import main
-    from train.errors import TrainError
+    from train.errors import AgreedError, TrainError
 
     try:
         return main()
     except SystemExit:
         raise
+    except AgreedError as exc:  # every rank raised it alike: one line, exit 2, nothing to abort
+        mpi = sys.modules.get("mpi4py.MPI")
+        if mpi is None or not mpi.Is_initialized() or mpi.COMM_WORLD.Get_rank() == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except BaseException as exc:  # noqa: BLE001 - every failure must take the whole job down
         mpi = sys.modules.get("mpi4py.MPI")
         size = mpi.COMM_WORLD.Get_size() if mpi is not None and mpi.Is_initialized() else 1
@@ -23,6 +28,9 @@ def _entry() -> int:
         rank = mpi.COMM_WORLD.Get_rank() if mpi is not None and mpi.Is_initialized() else 0
         if isinstance(exc, TrainError):
             print(f"error: {exc}" + (f" (rank {rank})" if size > 1 else ""), file=sys.stderr, flush=True)
+        elif isinstance(exc, KeyboardInterrupt):  # a second signal (train/stop.py): no traceback, just the fact
+            print(f"rank {rank}: interrupted again: stopping now without a final checkpoint", file=sys.stderr,
+                  flush=True)
         else:
             traceback.print_exc()
             print(f"rank {rank}: aborting the MPI job after {type(exc).__name__}", file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.convex import SamplerStream, cast_dataset, convex_lr, objective_value
 from train.data import WorkerStream, load_dataset
-from train.errors import TrainError
+from train.errors import AgreedError, TrainError
 from train.evaluate import Evaluator, batch_metrics
 from train.metrics import JsonlWriter, truncate_jsonl, write_json_atomic
 from train.models import build_model, no_decay_names
@@ -62,23 +62,21 @@ class Trainer:
         cfg.check_world(self.K)
         self.cfg = cfg
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+        # Data first: a missing file or a shard too small for the batch stops every rank alike, before training's
+        # collectives (one agreement step: every rank learns of a problem found on any rank).
+        problem = None
+        try:
+            self._load_data(cfg)
+        except TrainError as e:
+            problem = str(e)
+        problems = [p for p in self.world.allgather(problem) if p]
+        if problems:
+            raise AgreedError(problems[0])
         node = comm.Topology.from_comm(self.world)
         self.device = pick_device(cfg.device, node.node_rank)
         hier = cfg.algorithm == "hierarchical"
         self.topology = comm.Topology.from_comm(self.world, cfg.gpus_per_node) if hier else None
         self.run_dir = Path(resume_dir or self.world.bcast(self._default_dir() if self.rank == 0 else None, root=0))
-
-        self.data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
-        self.carry = CarriedState() if cfg.carries_state else None  # the LSTM's truncated BPTT (train/lmstate.py)
-        if self.carry is not None:
-            self.stream: WorkerStream | SamplerStream | ContiguousStream = ContiguousStream(
-                self.data, rank=self.rank, size=self.K, batch=cfg.batch_size)
-        elif cfg.sampler == "stream":
-            self.stream = WorkerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
-        else:  # the convex simulator's sampler: the same samples as its worker `rank`
-            self.stream = SamplerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
-                                        mode=cfg.sampler)
-        self.plan = RunPlan.build(cfg, workers=self.K, n_train=len(self.data.x_train))
 
         torch.manual_seed(cfg.seed)  # the same initial model on every rank (then broadcast to be sure)
         self.model = build_model(cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
@@ -123,6 +121,20 @@ class Trainer:
                                  f"got {cfg.stop_at_epoch}")
 
     # -- set-up helpers ------------------------------------------------------------------------------
+    def _load_data(self, cfg: TrainConfig) -> None:
+        """The dataset, this rank's stream of batches (or the LSTM's contiguous columns) and the run plan."""
+        self.data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
+        self.carry = CarriedState() if cfg.carries_state else None  # the LSTM's truncated BPTT (train/lmstate.py)
+        if self.carry is not None:
+            self.stream: WorkerStream | SamplerStream | ContiguousStream = ContiguousStream(
+                self.data, rank=self.rank, size=self.K, batch=cfg.batch_size)
+        elif cfg.sampler == "stream":
+            self.stream = WorkerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
+        else:  # the convex simulator's sampler: the same samples as its worker `rank`
+            self.stream = SamplerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
+                                        mode=cfg.sampler)
+        self.plan = RunPlan.build(cfg, workers=self.K, n_train=len(self.data.x_train))
+
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
             return self.cfg.out_dir
@@ -331,7 +343,8 @@ class Trainer:
         s = cfg.stop_at_epoch
         stop = "paused" if (s is not None and not last
                             and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9) else None
-        if level == "global" and not last and self.stopper is not None and self.stopper.poll(t):  # same answer on every rank, same step
+        # the stop check: the same answer on every rank, at the same step
+        if level == "global" and not last and self.stopper is not None and self.stopper.poll(t):
             stop, self.signal = "interrupted", self.stopper.agreed
         if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step

@@ -147,6 +147,24 @@ def test_train_usage_error_is_one_line_from_rank_0_under_mpirun() -> None:
 
 
 @pytest.mark.parametrize("flags, needle", [
+    (["--dataset", "cifar10", "--data-dir", "{tmp}/none"], "error: cifar10 files missing in {tmp}/none: data_batch_1"),
+    (["--model", "lstm", "--lm-state", "carry", "--synthetic-train", "40", "--batch-size", "32"],
+     "error: lm_state carry needs at least batch_size 32 sequences per worker, but 40 sequences over 3 ranks give 13"),
+])
+def test_train_data_errors_are_one_line_on_every_rank_without_abort(tmp_path: Path, flags: list[str],
+                                                                    needle: str) -> None:
+    """Found once the data is loaded (after MPI starts): the ranks agree, rank 0 prints one line, all exit 2."""
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    proc = subprocess.run([MPIRUN, "-n", "3", sys.executable, "-m", "train", *flags, "--out-dir",
+                           str(tmp_path / "run")], cwd=REPO, env=mpi_env(), capture_output=True, text=True,
+                          timeout=90)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(needle.replace("{tmp}", str(tmp_path))), proc.stderr
+    assert "Abort" not in proc.stdout + proc.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flags, needle", [
     (["--straggler", "5:2"], "straggler rank must be < the number of ranks 2, got 5"),
     (["--algorithm", "hierarchical", "--gpus-per-node", "3"], "gpus_per_node must divide the number of ranks 2"),
 ])
