@@ -1,14 +1,22 @@
 """Graceful-stop agreement under mpirun: a signal on any one rank stops every rank at the same global sync."""
 from __future__ import annotations
 
-import os
 import signal
+import time
 
 from mpi4py import MPI
 
 from train.stop import StopAgreement
 
 WORLD = MPI.COMM_WORLD
+
+
+def _send(stopper: StopAgreement, sig: int) -> None:
+    """Deliver `sig` to this process's main thread and wait until the handler has recorded a signal."""
+    signal.raise_signal(sig)
+    deadline = time.monotonic() + 5.0
+    while not stopper.seen and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _polls(stopper: StopAgreement, n: int) -> list[int]:
@@ -22,7 +30,7 @@ def check_signal_on_one_rank_is_agreed_one_sync_later() -> None:
     stopper.install()
     seq = _polls(stopper, 3)
     if rank == size - 1:
-        os.kill(os.getpid(), signal.SIGINT)  # the real path: the handler runs at the next bytecode
+        _send(stopper, signal.SIGINT)  # the real path: the handler runs at the next bytecode
     seq += _polls(stopper, 3)
     stopper.close()
     assert signal.getsignal(signal.SIGINT) is before, "close() must restore the previous handler"
@@ -37,9 +45,9 @@ def check_strongest_signal_wins_and_second_signal_aborts() -> None:
     stopper.install()
     stopper.poll()
     if rank == 0 and size > 1:
-        os.kill(os.getpid(), signal.SIGINT)
+        _send(stopper, signal.SIGINT)
     if rank == size - 1:
-        os.kill(os.getpid(), signal.SIGTERM)
+        _send(stopper, signal.SIGTERM)
     stopper.poll()
     agreed = stopper.poll()
     assert agreed == int(signal.SIGTERM), agreed  # MAX over ranks: the same answer everywhere
@@ -48,9 +56,9 @@ def check_strongest_signal_wins_and_second_signal_aborts() -> None:
         return
     raised = False
     try:
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
         for _ in range(1000):  # give the interpreter bytecodes to run the handler on
-            pass
+            time.sleep(0.001)
     except KeyboardInterrupt:
         raised = True
     stopper.close()
@@ -64,7 +72,7 @@ def check_checks_are_spaced_min_gap_steps_apart() -> None:
     seen = []
     for step in range(20):  # a global sync every step, as in mini-batch SGD
         if step == 5 and rank == 0:
-            os.kill(os.getpid(), signal.SIGINT)
+            _send(stopper, signal.SIGINT)
         seen.append(stopper.poll(step))
     stopper.close()
     # checks at steps 0, 4, 8, 12, 16: the signal at step 5 is posted at 8 and read at 12
