@@ -7,9 +7,9 @@ setup(
     description="Local SGD trainer over our own MPI all-reduce, and a communication-cost simulator",
     python_requires=">=3.11",
     packages=find_packages(include=["comm", "comm.*", "sim", "sim.*", "train", "train.*",
-                                    "analysis", "analysis.*"]),
+                                    "analysis", "analysis.*", "cluster", "cluster.*"]),
     package_data={"comm": ["py.typed"], "sim": ["py.typed", "presets/*.json"], "train": ["py.typed"],
-                  "analysis": ["py.typed"]},
+                  "analysis": ["py.typed"], "cluster": ["py.typed"]},
     install_requires=[
         "mpi4py>=4",
         "numpy",

@@ -13,14 +13,17 @@ from typing import Any, Callable, NoReturn
 import numpy as np
 from mpi4py import MPI
 
-from .allreduce import allreduce
+from .allreduce import allreduce, auto_algorithm, private_comm
+from .nodes import node_layout
 from .errors import CommError
 from .topology import Topology, hierarchical_allreduce
 
 __all__ = ["BenchConfig", "parse_size", "pattern", "expected_sum", "time_call", "run_bench", "main",
            "BENCH_ALGORITHMS"]
 
-BENCH_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "native", "hierarchical")
+BENCH_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "rail", "native", "hierarchical", "auto")
+# "hierarchical" here is comm.hierarchical_allreduce over comm.Topology (virtual blocks with --gpus-per-node);
+# comm.allreduce(algorithm="hierarchical") is the same shape on the real nodes.
 BENCH_DTYPES = ("float16", "float32", "float64", "int32", "int64")
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
           "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
@@ -121,6 +124,8 @@ def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] 
                     times.append(t)
             correct = bool(world.allreduce(ok, op=MPI.LAND))
             row = _row(p, cfg, count * dtype.itemsize, algorithm, times, correct)
+            if algorithm == "auto":  # what auto chose for this size on this layout
+                row["auto_choice"] = auto_algorithm(count * dtype.itemsize, node_layout(private_comm(world)))
             rows.append(row)
             if rank == 0 and emit:
                 emit(row)

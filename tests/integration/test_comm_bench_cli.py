@@ -15,10 +15,14 @@ def test_bench_writes_checked_rows(tmp_path):
                      "--gpus-per-node", "2", "--out", str(out)], timeout=120)
     assert "busbw" in res.stdout and "WRONG" not in res.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 2 * 5
-    assert {r["algorithm"] for r in rows} == {"recursive_doubling", "rabenseifner", "ring", "native", "hierarchical"}
+    assert len(rows) == 2 * 7
+    assert {r["algorithm"] for r in rows} == {"recursive_doubling", "rabenseifner", "ring", "rail", "native",
+                                              "hierarchical", "auto"}
     for r in rows:
-        assert set(r) == KEYS and r["correct"] is True and r["p"] == 4
+        # On one machine (one node) auto makes the single-node choice: recursive doubling for these short sizes.
+        assert set(r) == (KEYS | {"auto_choice"} if r["algorithm"] == "auto" else KEYS), set(r)
+        assert r.get("auto_choice", "recursive_doubling") == "recursive_doubling"
+        assert r["correct"] is True and r["p"] == 4
         assert r["t_min_s"] <= r["t_median_s"] <= r["t_max_s"]
         assert abs(r["busbw_GBps"] - r["algbw_GBps"] * 2 * 3 / 4) < 1e-9
         assert r["library"] == ("mpi" if r["algorithm"] == "native" else "localsgd")
