@@ -48,8 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM (a batch system, `kill`): unwinds like Ctrl-C, so the cluster is torn down; exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise _Stopped(signum)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -104,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cluster: interrupted; torn down", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        print(f"cluster: stopped by {signal.Signals(signum).name}; torn down", file=sys.stderr)
+        return 128 + signum

@@ -95,7 +95,7 @@ def _exists(state: dict) -> list[str]:
     return [n for n in names if n in ns or Path("/sys/class/net", n).exists()]
 
 
-@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 130)])
+@pytest.mark.parametrize("sig, rc", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_tears_down(cluster_available, state_dir, sig, rc):
     proc = subprocess.Popen([*CLI, "run", "--nodes", "2", "--", "sleep", "60"], cwd=REPO, env=mpi_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -104,6 +104,7 @@ def test_signal_tears_down(cluster_available, state_dir, sig, rc):
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == rc, out
+    assert f"stopped by {signal.Signals(sig).name}; torn down" in out, out
     assert not _exists(state), f"left behind: {_exists(state)}"
     assert not list(Path(state_dir).glob("*.json"))
 
