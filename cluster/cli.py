@@ -80,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
               f"per NIC direction, up in {up:.2f} s; hostfile {cluster.hostfile}", file=sys.stderr, flush=True)
         before = net.link_bytes()
         t0 = time.perf_counter()
-        rc = cluster.run(cmd, mpi=not args.no_mpirun, timeout=args.timeout).returncode
+        rc: int = cluster.run(cmd, mpi=not args.no_mpirun, timeout=args.timeout).returncode
         wall = time.perf_counter() - t0
         moved = [{k: a[k] - b[k] for k in a} for a, b in zip(net.link_bytes(), before)]
         summary = {"run_id": net.run_id, "nodes": spec.nodes, "ranks_per_node": spec.ranks_per_node,

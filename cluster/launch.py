@@ -1,4 +1,4 @@
-"""Run MPI jobs across the emulated nodes: a hostfile, Hydra's ssh launcher pointed at the namespaces, the tcp netmod."""
+"""Run MPI jobs across the emulated nodes: a hostfile, Hydra's ssh launcher aimed at the namespaces, the tcp netmod."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Self
 
 from .errors import ClusterError
 from .netns import ClusterSpec, Network
@@ -66,7 +66,7 @@ class Cluster:
         self.network: Network | None = None
         self.folder: Path | None = None
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         try:
             self.network = Network.create(self.spec)
             self.folder = Path(tempfile.mkdtemp(prefix=f"localsgd-cluster-{self.network.run_id}-"))
@@ -76,7 +76,7 @@ class Cluster:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -114,7 +114,8 @@ class Cluster:
         launcher.write_text(_LAUNCHER.format(run_id=net.run_id, prefix=f"{net.bridge[:-1]}",
                                              last=self.spec.nodes - 1))
         launcher.chmod(0o755)
-        exports = "\n".join(f"export {k}={v}" for k, v in {**NETWORK_ENV, "HYDRA_HOST_FILE": str(self.hostfile)}.items())
+        exported = {**NETWORK_ENV, "HYDRA_HOST_FILE": str(self.hostfile)}
+        exports = "\n".join(f"export {k}={v}" for k, v in exported.items())
         wrapper = _WRAPPER.format(run_id=net.run_id, exports=exports, mpiexec=find_mpiexec(), launcher=launcher,
                                   bridge=net.bridge)
         for name in ("mpiexec", "mpirun"):
@@ -153,8 +154,8 @@ class Cluster:
         """
         full = [*self.mpiexec(nprocs), *cmd] if mpi else list(cmd)
         out = subprocess.PIPE if capture else None
-        proc = subprocess.Popen(full, env=self.env(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT if capture else None,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(full, env=self.env(env), cwd=cwd, stdout=out,
+                                stderr=subprocess.STDOUT if capture else None, text=True, start_new_session=True)
         try:
             text, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -1,6 +1,7 @@
 """Emulated nodes: one network + UTS namespace per node, veth pairs into one bridge, tbf-shaped links."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit)?(?:/s)?\s*$
 _UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 
 
-def parse_rate(text: str | float | int) -> float:
+def parse_rate(text: str | float) -> float:
     """A link rate in bit/s from '200mbit', '1gbit', '500Mbit/s' or a plain number of bit/s."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
@@ -73,7 +74,7 @@ def state_dir() -> Path:
 
 
 def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(args), capture_output=True, text=True)
+    proc = subprocess.run(list(args), check=False, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise ClusterError(f"'{' '.join(args)}' failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     return proc
@@ -164,8 +165,9 @@ class Network:
     def _record(self, item: str) -> None:
         """Write down an object *before* creating it, so that a crash in between still leaves its name behind."""
         self.created.append(item)
-        state = {"run_id": self.run_id, "pid": os.getpid(), "pid_start": _start_time(os.getpid()), "subnet": self.subnet, "created": self.created,
-                 "nodes": self.spec.nodes, "ranks_per_node": self.spec.ranks_per_node, "rate_bits": self.spec.rate_bits}
+        state = {"run_id": self.run_id, "pid": os.getpid(), "pid_start": _start_time(os.getpid()),
+                 "subnet": self.subnet, "created": self.created, "nodes": self.spec.nodes,
+                 "ranks_per_node": self.spec.ranks_per_node, "rate_bits": self.spec.rate_bits}
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -201,7 +203,8 @@ class Network:
         for i in range(self.spec.nodes):
             stats = Path("/sys/class/net") / self.veth(i) / "statistics"
             # The host end's rx is what the node sent; its tx is what the node received.
-            out.append({"sent": int((stats / "rx_bytes").read_text()), "received": int((stats / "tx_bytes").read_text())})
+            out.append({"sent": int((stats / "rx_bytes").read_text()),
+                        "received": int((stats / "tx_bytes").read_text())})
         return out
 
     # --- removal --------------------------------------------------------------------------------------------
@@ -219,10 +222,8 @@ def _destroy(created: list[str]) -> None:
         if kind == "netns":
             pids = _sh("ip", "netns", "pids", name, check=False).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), 9)
-                except (ProcessLookupError, ValueError):
-                    pass
             _sh("ip", "netns", "del", name, check=False)
         else:
             _sh("ip", "link", "del", name, check=False)

@@ -7,15 +7,16 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from mpi4py import MPI
 
 from .allreduce import allreduce, auto_algorithm, private_comm
-from .nodes import node_layout
 from .errors import CommError
+from .nodes import node_layout
 from .topology import Topology, hierarchical_allreduce
 
 __all__ = ["BenchConfig", "parse_size", "pattern", "expected_sum", "time_call", "run_bench", "main",
@@ -86,10 +87,11 @@ def time_call(fn: Callable[[], Any], comm: Any) -> float:
     t0 = MPI.Wtime()
     fn()
     elapsed = MPI.Wtime() - t0
-    return comm.allreduce(elapsed, op=MPI.MAX)
+    slowest: float = comm.allreduce(elapsed, op=MPI.MAX)
+    return slowest
 
 
-def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[float], correct: bool) -> dict:
+def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[float], correct: bool) -> dict[str, Any]:
     med = statistics.median(times)
     algbw = nbytes / med / 1e9 if med > 0 else 0.0
     return {"library": "mpi" if algorithm == "native" else "localsgd", "p": p,
@@ -99,7 +101,16 @@ def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[floa
             "correct": correct}
 
 
-def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] | None = None) -> list[dict]:
+def _caller(algorithm: str, buf: np.ndarray, world: Any, topo: Topology | None) -> Callable[[], Any]:
+    """The timed call of one cell: comm.hierarchical_allreduce over `topo`, else comm.allreduce by name."""
+    if algorithm == "hierarchical":
+        assert topo is not None
+        return lambda: hierarchical_allreduce(buf, topo)
+    return lambda: allreduce(buf, algorithm=algorithm, comm=world)
+
+
+def run_bench(cfg: BenchConfig, world: Any = None,
+              emit: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Time every (size, algorithm) of `cfg` and check each result against its closed form."""
     world = world or MPI.COMM_WORLD
     p, rank = world.Get_size(), world.Get_rank()
@@ -111,10 +122,7 @@ def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] 
         src, want = pattern(rank, count, dtype), expected_sum(p, count, dtype)
         buf = np.empty_like(src)
         for algorithm in cfg.algorithms:
-            if algorithm == "hierarchical":
-                call = lambda: hierarchical_allreduce(buf, topo)  # noqa: E731
-            else:
-                call = lambda a=algorithm: allreduce(buf, algorithm=a, comm=world)  # noqa: E731
+            call = _caller(algorithm, buf, world, topo)
             times, ok = [], True
             for it in range(cfg.warmup + cfg.iters):
                 np.copyto(buf, src)
@@ -139,13 +147,13 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def print_row(row: dict) -> None:
+def print_row(row: dict[str, Any]) -> None:
     print(f"{_fmt_bytes(row['bytes']):>10} {row['algorithm']:>18} {row['t_median_s'] * 1e6:>12.1f} "
           f"{row['t_min_s'] * 1e6:>12.1f} {row['t_max_s'] * 1e6:>12.1f} {row['algbw_GBps']:>8.3f} "
           f"{row['busbw_GBps']:>8.3f} {'ok' if row['correct'] else 'WRONG':>6}", flush=True)
 
 
-def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
+def write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
     """Write rows as JSON lines to a temp file beside `path`, then rename: no half-written file is ever seen."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tmp", dir=directory)
@@ -176,7 +184,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m comm bench", description=__doc__)
-    ap.add_argument("--sizes", default=None, help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
+    ap.add_argument("--sizes", default=None,
+                    help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
     ap.add_argument("--algorithms", default=",".join(BENCH_ALGORITHMS), help="comma-separated; default: all")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per cell (default 3)")
     ap.add_argument("--iters", type=int, default=20, help="timed iterations per cell (default 20)")
@@ -200,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and "hierarchical" in cfg.algorithms:
             raise CommError(f"world size {world.Get_size()} is not divisible by --gpus-per-node {cfg.gpus_per_node}")
         if cfg.out and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
-            raise CommError(f"--out {cfg.out!r}: directory {os.path.dirname(os.path.abspath(cfg.out))!r} does not exist")
+            folder = os.path.dirname(os.path.abspath(cfg.out))
+            raise CommError(f"--out {cfg.out!r}: directory {folder!r} does not exist")
     except CommError as e:
         problem = str(e)
     # One agreement step, so that every rank stops together when any rank's input is bad (no rank is left waiting

@@ -1,4 +1,4 @@
-"""The real node layout of a communicator (cached), and the two-level "rail" all-reduce that uses every rank's NIC share."""
+"""The real node layout of a communicator (cached), and the two-level all-reduces that use it (rail, leader)."""
 from __future__ import annotations
 
 import os
@@ -57,7 +57,7 @@ def node_layout(private: Any) -> NodeLayout:
     global _KEYVAL
     if _KEYVAL is None:
         _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free)
-    layout = private.Get_attr(_KEYVAL)
+    layout: NodeLayout | None = private.Get_attr(_KEYVAL)
     if layout is None:
         rank = private.Get_rank()
         node = private.Split_type(MPI.COMM_TYPE_SHARED, key=rank)

@@ -17,8 +17,8 @@ _OURS = re.compile(r"\blsgd[0-9a-f]{5}[bvn]\d*\b")
 def _our_names() -> set[str]:
     """Names of our objects (namespaces and links) present on the machine now, except those of clusters that a
     live run outside the tests holds (a benchmark running beside the suite); the tests keep their state apart."""
-    text = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    text += subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    text = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    text += subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
     others = {path.stem for path in default_state_dir().glob("*.json")}
     return {name for name in _OURS.findall(text) if name[4:9] not in others}
 

@@ -18,7 +18,8 @@ CLI = [sys.executable, "-m", "cluster"]
 
 
 def _cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], cwd=REPO, env=mpi_env(env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CLI, *args], cwd=REPO, env=mpi_env(env), capture_output=True, text=True, timeout=timeout,
+                          check=False)
 
 
 @pytest.mark.parametrize("text, bits", [("200mbit", 2e8), ("1gbit", 1e9), ("500Mbit/s", 5e8), ("100000000", 1e8),
@@ -90,7 +91,7 @@ def _wait_for_state(state_dir: str, timeout: float = 30) -> dict:
 
 
 def _exists(state: dict) -> list[str]:
-    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     names = [i.split(":", 1)[1] for i in state["created"]]
     return [n for n in names if n in ns or Path("/sys/class/net", n).exists()]
 

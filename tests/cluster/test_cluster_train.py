@@ -33,5 +33,5 @@ def test_hostfile_example_runs_hierarchical_on_real_nodes(cluster_available, sta
     assert summary["syncs"]["global"] == -(-T // 4) and summary["syncs"]["block"] == -(-T // 2) - -(-T // 4)
     assert min(sent) > 0, f"the global syncs did not cross the links: {sent}"
     verify = subprocess.run([sys.executable, "-m", "train", "verify", str(out)], cwd=REPO, env=mpi_env(),
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, check=False)
     assert verify.returncode == 0, verify.stdout + verify.stderr
