@@ -22,6 +22,7 @@ setup(
     extras_require={
         # The mpich wheel puts mpirun and libmpi inside the virtual environment.
         "mpich": ["mpich"],
-        "test": ["pytest>=7", "pytest-timeout"],
+        # Linters pinned: a new release may add findings; `make lint` runs both before the suite.
+        "test": ["pytest>=7", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1"],
     },
 )
