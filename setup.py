@@ -7,7 +7,7 @@ setup(
     description="Local SGD trainer over our own MPI all-reduce, and a communication-cost simulator",
     python_requires=">=3.11",
     packages=find_packages(include=["comm", "comm.*", "sim", "sim.*", "train", "train.*",
-                                    "analysis", "analysis.*", "cluster", "cluster.*"]),
+                                    "analysis", "analysis.*", "cluster", "cluster.*", "atomicio"]),
     package_data={"comm": ["py.typed"], "sim": ["py.typed", "presets/*.json"], "train": ["py.typed"],
                   "analysis": ["py.typed"], "cluster": ["py.typed"]},
     install_requires=[

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from analysis.errors import AnalysisError, InputError  # noqa: E402
+from atomicio import EXIT_OUTPUT, OutputError, check_output_dir, check_output_file  # noqa: E402
 from analysis.render import RenderConfig, parse_formats, save_figure  # noqa: E402
 
 __all__ = ["build_parser", "main"]
@@ -173,8 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: the output location must be writable with some free space (one line naming it, exit 2)."""
+    try:
+        if args.command == "report":
+            check_output_file(args.out or Path(args.run_dir) / "report.html", what="report")
+        else:
+            check_output_dir(args.out_dir, what="--out-dir")
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace) -> dict:
     cfg = RenderConfig(formats=args.formats, dpi=args.dpi)
+    _check_outputs(args)
     if args.command == "report":
         from analysis.report import write_report
         path, stems = write_report(args.run_dir, args.out, cfg)
@@ -189,13 +202,36 @@ def _run(args: argparse.Namespace) -> dict:
             "figures": written}
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """`path` and its parents that do not exist yet, deepest first (the folders this command may create)."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the folders this command created (deepest first) while they are empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
+    new_dirs = [] if args.command == "report" else _missing_dirs(Path(args.out_dir))
     try:
         result = _run(args)
+    except OutputError as exc:  # a write failed during the work: its temp file is gone, no folder is left empty
+        _remove_empty_dirs(new_dirs)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
     except (AnalysisError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,13 +6,15 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import numpy as np
 from mpi4py import MPI
+
+from atomicio import EXIT_OUTPUT, OutputError, check_output_file
+from atomicio import write_jsonl_atomic as _write_jsonl_atomic
 
 from .allreduce import allreduce, auto_algorithm, private_comm
 from .errors import CommError
@@ -154,20 +156,8 @@ def print_row(row: dict[str, Any]) -> None:
 
 
 def write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
-    """Write rows as JSON lines to a temp file beside `path`, then rename: no half-written file is ever seen."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write rows as JSON lines atomically (atomicio: temp, fsync, rename, fsync of the folder)."""
+    _write_jsonl_atomic(path, rows)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.out and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
             folder = os.path.dirname(os.path.abspath(cfg.out))
             raise CommError(f"--out {cfg.out!r}: directory {folder!r} does not exist")
+        if cfg.out and world.Get_rank() == 0:
+            try:
+                check_output_file(cfg.out, what="--out")
+            except OutputError as e:
+                raise CommError(str(e)) from None
     except CommError as e:
         problem = str(e)
     # One agreement step, so that every rank stops together when any rank's input is bad (no rank is left waiting
@@ -231,5 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else print_row
     rows = run_bench(cfg, world, emit)
     if rank0 and cfg.out:
-        write_jsonl_atomic(cfg.out, rows)
+        try:
+            write_jsonl_atomic(cfg.out, rows)
+        except OutputError as e:  # e.g. the disk filled during the bench: one line, no temp file left
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return EXIT_OUTPUT
     return 0 if all(r["correct"] for r in rows) else 1

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from atomicio import EXIT_OUTPUT, OutputError, check_output_file
 from sim.calibrate import calibrated_topology, fit_level, read_bench
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
@@ -184,8 +185,19 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(path: str | None) -> None:
+    """--out must be a writable location with some free space, checked before any work (one line, exit 2)."""
+    if path:
+        try:
+            check_output_file(path, what="--out")
+        except OutputError as e:
+            raise SimError(str(e)) from None
+
+
 def cmd_whatif(a: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    _check_out(a.out)
 
     topos = [load_topology(t) for t in a.topologies]
     for alg in a.algorithms:
@@ -230,6 +242,7 @@ def cmd_whatif(a: argparse.Namespace) -> int:
 def cmd_calibrate(a: argparse.Namespace) -> int:
     if not a.intra and not a.inter:
         raise SimError("calibrate needs at least one --intra FILE or --inter FILE")
+    _check_out(a.out)
     fits = {}
     for level, files in (("intra", a.intra), ("inter", a.inter)):
         if files:
@@ -264,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     except SimError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OutputError as e:  # a write failed during the work: the temp file is gone, the target untouched
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_OUTPUT
     except BrokenPipeError:  # e.g. `python -m sim run | head`: the reader left, which is not an error
         sys.stdout = open(os.devnull, "w")
         return 0
