@@ -104,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload(p)
     p.set_defaults(func=cmd_whatif)
 
-    p = sub.add_parser("calibrate", help="fit alpha/beta/gamma per level from comm bench JSONL")
+    p = sub.add_parser("calibrate", help="fit alpha/beta/gamma per level from comm bench JSONL, or per-step and "
+                                         "per-sync costs from measured runs (--runs)")
     p.add_argument("--intra", action="append", default=[], metavar="FILE", help="bench JSONL measured inside a node")
     p.add_argument("--inter", action="append", default=[], metavar="FILE", help="bench JSONL measured across nodes")
+    p.add_argument("--bench", action="append", default=[], metavar="FILE",
+                   help="bench JSONL whose rows carry a level (intra / inter), e.g. from `comm bench --level both`: "
+                        "fits both levels and a per-call overhead each")
+    p.add_argument("--runs", nargs="+", default=[], metavar="FILE",
+                   help="measured runs (summary.json, run folders, or a CSV / JSON table of model, K, B, algorithm, "
+                        "H, [Hb], epochs or N, wall_s or wall_min): fit seconds per step and per sync")
     p.add_argument("--base", default=DEFAULT_PRESET, help="preset or file for unfitted levels and compute")
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=None)
@@ -248,8 +255,16 @@ def cmd_whatif(a: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
+    if a.runs:
+        if a.intra or a.inter or a.bench:
+            raise SimError("calibrate --runs fits measured runs; give the bench files (--intra, --inter, --bench) "
+                           "in a separate call")
+        return _calibrate_runs(a)
+    if a.bench:
+        from sim.twolevel import cmd_calibrate_bench
+        return cmd_calibrate_bench(a)
     if not a.intra and not a.inter:
-        raise SimError("calibrate needs at least one --intra FILE or --inter FILE")
+        raise SimError("calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE")
     fits = {}
     for level, files in (("intra", a.intra), ("inter", a.inter)):
         if files:
@@ -270,6 +285,29 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
                   f"fit {w['t_fit_s']:.4g} s ({100 * w['rel_residual']:+.1f} %)")
         for note in v.notes:
             print(f"  note: {note}")
+    if a.out:
+        print(f"wrote topology {a.out}")
+    return 0
+
+
+def _calibrate_runs(a: argparse.Namespace) -> int:
+    from sim.fitruns import fit_runs, fitted_topology, read_runs
+    base = load_topology(a.base)
+    fit = fit_runs(read_runs(a.runs), base)
+    topo = fitted_topology(base, fit, name=a.name, table=" ".join(a.runs))
+    if a.out:
+        save_topology(topo, a.out)
+    if a.json:
+        print(json.dumps({"runs_fit": fit.to_json(), "out": a.out}))
+        return 0
+    print(f"per step {fit.step_s:.6g} s ({fit.model}, B={fit.B}); per sync beyond the links of {base.name}: "
+          f"{fit.overhead_global_s:.6g} s global, {fit.overhead_block_s:.6g} s block")
+    for r in fit.rows:
+        print(f"  {r['name']}: {r['steps']} steps, {r['syncs_global']} global + {r['syncs_block']} block syncs, "
+              f"links {r['links_s']:.4g} s; measured {r['wall_s']:.6g} s, fit {r['fit_s']:.6g} s "
+              f"({100 * r['rel_residual']:+.2f} %)")
+    for note in fit.notes:
+        print(f"  note: {note}")
     if a.out:
         print(f"wrote topology {a.out}")
     return 0
