@@ -56,6 +56,20 @@ def _cmd_cost(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
     return plot_cost(points, cfg, K=args.K, fixed_H=args.fixed_H, fixed_Hb=args.fixed_Hb)
 
 
+def _cmd_wall(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
+    from analysis.simout import load_sim, select
+    from analysis.wallplot import plot_wall
+    points = select(load_sim(args.sim), K=args.K, algorithm=args.algorithm)
+    marks = []
+    for text in args.mark:
+        h, _, m = text.partition(":")
+        try:
+            marks.append((float(h), float(m)))
+        except ValueError:
+            raise InputError(f"--mark must be H:MINUTES like 16:8.57, got {text!r}") from None
+    return plot_wall(points, cfg, name=args.name, marks=marks)
+
+
 def _cmd_speedup(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
     from analysis.runs import load_runs
     from analysis.simout import load_sim, select
@@ -141,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topology", help="only this simulated topology (default: all)")
     p.add_argument("--algorithm", help="only this sync algorithm (default: all)")
     p.set_defaults(handler=_cmd_cost)
+
+    p = sub.add_parser("wall", parents=[common], help="simulated wall time against H, one line per topology")
+    p.add_argument("sim", nargs="+", metavar="SIM.json[l]", help="`sim run --json` or `sim whatif --out` files")
+    p.add_argument("--K", type=_positive_int, help="only this K (default: all)")
+    p.add_argument("--algorithm", help="only this sync algorithm (default: all)")
+    p.add_argument("--mark", action="append", default=[], metavar="H:MIN", help="a measured point to draw (minutes)")
+    p.add_argument("--name", default="wall_H", help="figure file stem (default: %(default)s)")
+    p.set_defaults(handler=_cmd_wall)
 
     p = sub.add_parser("speedup", parents=[common], help="speedup against K per H; time-to-accuracy bars")
     p.add_argument("--sim", nargs="+", metavar="FILE", default=[], help="`sim whatif` JSONL files")

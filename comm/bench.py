@@ -27,6 +27,11 @@ __all__ = ["BenchConfig", "parse_size", "pattern", "expected_sum", "time_call", 
 BENCH_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "rail", "native", "hierarchical", "auto")
 # "hierarchical" here is comm.hierarchical_allreduce over comm.Topology (virtual blocks with --gpus-per-node);
 # comm.allreduce(algorithm="hierarchical") is the same shape on the real nodes.
+
+#: world: time the algorithms on the whole world (rows without a level); intra: on the node communicators; inter:
+#: on the communicator of the node leaders (one rank per node); both: intra, then inter. Rows of the last three
+#: carry "level", the input of `python -m sim calibrate --bench` (two-level fit).
+BENCH_LEVELS = ("world", "intra", "inter", "both")
 BENCH_DTYPES = ("float16", "float32", "float64", "int32", "int64")
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
           "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
@@ -55,8 +60,14 @@ class BenchConfig:
     dtype: str = "float32"
     gpus_per_node: int | None = None
     out: str | None = None
+    level: str = "world"
 
     def __post_init__(self) -> None:
+        if self.level not in BENCH_LEVELS:
+            raise CommError(f"level must be one of {', '.join(BENCH_LEVELS)}; got {self.level!r}")
+        if self.level != "world" and "hierarchical" in self.algorithms:
+            raise CommError("--level times flat algorithms on the node and leader communicators; drop hierarchical "
+                            "from --algorithms")
         for s in self.sizes:
             if s < 0:
                 raise CommError(f"message size must be >= 0 bytes; got {s}")
@@ -142,6 +153,22 @@ def run_bench(cfg: BenchConfig, world: Any = None,
     return rows
 
 
+def run_levels(cfg: BenchConfig, world: Any, emit: Callable[[dict], None] | None = None) -> list[dict]:
+    """Time the flat algorithms on the node communicators (level intra: every node at once, node 0's rows are
+    kept) and then on the leaders' communicator (level inter); rows carry "level" and the layout."""
+    topo = Topology.from_comm(world, cfg.gpus_per_node)
+    levels = ("intra", "inter") if cfg.level == "both" else (cfg.level,)
+    rows: list[dict] = []
+    for level in levels:
+        comm = topo.node_comm if level == "intra" else topo.leader_comm
+        extra = {"level": level, "nodes": topo.n_nodes, "ranks_per_node": topo.gpus_per_node}
+        tagged = (lambda r, extra=extra: emit({**r, **extra})) if emit else None
+        if comm is not None:  # ranks off the leaders' communicator sit the inter level out
+            rows += [{**r, **extra} for r in run_bench(cfg, comm, tagged if world.Get_rank() == 0 else None)]
+        world.Barrier()
+    return rows
+
+
 def _fmt_bytes(n: int) -> str:
     for unit, scale in (("MiB", 1024**2), ("KiB", 1024)):
         if n >= scale:
@@ -176,7 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m comm bench", description=__doc__)
     ap.add_argument("--sizes", default=None,
                     help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
-    ap.add_argument("--algorithms", default=",".join(BENCH_ALGORITHMS), help="comma-separated; default: all")
+    ap.add_argument("--algorithms", default=None, help="comma-separated; default: all (all but hierarchical with "
+                    "--level)")
+    ap.add_argument("--level", default="world", help="world (default) | intra (node communicators) | inter (node "
+                    "leaders) | both: rows tagged with their level for `python -m sim calibrate --bench`")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per cell (default 3)")
     ap.add_argument("--iters", type=int, default=20, help="timed iterations per cell (default 20)")
     ap.add_argument("--dtype", default="float32", help=f"one of {', '.join(BENCH_DTYPES)} (default float32)")
@@ -193,10 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     try:  # every rank validates its arguments before any communication
         args = build_parser().parse_args(argv)
         sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
-        cfg = BenchConfig(sizes=sizes, algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()],
-                          warmup=args.warmup, iters=args.iters, dtype=args.dtype, gpus_per_node=args.gpus_per_node,
-                          out=args.out)
-        if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and "hierarchical" in cfg.algorithms:
+        default = [a for a in BENCH_ALGORITHMS if args.level == "world" or a != "hierarchical"]
+        algs = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else default
+        cfg = BenchConfig(sizes=sizes, algorithms=algs, warmup=args.warmup, iters=args.iters, dtype=args.dtype,
+                          gpus_per_node=args.gpus_per_node, out=args.out, level=args.level)
+        if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and (
+                "hierarchical" in cfg.algorithms or cfg.level != "world"):
             raise CommError(f"world size {world.Get_size()} is not divisible by --gpus-per-node {cfg.gpus_per_node}")
         if cfg.out and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
             folder = os.path.dirname(os.path.abspath(cfg.out))
@@ -224,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{'algbw':>8} {'busbw':>8} {'check':>6}")
         print(f"{'':>10} {'':>18} {'':>12} {'':>12} {'':>12} {'(GB/s)':>8} {'(GB/s)':>8}")
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else print_row
-    rows = run_bench(cfg, world, emit)
+    rows = run_bench(cfg, world, emit) if cfg.level == "world" else run_levels(cfg, world, emit)
     if rank0 and cfg.out:
         try:
             write_jsonl_atomic(cfg.out, rows)
