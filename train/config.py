@@ -14,7 +14,9 @@ __all__ = ["DATASETS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
 MOMENTUM_VARIANTS = ("local", "global", "hybrid", "slowmo")
-SLOW_BUFFERS = ("keep", "reset", "average")  # SlowMo: the base optimiser's momentum buffers at a global sync
+# SlowMo: the base optimiser's momentum buffers at a global sync. LocalSGD also offers "average", which costs one
+# more all-reduce per global sync; the simulator does not model it, so the trainer leaves it out.
+SLOW_BUFFERS = ("keep", "reset")
 BN_EVAL = ("average", "rank0")
 DEVICES = ("auto", "cpu", "cuda")
 ALLREDUCE = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
@@ -87,7 +89,7 @@ class TrainConfig:
     global_momentum: float = 0.0         # m_g of the global / hybrid variants
     slow_lr: float = 1.0                 # slowmo: slow learning rate alpha (1: hybrid momentum with m_g = beta)
     slow_momentum: float = 0.0           # slowmo: slow momentum beta
-    slow_buffers: str = "keep"           # slowmo: keep, reset or average the local momentum buffers at global syncs
+    slow_buffers: str = "keep"           # slowmo: keep or reset the local momentum buffers at global syncs
     allreduce: str = "auto"              # comm's algorithm
     compress: str = "none"               # sign / ef-sign: 1-bit model changes through an all-gather (train/compress.py)
     sign_scale: float = 1.0              # sign: the majority vote moves each coordinate by sign_scale * lr
