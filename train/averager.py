@@ -37,9 +37,18 @@ def _params_of(params: Any) -> list[torch.nn.Parameter]:
     return out
 
 
-def _default_backend(hierarchical: bool) -> Any:
-    from train.backend import MPIBackend
-    return MPIBackend(hierarchical=hierarchical)
+def _make_backend(backend: Any, hierarchical: bool, block_size: int | None) -> Any:
+    """"mpi" (or None): MPIBackend; "torch": TorchBackend; anything else is taken as a backend object."""
+    from train.backend import MPIBackend, TorchBackend
+    if backend is None or backend == "mpi":
+        return MPIBackend(hierarchical=hierarchical or block_size is not None, gpus_per_node=block_size)
+    if backend == "torch":
+        return TorchBackend(block_size=block_size)
+    if isinstance(backend, str):
+        raise TrainError(f"backend must be 'mpi', 'torch' or a backend object, got {backend!r}")
+    if block_size is not None:
+        raise TrainError("block_size applies to backend 'mpi' or 'torch'; a backend object brings its own blocks")
+    return backend
 
 
 def _reduce_grads(params: list[torch.nn.Parameter], buf: torch.Tensor, backend: Any) -> None:
@@ -65,7 +74,7 @@ def average_gradients(params: Any, backend: Any = None) -> None:
     """
     ps = _params_of(params)
     buf = torch.empty(sum(p.numel() for p in ps), dtype=ps[0].dtype, device=ps[0].device)
-    _reduce_grads(ps, buf, backend if backend is not None else _default_backend(False))
+    _reduce_grads(ps, buf, _make_backend(backend, False, None))
 
 
 class LocalSGD:
@@ -77,8 +86,9 @@ class LocalSGD:
     definition of when a run syncs that the simulator uses too. ``total_steps=T`` adds the schedule's final sync
     after step T - 1 (a partial last round); without it the run is unbounded, like torch's averagers.
 
-    Backend: ``MPIBackend()`` (our comm over mpi4py, default) or ``TorchBackend()`` (an initialised
-    torch.distributed group). The constructor is collective: it broadcasts rank 0's parameters (``broadcast=True``)
+    Backend: ``"mpi"`` / ``MPIBackend()`` (our comm over mpi4py, default) or ``"torch"`` / ``TorchBackend()`` (an
+    initialised torch.distributed group); ``block_size=G`` makes blocks of G consecutive ranks for hierarchical
+    schedules (default with "mpi": the real shared-memory nodes). The constructor is collective: it broadcasts rank 0's parameters (``broadcast=True``)
     so every worker starts from the same model.
 
     Momentum at global syncs (SPEC section 2), with base learning rate gamma (``lr``, else the optimiser's):
@@ -97,7 +107,8 @@ class LocalSGD:
 
     def __init__(self, params: Any, *, H: int | None = None, Hb: int | None = None, switch_step: int | None = None,
                  warmup: str = "constant", warmup_steps: int = 0, schedule: SyncSchedule | None = None,
-                 total_steps: int | None = None, backend: Any = None, momentum_variant: str = "local",
+                 total_steps: int | None = None, backend: Any = None, block_size: int | None = None,
+                 momentum_variant: str = "local",
                  global_momentum: float = 0.0, slow_lr: float = 1.0, slow_momentum: float = 0.0,
                  buffers: str = "keep", optimizer: torch.optim.Optimizer | None = None, lr: float | None = None,
                  compress: str = "none", sign_scale: float = 1.0, hooks: SyncHooks | None = None,
@@ -132,8 +143,7 @@ class LocalSGD:
             momentum_variant, buffers, optimizer, lr, hooks
         self.beta = float(slow_momentum if momentum_variant == "slowmo" else global_momentum)
         self.alpha = float(slow_lr if momentum_variant == "slowmo" else 1.0)
-        self.backend = backend if backend is not None else \
-            _default_backend(self.schedule.algorithm == "hierarchical")
+        self.backend = _make_backend(backend, self.schedule.algorithm == "hierarchical", block_size)
         if self.schedule.algorithm == "hierarchical" and not self.backend.has_blocks:
             raise TrainError("a hierarchical schedule needs a backend with blocks: MPIBackend(hierarchical=True, "
                              "gpus_per_node=G) or TorchBackend(block_size=G)")

@@ -146,7 +146,8 @@ class Trainer(RecordsMixin):
 
     def _state(self) -> dict[str, Any]:
         return {"step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "sync": self.sync.state_dict(), "averager": self.averager.state_dict(), "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
+                "sync": {**self.sync.state_dict(), **self.averager.state_dict()},  # one dict: older checkpoints load
+                "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "compute_s": self.compute_s, "eval_s": self.eval_s, "straggle_s": self.straggle_s,
                 "wall_s": self._wall(), "window": list(self.window), "best": dict(self.best),
@@ -157,7 +158,7 @@ class Trainer(RecordsMixin):
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.sync.load_state_dict(st["sync"])
-        self.averager.load_state_dict(st["averager"])
+        self.averager.load_state_dict({"steps": st["step"] + 1, **st["sync"]})  # older checkpoints lack "steps"
         torch.set_rng_state(st["torch_rng"])
         self.gen.set_state(st["gen"])
         if st["cuda_rng"] is not None and self.device.type == "cuda":
