@@ -1,7 +1,7 @@
 """LocalSGD: local SGD in your own training loop, called after optimizer.step() (torch's averager style)."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -88,8 +88,8 @@ class LocalSGD:
 
     Backend: ``"mpi"`` / ``MPIBackend()`` (our comm over mpi4py, default) or ``"torch"`` / ``TorchBackend()`` (an
     initialised torch.distributed group); ``block_size=G`` makes blocks of G consecutive ranks for hierarchical
-    schedules (default with "mpi": the real shared-memory nodes). The constructor is collective: it broadcasts rank 0's parameters (``broadcast=True``)
-    so every worker starts from the same model.
+    schedules (default with "mpi": the real shared-memory nodes). The constructor is collective: it broadcasts
+    rank 0's parameters (``broadcast=True``) so every worker starts from the same model.
 
     Momentum at global syncs (SPEC section 2), with base learning rate gamma (``lr``, else the optimiser's):
     with x_bar = mean_k x_k, ``u = beta u + (x_anchor - x_bar) / gamma; x_anchor = x_anchor - alpha gamma u`` and
@@ -233,7 +233,8 @@ class LocalSGD:
         if level is not None and (self.compressor is not None or not self.grad_phase):
             self.sync(level, lr)
         self.steps = t + 1
-        if self.anchor is not None and self.schedule.algorithm == "postlocal" and self.steps == self.schedule.switch_step:
+        if self.anchor is not None and self.schedule.algorithm == "postlocal" \
+                and self.steps == self.schedule.switch_step:
             self.reset_anchor()  # post-local: the momentum's anchor is the model at the switch
         return level
 

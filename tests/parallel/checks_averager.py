@@ -20,6 +20,7 @@ WORLD = MPI.COMM_WORLD
 # 5000 ulp of the parameters' magnitude (~1): far above that rounding, far below any real difference (a missed or
 # extra average moves parameters by ~1e-3 here, checked below).
 TOL = 1e-12
+WORST: dict[str, float] = {}  # largest |ours - torch| seen per check and backend, printed for the docs
 
 
 def _gloo() -> None:
@@ -60,9 +61,10 @@ def _backend(kind: str, block: int | None = None) -> Any:
     return TorchBackend(block_size=block)
 
 
-def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, t: int, synced: bool) -> None:
+def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, t: int, synced: bool, key: str = "") -> None:
     a, b = _flat(ours), _flat(theirs)
     err = float(np.abs(a - b).max())
+    WORST[key] = max(WORST.get(key, 0.0), err)
     assert err < TOL, f"step {t}: ours and torch's models differ by {err} (tolerance {TOL})"
     models = WORLD.allgather(a)
     spread = max(float(np.abs(m - models[0]).max()) for m in models)
@@ -91,7 +93,7 @@ def check_periodic_matches_torch() -> None:
             level = avg.step()
             ref.average_parameters(theirs.parameters())
             assert level == ("global" if t % H == H - 1 else None), (t, level)
-            _compare(ours, theirs, t, level is not None)
+            _compare(ours, theirs, t, level is not None, f"periodic/{kind}")
 
 
 def check_postlocal_matches_torch() -> None:
@@ -121,7 +123,7 @@ def check_postlocal_matches_torch() -> None:
             t_opt.step()
             expect = t < S or (t - S) % H == H - 1
             assert (level is not None) == expect, (t, level)
-            _compare(ours, module, t, expect)
+            _compare(ours, module, t, expect, f"postlocal/{kind}")
 
 
 def check_hierarchical_matches_torch() -> None:
@@ -148,7 +150,7 @@ def check_hierarchical_matches_torch() -> None:
             ref.average_parameters(theirs.parameters())
             want = None if (t + 1) % H else ("global" if (t + 1) % (H * Hb) == 0 else "block")
             assert level == want, (t, level, want)
-            _compare(ours, theirs, t, level == "global")
+            _compare(ours, theirs, t, level == "global", f"hierarchical/{kind}")
             if level == "block":
                 inside = node.allgather(_flat(ours))
                 assert max(float(np.abs(m - inside[0]).max()) for m in inside) < TOL, f"block sync at step {t}"
@@ -279,3 +281,26 @@ def check_hooks_and_bad_input() -> None:
             assert word in str(e), (kw, e)
         else:
             raise AssertionError(f"LocalSGD({kw}) should have raised")
+
+
+def check_report_worst() -> None:
+    """Not a check of its own: prints the largest differences from torch seen by the checks before it."""
+    worst = WORLD.allreduce(max(WORST.values(), default=0.0), op=MPI.MAX)
+    if WORLD.Get_rank() == 0:
+        print(f"K={WORLD.Get_size()} largest |ours - torch| per check: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in sorted(WORST.items())) + f" (all ranks: {worst:.1e})", flush=True)
+
+
+def check_trainer_slowmo() -> None:
+    """The trainer with --momentum-variant slowmo: alpha = 1 is hybrid momentum bitwise; reset zeroes buffers."""
+    from tests.parallel.checks_train import _final, tiny
+    common = dict(algorithm="local", H=3, epochs=1.0)
+    hyb, a = _final(tiny(momentum_variant="hybrid", global_momentum=0.4, **common))
+    slo, b = _final(tiny(momentum_variant="slowmo", slow_lr=1.0, slow_momentum=0.4, **common))
+    assert np.array_equal(a, b), f"slowmo alpha=1 differs from hybrid by {np.abs(a - b).max()}"
+    assert slo.sync.stats["global"]["bytes"] == hyb.sync.stats["global"]["bytes"] > 0  # no extra communication
+    half, c = _final(tiny(momentum_variant="slowmo", slow_lr=0.5, slow_momentum=0.4, **common))
+    assert np.abs(a - c).max() > 1e-6
+    rst, _ = _final(tiny(momentum_variant="slowmo", slow_lr=0.5, slow_momentum=0.4, slow_buffers="reset", **common))
+    bufs = [rst.opt.state[p]["momentum_buffer"] for p in rst.averager.params]
+    assert all(not b.any() for b in bufs), "reset: the run ends with a global sync, so the buffers are zero"
