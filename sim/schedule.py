@@ -160,13 +160,18 @@ class SyncSchedule:
         return "block"
 
     # -- public queries ---------------------------------------------------------------------
-    def sync_after(self, step: int, total_steps: int) -> str | None:
-        """Level of the sync right after 0-based ``step``: "global", "block" or None (no sync)."""
-        _check_int("total_steps", total_steps, 1)
+    def sync_after(self, step: int, total_steps: int | None = None) -> str | None:
+        """Level of the sync right after 0-based ``step``: "global", "block" or None (no sync).
+
+        ``total_steps=None``: an unbounded run (no forced final sync), as an averager without a known end sees it.
+        """
         _check_int("step", step, 0)
-        if step >= total_steps:
-            raise SimError(f"step must be < total_steps={total_steps}, got {step}")
-        final = step == total_steps - 1
+        final = False
+        if total_steps is not None:
+            _check_int("total_steps", total_steps, 1)
+            if step >= total_steps:
+                raise SimError(f"step must be < total_steps={total_steps}, got {step}")
+            final = step == total_steps - 1
         if not final and not self._is_sync(step):
             return None
         return self._level(self._syncs_before(step) + 1, final)

@@ -66,8 +66,14 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--local-warmup", "local_warmup", str, "local-step warm-up shape: constant, linear or exponential"),
     ("--local-warmup-steps", "local_warmup_steps", int, "local-step warm-up length in steps"),
     ("--local-warmup-epochs", "local_warmup_epochs", float, "local-step warm-up length in epochs"),
-    ("--momentum-variant", "momentum_variant", str, f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2)"),
+    ("--momentum-variant", "momentum_variant", str, f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2; "
+                                                    "slowmo: docs/README-averager.md)"),
     ("--global-momentum", "global_momentum", float, "m_g of the global and hybrid momentum variants"),
+    ("--slow-lr", "slow_lr", float, "slowmo: slow learning rate alpha (alpha = 1 is hybrid momentum with "
+                                    "m_g = --slow-momentum)"),
+    ("--slow-momentum", "slow_momentum", float, "slowmo: slow momentum beta (docs/README-averager.md)"),
+    ("--slow-buffers", "slow_buffers", str, "slowmo: keep or reset the local momentum buffers at each global "
+                                            "sync"),
     ("--allreduce", "allreduce", str, "comm algorithm: auto, recursive_doubling, rabenseifner, ring, native"),
     ("--compress", "compress", str, "none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
                                     "the packed 1-bit signs of the model change (docs/README-compress.md)"),

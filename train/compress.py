@@ -6,7 +6,6 @@ from typing import Any
 import numpy as np
 import torch
 
-import comm
 from train.errors import TrainError
 
 __all__ = ["SCHEMES", "BITORDER", "pack_signs", "unpack_signs", "payload_bytes", "majority_vote", "SignCompressor"]
@@ -117,18 +116,16 @@ class SignCompressor:
         return new
 
     # -- the collective --------------------------------------------------------------------------------
-    def sync(self, level: str, w: torch.Tensor, *, group: Any, lr: float) -> tuple[int, int]:
-        """Compressed sync of the flat model `w` (in place) over communicator `group`.
+    def sync(self, level: str, w: torch.Tensor, *, backend: Any, lr: float) -> tuple[int, int]:
+        """Compressed sync of the flat model `w` (in place) over `backend`'s ranks of `level`.
 
-        Returns (bytes sent, bytes received) of this rank: the size of the buffer handed to comm.allgather, and
+        Returns (bytes sent, bytes received) of this rank: the size of the buffer handed to the all-gather, and
         the bytes that all-gather wrote from the other ranks ((p - 1) times the former).
         """
         host = w.detach().cpu().numpy()
         send = self.encode(level, host)
-        size = group.Get_size()
-        recv = np.empty(size * send.size, dtype=np.uint8)
-        comm.allgather(send, recv, comm=group)
-        new = self.decode(level, recv, size, lr)
+        recv = backend.allgather_bytes(send, level)
+        new = self.decode(level, recv, recv.size // send.size, lr)
         w.copy_(torch.from_numpy(new).to(w.device))
         return int(send.nbytes), int(recv.nbytes - send.nbytes)
 

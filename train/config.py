@@ -9,11 +9,14 @@ from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "TrainConfig",
+__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "TrainConfig",
            "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
-MOMENTUM_VARIANTS = ("local", "global", "hybrid")
+MOMENTUM_VARIANTS = ("local", "global", "hybrid", "slowmo")
+# SlowMo: the base optimiser's momentum buffers at a global sync. LocalSGD also offers "average", which costs one
+# more all-reduce per global sync; the simulator does not model it, so the trainer leaves it out.
+SLOW_BUFFERS = ("keep", "reset")
 BN_EVAL = ("average", "rank0")
 DEVICES = ("auto", "cpu", "cuda")
 ALLREDUCE = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
@@ -84,6 +87,9 @@ class TrainConfig:
     local_warmup_epochs: float | None = None
     momentum_variant: str = "local"
     global_momentum: float = 0.0         # m_g of the global / hybrid variants
+    slow_lr: float = 1.0                 # slowmo: slow learning rate alpha (1: hybrid momentum with m_g = beta)
+    slow_momentum: float = 0.0           # slowmo: slow momentum beta
+    slow_buffers: str = "keep"           # slowmo: keep or reset the local momentum buffers at global syncs
     allreduce: str = "auto"              # comm's algorithm
     compress: str = "none"               # sign / ef-sign: 1-bit model changes through an all-gather (train/compress.py)
     sign_scale: float = 1.0              # sign: the majority vote moves each coordinate by sign_scale * lr
@@ -169,6 +175,16 @@ class TrainConfig:
             _num("local_warmup_epochs", self.local_warmup_epochs, 0.0)
         _choice("momentum_variant", self.momentum_variant, MOMENTUM_VARIANTS)
         _num("global_momentum", self.global_momentum, 0.0, hi=0.999)
+        _num("slow_lr", self.slow_lr, 0.0, strict=True, hi=100.0)
+        _num("slow_momentum", self.slow_momentum, 0.0, hi=0.999)
+        _choice("slow_buffers", self.slow_buffers, SLOW_BUFFERS)
+        if self.momentum_variant != "slowmo" and (self.slow_lr != 1.0 or self.slow_momentum != 0.0
+                                                  or self.slow_buffers != "keep"):
+            raise TrainError(f"slow_lr / slow_momentum / slow_buffers apply to momentum_variant slowmo only, got "
+                             f"momentum_variant {self.momentum_variant!r}")
+        if self.momentum_variant == "slowmo" and self.global_momentum != 0.0:
+            raise TrainError(f"momentum_variant slowmo takes its momentum from slow_momentum; global_momentum must "
+                             f"stay 0, got {self.global_momentum}")
         if self.momentum_variant != "local" and self.algorithm == "minibatch":
             raise TrainError(f"momentum_variant must be local for minibatch (identical models: local momentum is "
                              f"global momentum), got {self.momentum_variant!r}")

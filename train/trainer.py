@@ -16,7 +16,9 @@ import comm
 from mpi4py import MPI
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import TrainConfig
-from train.convex import SamplerStream, cast_dataset, convex_lr, objective_value
+from train.averager import LocalSGD
+from train.backend import MPIBackend
+from train.convex import SamplerStream, cast_dataset, convex_lr
 from train.data import WorkerStream, load_dataset
 from train.errors import AgreedError, AgreedOutputError, TrainError
 from train.evaluate import Evaluator, batch_metrics
@@ -27,23 +29,12 @@ from train.lmstate import CarriedState, ContiguousStream
 from train.plan import RunPlan
 from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
-from train.sync import LEVELS, Synchronizer, device_sync
+from train.records import RecordsMixin, process_age
+from train.sync import SyncTimer, device_sync
 
 __all__ = ["Trainer", "pick_device"]
 
 log = logging.getLogger(__name__)
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux /proc; None elsewhere): start-up cost before training."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as fh:
-            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 def pick_device(choice: str, local_rank: int) -> torch.device:
@@ -55,8 +46,12 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank % torch.cuda.device_count()}")
 
 
-class Trainer:
-    """One rank's share of a run. Construct on every rank (collective), then call run()."""
+class Trainer(RecordsMixin):
+    """One rank's share of a run. Construct on every rank (collective), then call run().
+
+    The synchronisation is train.averager.LocalSGD (the public averager) with a SyncTimer as its hooks; the
+    Trainer keeps the loop, evaluation, records (train/records.py) and checkpoints.
+    """
 
     def __init__(self, cfg: TrainConfig, *, resume_dir: str | None = None, world: Any = None,
                  progress: bool = False, prediction: dict[str, Any] | None = None, from_scratch: bool = False) -> None:
@@ -67,16 +62,17 @@ class Trainer:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
         # Data first: a missing file or a shard too small for the batch stops every rank alike, before training's
         # collectives (one agreement step: every rank learns of a problem found on any rank).
-        problem = None
+        problem, loaded = None, None
         try:
-            self._load_data(cfg)
+            loaded = self._load_data(cfg)
         except TrainError as e:
             problem = str(e)
         agreed = self.world.allgather((problem, EARLY.seen))  # a Ctrl-C during start-up is agreed on here too
         interrupt_on_signal(max(sig for _, sig in agreed))
         problems = [p for p, _ in agreed if p]
-        if problems:
-            raise AgreedError(problems[0])
+        if problems or loaded is None:
+            raise AgreedError(problems[0] if problems else "internal: no data loaded")
+        self.data, self.carry, self.stream, self.plan = loaded
         node = comm.Topology.from_comm(self.world)
         self.device = pick_device(cfg.device, node.node_rank)
         hier = cfg.algorithm == "hierarchical"
@@ -95,16 +91,15 @@ class Trainer:
         local_m = 0.0 if cfg.momentum_variant == "global" else cfg.momentum
         self.opt = torch.optim.SGD([g for g in groups if g["params"]], lr=self.plan.lr.lr_at(0), momentum=local_m,
                                    dampening=0.0, nesterov=cfg.nesterov and local_m > 0)
-        self.sync = Synchronizer([p for _, p in named], world=self.world, topology=self.topology, hierarchical=hier,
-                                 allreduce=cfg.allreduce, variant=cfg.momentum_variant,
-                                 global_momentum=cfg.global_momentum,
-                                 delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay},
-                                 compress=cfg.compress, sign_scale=cfg.sign_scale)
-        self._broadcast_model()
-        self.sync.reset_compress_anchor()
-        if self.sync.anchor is not None:
-            self.sync.reset_anchor()
-        self.evaluator = Evaluator(self.model, self.sync.model_fb, world=self.world, bn_eval=cfg.bn_eval,
+        backend = MPIBackend(self.world, hierarchical=hier, topology=self.topology, algorithm=cfg.allreduce)
+        self.sync = SyncTimer(backend, delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay})
+        # collective: rank 0's model is broadcast, then the anchors of momentum and compression are taken
+        self.averager = LocalSGD([p for _, p in named], schedule=self.plan.schedule, total_steps=self.plan.total_steps,
+                                 backend=backend, momentum_variant=cfg.momentum_variant,
+                                 global_momentum=cfg.global_momentum, slow_lr=cfg.slow_lr,
+                                 slow_momentum=cfg.slow_momentum, buffers=cfg.slow_buffers, optimizer=self.opt,
+                                 compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=self.sync)
+        self.evaluator = Evaluator(self.model, self.averager.flat, world=self.world, bn_eval=cfg.bn_eval,
                                    x_test=self.data.x_test, y_test=self.data.y_test, device=self.device,
                                    contiguous=self.carry is not None)
         self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
@@ -112,6 +107,10 @@ class Trainer:
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
         self.signal = 0  # the signal the ranks agreed to stop on (0: none); not part of a checkpoint
         self.stopper: StopAgreement | None = None  # run() sets it: steps driven from outside never stop on signals
+        self.objective_writer: JsonlWriter | None = None  # run() opens it on rank 0 with --log-objective
+        self.startup_s: float | None = None  # seconds from process start to the first step (run() measures)
+        self._t0: float | None = None  # perf_counter() when run() started training
+        self.last_epoch: dict[str, Any] | None = None  # the latest epoch record (rank 0)
         # counters (all saved in checkpoints)
         self.step = 0
         self.compute_s = self.eval_s = self.straggle_s = 0.0
@@ -125,19 +124,19 @@ class Trainer:
             rewind_records(self.run_dir, -1)
 
     # -- set-up helpers ------------------------------------------------------------------------------
-    def _load_data(self, cfg: TrainConfig) -> None:
+    def _load_data(self, cfg: TrainConfig) -> tuple[Any, CarriedState | None, Any, RunPlan]:
         """The dataset, this rank's stream of batches (or the LSTM's contiguous columns) and the run plan."""
-        self.data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
-        self.carry = CarriedState() if cfg.carries_state else None  # the LSTM's truncated BPTT (train/lmstate.py)
-        if self.carry is not None:
-            self.stream: WorkerStream | SamplerStream | ContiguousStream = ContiguousStream(
-                self.data, rank=self.rank, size=self.K, batch=cfg.batch_size)
+        data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
+        carry = CarriedState() if cfg.carries_state else None  # the LSTM's truncated BPTT (train/lmstate.py)
+        stream: WorkerStream | SamplerStream | ContiguousStream
+        if carry is not None:
+            stream = ContiguousStream(data, rank=self.rank, size=self.K, batch=cfg.batch_size)
         elif cfg.sampler == "stream":
-            self.stream = WorkerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
+            stream = WorkerStream(data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
         else:  # the convex simulator's sampler: the same samples as its worker `rank`
-            self.stream = SamplerStream(self.data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
-                                        mode=cfg.sampler)
-        self.plan = RunPlan.build(cfg, workers=self.K, n_train=len(self.data.x_train))
+            stream = SamplerStream(data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
+                                   mode=cfg.sampler)
+        return data, carry, stream, RunPlan.build(cfg, workers=self.K, n_train=len(data.x_train))
 
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
@@ -150,16 +149,10 @@ class Trainer:
             path = f"{base}-{n}"
         return path
 
-    def _broadcast_model(self) -> None:
-        buf = self.sync.model_fb.pack()
-        host = buf.detach().cpu().numpy().copy()
-        self.world.Bcast(host, root=0)
-        buf.copy_(torch.from_numpy(host))
-        self.sync.model_fb.unpack()
-
     def _state(self) -> dict[str, Any]:
         return {"step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "sync": self.sync.state_dict(), "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
+                "sync": {**self.sync.state_dict(), **self.averager.state_dict()},  # one dict: older checkpoints load
+                "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "compute_s": self.compute_s, "eval_s": self.eval_s, "straggle_s": self.straggle_s,
                 "wall_s": self._wall(), "window": list(self.window), "best": dict(self.best),
@@ -173,6 +166,7 @@ class Trainer:
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.sync.load_state_dict(st["sync"])
+        self.averager.load_state_dict({"steps": st["step"] + 1, **st["sync"]})  # older checkpoints lack "steps"
         torch.set_rng_state(st["torch_rng"])
         self.gen.set_state(st["gen"])
         if st["cuda_rng"] is not None and self.device.type == "cuda":
@@ -188,53 +182,6 @@ class Trainer:
             self.last_epoch = rewind_records(self.run_dir, st["step"])
         log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
 
-    def _wall(self) -> float:
-        return self.wall_offset + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
-
-    # -- records -------------------------------------------------------------------------------------
-    def _totals(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"compute_s": self.compute_s, "straggle_s": self.straggle_s, "eval_s": self.eval_s}
-        for lvl in LEVELS:
-            for k, v in self.sync.stats[lvl].items():
-                out[f"{k}_{lvl}"] = v
-        return out
-
-    def _step_record(self, t: int, lr: float, h: int, level: str | None, loss: float, acc: float) -> dict[str, Any]:
-        rec = {"kind": "step", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(), "lr": lr,
-               "H": h, "sync": level, "phase": "minibatch" if self.plan.grad_phase(t) else "local",
-               "train_loss": loss, "train_acc": acc}
-        rec.update(self._totals())
-        return rec
-
-    def _epoch_record(self, t: int, lr: float, h: int) -> dict[str, Any] | None:
-        """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
-        t0 = time.perf_counter()
-        test_loss, test_acc = self.evaluator.evaluate()
-        win = torch.tensor(self.window, dtype=torch.float64).numpy()
-        comm.allreduce(win, op="sum", comm=self.world)
-        self.window = [0.0, 0, 0]
-        self.eval_s += time.perf_counter() - t0
-        per_rank = self.world.gather(self._totals(), root=0)
-        if self.rank != 0:
-            return None
-        rec: dict[str, Any] = {"kind": "epoch", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(),
-                               "train_s": self._wall() - self.eval_s, "lr": lr, "H": h,
-                               "train_loss": win[0] / max(win[2], 1), "train_acc": win[1] / max(win[2], 1),
-                               "test_loss": test_loss, "test_acc": test_acc}
-        for key in per_rank[0]:
-            vals = [r[key] for r in per_rank]
-            rec[key] = sum(vals) / len(vals) if isinstance(vals[0], float) else vals[0]
-            rec[f"{key}_max"] = max(vals)
-        rec["per_rank"] = {k: [r[k] for r in per_rank] for k in ("compute_s", "wait_s_global", "wait_s_block",
-                                                                    "comm_s_global", "comm_s_block", "straggle_s")}
-        if self.best["test_acc"] is None or test_acc > self.best["test_acc"]:
-            self.best["test_acc"] = test_acc
-        target = self.cfg.target_acc
-        if target is not None and self.best["target"] is None and test_acc >= target:
-            self.best["target"] = {"wall_s": rec["wall_s"], "train_s": rec["train_s"], "step": t,
-                                   "epoch": rec["epoch"]}
-        self.last_epoch = rec
-        return rec
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any] | None:
@@ -245,7 +192,7 @@ class Trainer:
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
-                        "payload_bytes": self.sync.nbytes, "run_dir": str(self.run_dir),
+                        "payload_bytes": self.averager.nbytes, "run_dir": str(self.run_dir),
                         "dataset": {"name": self.data.name, "n_train": len(self.data.x_train),
                                     "n_test": len(self.data.x_test), "input_shape": list(self.data.input_shape),
                                     "num_classes": self.data.num_classes}}
@@ -267,7 +214,7 @@ class Trainer:
         self.stopper.install()
         self.startup_s = process_age()
         self._t0 = time.perf_counter()
-        status, self.last_epoch = "completed", getattr(self, "last_epoch", None)
+        status = "completed"
         self.model.train()
         failed = True
         try:
@@ -295,8 +242,9 @@ class Trainer:
                 bar.close()
             if writer is not None:
                 writer.close()
-            if getattr(self, "objective_writer", None) is not None:
+            if self.objective_writer is not None:
                 self.objective_writer.close()
+                self.objective_writer = None
         summary, problem = None, None
         if self.rank == 0:
             try:
@@ -320,9 +268,8 @@ class Trainer:
         lr, h = self._lr_at(t), plan.schedule.h_at(t)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        grad_phase = plan.grad_phase(t)
-        if self.sync.anchor is not None and t == plan.switch_step and t > 0 and not grad_phase:
-            self.sync.reset_anchor()  # post-local: global momentum starts from the model at the switch
+        if self.averager.steps != t:
+            raise TrainError(f"internal: the averager is at step {self.averager.steps}, the trainer at step {t}")
         t0 = time.perf_counter()
         x, y = self.stream.batch_at(t, self.gen)
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -335,23 +282,17 @@ class Trainer:
         if self.slow > 1.0:  # straggler emulation: this rank computes `slow` times slower
             time.sleep((self.slow - 1.0) * dt)
             self.straggle_s += (self.slow - 1.0) * dt
-        level = plan.schedule.sync_after(t, T)
-        compressed = cfg.compress != "none"  # compressed: the model change after the local step is synced instead
-        if grad_phase:
-            if level != "global":
-                raise TrainError(f"internal: mini-batch step {t} has sync level {level!r}")
-            if not compressed:
-                self.sync.sync_grads()
+        self.averager.average_gradients()  # mini-batch steps only (and never under compression)
         t1 = time.perf_counter()
         if cfg.clip_grad_norm is not None:  # after the gradient sync: mini-batch steps clip the global gradient
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
         self.opt.step()
         device_sync(self.device)
         self.compute_s += dt + time.perf_counter() - t1
-        if level is not None and (compressed or not grad_phase):
-            self.sync.sync_models(level, lr)
-            if cfg.log_objective and level == "global" and writer is not None:
-                self.objective_writer.write(self._objective_record(t))
+        level = self.averager.step(lr)  # the schedule's sync after step t (models are averaged in local phases)
+        if level == "global" and self.objective_writer is not None and (cfg.compress != "none"
+                                                                        or not plan.grad_phase(t)):
+            self.objective_writer.write(self._objective_record(t))
         loss_v = float(loss.detach())
         self.window[0] += loss_v * n
         self.window[1] += correct
@@ -381,38 +322,3 @@ class Trainer:
         if cfg.lr_schedule == "protocol":
             return self.plan.lr.lr_at(t)
         return convex_lr(cfg.lr_schedule, cfg.lr, t, len(self.data.x_train), cfg.lr_cap)
-
-    def _objective_record(self, t: int) -> dict[str, Any]:
-        """f(w) of the synchronised model over the whole training set (rank 0; all ranks hold the same w)."""
-        f = objective_value(self.model, self.data.x_train, self.data.y_train, weight_decay=self.cfg.weight_decay,
-                            skip=self.no_decay)
-        return {"kind": "objective", "step": t, "sync": self.sync.stats["global"]["syncs"], "f": f}
-
-    def _summary(self, status: str) -> dict[str, Any]:
-        last = self.last_epoch or {}
-        totals = self._totals()
-        summary: dict[str, Any] = {
-            "status": status, "run_dir": str(self.run_dir), "algorithm": self.cfg.algorithm,
-            "model": self.cfg.model, "dataset": self.data.name, "world_size": self.K,
-            "steps_done": self.step, "total_steps": self.plan.total_steps,
-            "epochs_done": self.plan.epoch_after(self.step - 1) if self.step else 0.0,
-            "wall_s": self._wall(), "startup_s": getattr(self, "startup_s", None), "final": {k: last.get(k) for k in ("test_loss", "test_acc", "train_loss",
-                                                                        "train_acc")},
-            "best_test_acc": self.best["test_acc"], "target_acc": self.cfg.target_acc,
-            "time_to_target": self.best["target"],
-            "totals_rank0": totals,
-            "totals_mean": {k: last.get(k) for k in totals}, "totals_max": {k: last.get(f"{k}_max") for k in totals},
-            "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),
-            "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
-            "payload_bytes": self.sync.nbytes, "samples_per_s": None, "prediction": self.prediction,
-            "compression": {"scheme": self.cfg.compress, "payload_bytes": self.sync.nbytes,
-                            "uncompressed_bytes": int(self.sync.model_fb.nbytes),
-                            "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
-                            "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
-        }
-        if self.signal:
-            summary["signal"] = signal.Signals(self.signal).name
-        if summary["wall_s"] > 0:
-            summary["samples_per_s"] = self.step * self.cfg.batch_size * self.K / summary["wall_s"]
-        write_json_atomic(self.run_dir / "summary.json", summary)
-        return summary

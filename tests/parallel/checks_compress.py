@@ -33,7 +33,7 @@ def make(cfg: TrainConfig, resume: str | None = None) -> Trainer:
 
 
 def params(tr: Trainer) -> np.ndarray:
-    return tr.sync.model_fb.pack().detach().cpu().numpy().copy()
+    return tr.averager.flat.pack().detach().cpu().numpy().copy()
 
 
 def digests(tr: Trainer, group: Any = WORLD) -> list[str]:
@@ -76,10 +76,10 @@ def reference_update(scheme: str, recv: np.ndarray, p: int, d: int, lr: float, s
 
 def _check_scheme(scheme: str, **over: object) -> None:
     tr = make(tiny(compress=scheme, sign_scale=0.5, **over))
-    T, d = tr.plan.total_steps, tr.sync.model_fb.numel
+    T, d = tr.plan.total_steps, tr.averager.flat.numel
     events = dict(tr.plan.schedule.events(T))
     nb = payload_bytes(scheme, d)
-    assert tr.sync.nbytes == nb
+    assert tr.averager.nbytes == nb
     with Spy() as spy:
         for t in range(T):
             anchor = params(tr) if t == 0 or (t - 1) in events else anchor  # the model after the last sync
@@ -117,7 +117,7 @@ def check_postlocal_compressed_syncs_every_step_before_switch() -> None:
         if t < 5:  # mini-batch phase: a compressed model sync after every local step, no gradient all-reduce
             assert len(set(digests(tr))) == 1, f"models differ at mini-batch step {t}"
     assert tr.sync.stats["global"]["syncs"] == 5 + 1  # steps 0..4, then the local sync after step 8
-    assert tr.sync.stats["global"]["bytes"] == 6 * tr.sync.nbytes
+    assert tr.sync.stats["global"]["bytes"] == 6 * tr.averager.nbytes
 
 
 def check_hierarchical_compressed_levels() -> None:
@@ -131,7 +131,7 @@ def check_hierarchical_compressed_levels() -> None:
             assert len(set(digests(tr))) > 1 or WORLD.Get_size() == block.Get_size()
         elif events.get(t) == "global":
             assert len(set(digests(tr))) == 1, f"models differ after the global sync at {t}"
-    nb, K, g = tr.sync.nbytes, WORLD.Get_size(), block.Get_size()
+    nb, K, g = tr.averager.nbytes, WORLD.Get_size(), block.Get_size()
     for lvl, p in (("block", g), ("global", K)):
         st = tr.sync.stats[lvl]
         assert st["syncs"] > 0 and st["bytes"] == st["syncs"] * nb and st["bytes_recv"] == st["syncs"] * (p - 1) * nb
@@ -152,13 +152,13 @@ def check_ef_memory_resumes_exactly() -> None:
     part = make(tiny(compress="ef-sign", epochs=2.0, H=3, stop_at_epoch=1.0, log_objective=True))
     part.run()
     assert 0 < part.step < part.plan.total_steps
-    mem = part.sync.compressor.memory["global"]
+    mem = part.averager.compressor.memory["global"]
     assert np.abs(mem).sum() > 0, "the error-feedback memory is zero at the pause: the check could not fail"
     resumed = make(tiny(compress="ef-sign", epochs=2.0, H=3, log_objective=True), resume=str(part.run_dir))
-    np.testing.assert_array_equal(resumed.sync.compressor.memory["global"], mem)
+    np.testing.assert_array_equal(resumed.averager.compressor.memory["global"], mem)
     resumed.run()
     assert np.array_equal(params(resumed), params(full)), "resumed run differs from the uninterrupted one"
-    np.testing.assert_array_equal(resumed.sync.compressor.memory["global"], full.sync.compressor.memory["global"])
+    np.testing.assert_array_equal(resumed.averager.compressor.memory["global"], full.averager.compressor.memory["global"])
     assert torch.equal(torch.from_numpy(params(resumed)), torch.from_numpy(params(full)))
     if WORLD.Get_rank() == 0:  # f after every global sync: the same records, once each, after the resume
         a = (full.run_dir / "objective.jsonl").read_text().splitlines()

@@ -31,7 +31,7 @@ def make(cfg: TrainConfig) -> Trainer:
 
 
 def params(tr: Trainer) -> np.ndarray:
-    return tr.sync.model_fb.pack().detach().cpu().numpy().copy()
+    return tr.averager.flat.pack().detach().cpu().numpy().copy()
 
 
 def digests(tr: Trainer, comm: object = WORLD) -> list[str]:
@@ -61,13 +61,13 @@ def check_local_identical_after_sync_only() -> None:
         elif WORLD.Get_size() >= 2:
             assert len(set(d)) == WORLD.Get_size(), f"models should differ between syncs (step {t}): {d}"
     assert tr.sync.stats["global"]["syncs"] == len(events)
-    assert tr.sync.stats["global"]["bytes"] == len(events) * tr.sync.nbytes
+    assert tr.sync.stats["global"]["bytes"] == len(events) * tr.averager.nbytes
 
 
 def check_local_average_is_mean_of_models() -> None:
     """The model after a sync equals the float64 mean of the K models just before it (independent gather)."""
     tr = make(tiny(algorithm="local", H=2))
-    orig = tr.sync.sync_models
+    orig = tr.averager.sync
     seen = []
 
     def spy(level: str, lr: float) -> None:
@@ -75,7 +75,7 @@ def check_local_average_is_mean_of_models() -> None:
         orig(level, lr)
         seen.append(np.abs(params(tr) - before.mean(0)).max())
 
-    tr.sync.sync_models = spy  # type: ignore[method-assign]
+    tr.averager.sync = spy  # type: ignore[method-assign]
     for t in range(6):
         tr._one_step(t, None)
     assert len(seen) == 3 and max(seen) < 1e-6, f"sync is not the mean of the models: {seen}"
@@ -149,7 +149,7 @@ def check_global_momentum_update() -> None:
     """u = m_g u + (w_anchor - mean w_k) / lr and w = w_anchor - lr u, against an independent float64 replay."""
     mg = 0.5
     tr = make(tiny(algorithm="local", H=2, momentum_variant="hybrid", global_momentum=mg))
-    orig = tr.sync.sync_models
+    orig = tr.averager.sync
     state = {"anchor": params(tr).astype(np.float64), "u": np.zeros(params(tr).size)}
     errs = []
 
@@ -161,7 +161,7 @@ def check_global_momentum_update() -> None:
         errs.append(np.abs(params(tr) - expect).max())
         state["anchor"] = params(tr).astype(np.float64)
 
-    tr.sync.sync_models = spy  # type: ignore[method-assign]
+    tr.averager.sync = spy  # type: ignore[method-assign]
     for t in range(8):
         tr._one_step(t, None)
     assert len(errs) == 4 and max(errs) < 1e-4, f"global momentum differs from the replay: {errs}"
@@ -231,7 +231,7 @@ def check_global_variant_has_no_local_momentum() -> None:
     assert all(g["momentum"] == 0.0 for g in tr.opt.param_groups)
     for t in range(4):
         tr._one_step(t, None)
-    assert tr.sync.momentum_buf is not None and float(tr.sync.momentum_buf.abs().sum()) > 0
+    assert tr.averager.momentum_buf is not None and float(tr.averager.momentum_buf.abs().sum()) > 0
     assert len(set(digests(tr))) == 1
 
 

@@ -1,0 +1,118 @@
+"""The trainer's records: step and epoch lines of metrics.jsonl, the objective line, and summary.json."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+import comm
+from train.convex import objective_value
+from train.metrics import write_json_atomic
+from train.sync import LEVELS
+
+if TYPE_CHECKING:
+    from train.trainer import Trainer
+
+__all__ = ["RecordsMixin", "process_age"]
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): start-up cost before training."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+class RecordsMixin:
+    """Trainer methods that build records from its counters; every attribute they use is set in Trainer.__init__."""
+
+    def _wall(self: Trainer) -> float:
+        return self.wall_offset + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    def _totals(self: Trainer) -> dict[str, Any]:
+        out: dict[str, Any] = {"compute_s": self.compute_s, "straggle_s": self.straggle_s, "eval_s": self.eval_s}
+        for lvl in LEVELS:
+            for k, v in self.sync.stats[lvl].items():
+                out[f"{k}_{lvl}"] = v
+        return out
+
+    def _step_record(self: Trainer, t: int, lr: float, h: int, level: str | None, loss: float,
+                     acc: float) -> dict[str, Any]:
+        rec = {"kind": "step", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(), "lr": lr,
+               "H": h, "sync": level, "phase": "minibatch" if self.plan.grad_phase(t) else "local",
+               "train_loss": loss, "train_acc": acc}
+        rec.update(self._totals())
+        return rec
+
+    def _epoch_record(self: Trainer, t: int, lr: float, h: int) -> dict[str, Any] | None:
+        """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
+        t0 = time.perf_counter()
+        test_loss, test_acc = self.evaluator.evaluate()
+        win = torch.tensor(self.window, dtype=torch.float64).numpy()
+        comm.allreduce(win, op="sum", comm=self.world)
+        self.window = [0.0, 0, 0]
+        self.eval_s += time.perf_counter() - t0
+        per_rank = self.world.gather(self._totals(), root=0)
+        if self.rank != 0:
+            return None
+        rec: dict[str, Any] = {"kind": "epoch", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(),
+                               "train_s": self._wall() - self.eval_s, "lr": lr, "H": h,
+                               "train_loss": win[0] / max(win[2], 1), "train_acc": win[1] / max(win[2], 1),
+                               "test_loss": test_loss, "test_acc": test_acc}
+        for key in per_rank[0]:
+            vals = [r[key] for r in per_rank]
+            rec[key] = sum(vals) / len(vals) if isinstance(vals[0], float) else vals[0]
+            rec[f"{key}_max"] = max(vals)
+        rec["per_rank"] = {k: [r[k] for r in per_rank] for k in ("compute_s", "wait_s_global", "wait_s_block",
+                                                                    "comm_s_global", "comm_s_block", "straggle_s")}
+        if self.best["test_acc"] is None or test_acc > self.best["test_acc"]:
+            self.best["test_acc"] = test_acc
+        target = self.cfg.target_acc
+        if target is not None and self.best["target"] is None and test_acc >= target:
+            self.best["target"] = {"wall_s": rec["wall_s"], "train_s": rec["train_s"], "step": t,
+                                   "epoch": rec["epoch"]}
+        self.last_epoch = rec
+        return rec
+
+    def _summary(self: Trainer, status: str) -> dict[str, Any]:
+        last = self.last_epoch or {}
+        totals = self._totals()
+        summary: dict[str, Any] = {
+            "status": status, "run_dir": str(self.run_dir), "algorithm": self.cfg.algorithm,
+            "model": self.cfg.model, "dataset": self.data.name, "world_size": self.K,
+            "steps_done": self.step, "total_steps": self.plan.total_steps,
+            "epochs_done": self.plan.epoch_after(self.step - 1) if self.step else 0.0,
+            "wall_s": self._wall(), "startup_s": self.startup_s,
+            "final": {k: last.get(k) for k in ("test_loss", "test_acc", "train_loss", "train_acc")},
+            "best_test_acc": self.best["test_acc"], "target_acc": self.cfg.target_acc,
+            "time_to_target": self.best["target"],
+            "totals_rank0": totals,
+            "totals_mean": {k: last.get(k) for k in totals}, "totals_max": {k: last.get(f"{k}_max") for k in totals},
+            "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),
+            "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
+            "payload_bytes": self.averager.nbytes, "samples_per_s": None, "prediction": self.prediction,
+            "compression": {"scheme": self.cfg.compress, "payload_bytes": self.averager.nbytes,
+                            "uncompressed_bytes": int(self.averager.flat.nbytes),
+                            "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
+                            "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
+        }
+        if self.signal:
+            summary["signal"] = signal.Signals(self.signal).name
+        if summary["wall_s"] > 0:
+            summary["samples_per_s"] = self.step * self.cfg.batch_size * self.K / summary["wall_s"]
+        write_json_atomic(self.run_dir / "summary.json", summary)
+        return summary
+
+    def _objective_record(self: Trainer, t: int) -> dict[str, Any]:
+        """f(w) of the synchronised model over the whole training set (rank 0; all ranks hold the same w)."""
+        f = objective_value(self.model, self.data.x_train, self.data.y_train, weight_decay=self.cfg.weight_decay,
+                            skip=self.no_decay)
+        return {"kind": "objective", "step": t, "sync": self.sync.stats["global"]["syncs"], "f": f}
