@@ -8,6 +8,7 @@
 # start, which is what TCP flows sharing a NIC do (the classical flow-level model of MPI simulators).
 from __future__ import annotations
 
+import heapq
 from typing import Hashable
 
 import simpy
@@ -15,25 +16,43 @@ import simpy
 __all__ = ["FairLinks", "max_min_rates"]
 
 def max_min_rates(flows: dict[int, tuple[Hashable, ...]], capacity: dict[Hashable, float]) -> dict[int, float]:
-    """Max-min fair rates (bytes/s) of `flows` (id -> links it crosses) on links of `capacity` (bytes/s)."""
+    """Max-min fair rates (bytes/s) of `flows` (id -> links it crosses) on links of `capacity` (bytes/s).
+
+    Water-filling with a heap of link shares (remaining capacity / unfrozen flows), stale entries skipped.
+    """
+    if len(flows) == 1:  # the common case: a flow alone on its links gets the slowest one
+        (f, links), = flows.items()
+        return {f: min(capacity[lk] for lk in links)}
     rates: dict[int, float] = {}
-    left = {link: capacity[link] for links in flows.values() for link in links}
-    users: dict[Hashable, set[int]] = {link: set() for link in left}
+    left: dict[Hashable, float] = {}
+    users: dict[Hashable, set[int]] = {}
     for f, links in flows.items():
         for link in links:
+            if link not in users:
+                users[link], left[link] = set(), capacity[link]
             users[link].add(f)
-    while users:
-        link, share = min(((lk, left[lk] / len(us)) for lk, us in users.items()), key=lambda x: x[1])
+    version = {link: 0 for link in users}
+    order = {link: i for i, link in enumerate(users)}  # a total order for ties, whatever the link keys are
+    heap = [(left[lk] / len(us), order[lk], 0, lk) for lk, us in users.items()]
+    heapq.heapify(heap)
+    while heap:
+        share, _, ver, link = heapq.heappop(heap)
+        if link not in users or ver != version[link]:
+            continue
         share = max(share, 0.0)
-        for f in list(users[link]):
+        for f in users.pop(link):
             rates[f] = share
             for other in flows[f]:
-                left[other] -= share
                 us = users.get(other)
-                if us is not None:
-                    us.discard(f)
-                    if not us:
-                        del users[other]
+                if us is None:
+                    continue
+                us.discard(f)
+                left[other] -= share
+                version[other] += 1
+                if us:
+                    heapq.heappush(heap, (left[other] / len(us), order[other], version[other], other))
+                else:
+                    del users[other]
     return rates
 
 
