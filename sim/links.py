@@ -60,7 +60,9 @@ class FairLinks:
     """The fair-shared links of one SimPy environment; `transfer` returns an event that fires when a flow ends.
 
     Only the flows connected to a starting or ending flow (through shared links) change rate, so only that
-    component is recomputed; each flow owns one timer at its projected end, replaced when its rate changes.
+    component is recomputed, once per simulated instant however many flows start or end in it (a zero-delay
+    event collects them: no time passes before it, so no byte moves at a stale rate); each flow owns one
+    timer at its projected end, replaced when its rate changes.
     """
 
     def __init__(self, env: simpy.Environment) -> None:
@@ -74,6 +76,8 @@ class FairLinks:
         self._version: dict[int, int] = {}
         self._done: dict[int, simpy.Event] = {}
         self._next_id = 0
+        self._dirty: set[Hashable] = set()
+        self._pending = False
 
     @property
     def active(self) -> int:
@@ -93,8 +97,20 @@ class FairLinks:
         for link in links:
             self.capacity.setdefault(link, bytes_per_s)
             self._users.setdefault(link, set()).add(f)
-        self._recompute(self._component(links))
+        self._touch(links)
         return done
+
+    def _touch(self, links: tuple[Hashable, ...]) -> None:
+        """Mark the component of `links` for recomputation at the end of this instant."""
+        self._dirty.update(links)
+        if not self._pending:
+            self._pending = True
+            self.env.timeout(0).callbacks.append(self._flush)
+
+    def _flush(self, _ev: simpy.Event) -> None:
+        self._pending = False
+        links, self._dirty = tuple(self._dirty), set()
+        self._recompute(self._component(links))
 
     def _component(self, links: tuple[Hashable, ...]) -> set[int]:
         """Active flows connected to `links` through shared links."""
@@ -134,4 +150,4 @@ class FairLinks:
         for d in (self._left, self._since, self._rate, self._version):
             del d[f]
         self._done.pop(f).succeed()
-        self._recompute(self._component(links))
+        self._touch(links)
