@@ -128,11 +128,11 @@ class ComputeModel:
         return t * model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample
 
     def provenance(self, model: ModelSpec) -> tuple[str, str]:
-        """(source, note) of seconds(model, ...): "measured" (the table's own model), "extrapolated" (another
+        """(source, note) of seconds(model, ...): "table" (the table's own model), "extrapolated" (another
         model, scaled by GFLOPs per sample from the table's), "flops-model" (peak TFLOPs x efficiency) or "fixed"."""
         if self.kind == "table":
             if model.name == self.reference_model:
-                return "measured", f"{self.device} table of {model.name}"
+                return "table", f"{self.device} table of {model.name}"
             return "extrapolated", (f"EXTRAPOLATED by FLOPs from {self.reference_model} on {self.device} "
                                     f"(x{model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample:.3g}"
                                     f" GFLOPs/sample): an estimate, not a measurement of {model.name}")
