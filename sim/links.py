@@ -9,7 +9,8 @@
 from __future__ import annotations
 
 import heapq
-from typing import Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import simpy
 
@@ -31,7 +32,7 @@ def max_min_rates(flows: dict[int, tuple[Hashable, ...]], capacity: dict[Hashabl
             if link not in users:
                 users[link], left[link] = set(), capacity[link]
             users[link].add(f)
-    version = {link: 0 for link in users}
+    version = dict.fromkeys(users, 0)
     order = {link: i for i, link in enumerate(users)}  # a total order for ties, whatever the link keys are
     heap = [(left[lk] / len(us), order[lk], 0, lk) for lk, us in users.items()]
     heapq.heapify(heap)
@@ -115,7 +116,7 @@ class FairLinks:
     def _component(self, links: tuple[Hashable, ...]) -> set[int]:
         """Active flows connected to `links` through shared links."""
         seen: set[int] = set()
-        todo = [lk for lk in links]
+        todo = list(links)
         visited = set(todo)
         while todo:
             for g in self._users.get(todo.pop(), ()):
@@ -139,7 +140,11 @@ class FairLinks:
             self._version[g] += 1
             if new > 0:
                 timer = self.env.timeout(max(self._left[g], 0.0) / new)
-                timer.callbacks.append(lambda _ev, g=g, v=self._version[g]: self._finish(g, v))
+                timer.callbacks.append(self._finisher(g, self._version[g]))
+
+    def _finisher(self, f: int, version: int) -> Callable[[Any], None]:
+        """The callback of flow f's completion timer, valid only while the flow's rate version is `version`."""
+        return lambda _event: self._finish(f, version)
 
     def _finish(self, f: int, version: int) -> None:
         if self._version.get(f) != version:  # its rate changed since this timer was set: a newer one stands

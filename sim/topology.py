@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.atomic import atomic_open
 from sim.compute import ComputeModel
 from sim.costs import LevelCost
-from sim.atomic import atomic_open
 from sim.errors import SimError
 
 __all__ = ["Level", "Topology", "LINK_SHARING", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
@@ -121,7 +121,7 @@ class Topology:
             raise SimError(f"K must be an integer >= 1, got {K!r}")
         if K % b:
             raise SimError(f"K must be a multiple of gpus_per_node={b} on topology {self.name!r}, got {K}")
-        if K > self.gpus:
+        if self.gpus < K:
             raise SimError(f"K must be at most {self.gpus} ({self.nodes} x {b}) on topology {self.name!r}, got {K}")
         return K // b
 
