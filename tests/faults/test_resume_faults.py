@@ -26,8 +26,8 @@ def test_resume_with_differing_flags_is_refused_with_one_line(reference: Path) -
     proc = train(["--resume", str(reference), "--H", "8", "--model", "resnet20", "--checkpoint-every", "1"])
     assert proc.returncode == 2
     line = one_error_line(proc)
-    assert line.startswith(f"error: --resume {reference}: --H 8 (the run has 2), --model resnet20 (the run has "
-                           f"resnet8) would change the run's configuration; only --epochs, --stop-at-epoch, "
+    assert line.startswith(f"error: --resume {reference}: --model resnet20 (the run has resnet8), --H 8 (the run "
+                           f"has 2) would change the run's configuration; only --epochs, --stop-at-epoch, "
                            f"--checkpoint-every, --data-dir may change on resume"), line
     proc = train(["--resume", str(reference)], n=3)
     assert proc.returncode == 2
@@ -51,7 +51,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(reference: Path, tmp_
     assert verify.returncode == 2
     assert one_error_line(verify).startswith(f"error: checkpoint file {bad} is corrupt")
     # extend the run by one epoch: the latest set is corrupt, so the ranks go on from the previous one together
-    proc = train(["--resume", str(run), "--epochs", "4"])
+    proc = train(["--resume", str(run), "--epochs", "4", "--quiet"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = one_error_line(proc)
     assert line.startswith(f"warning: checkpoint file {bad} is corrupt") and \
@@ -74,7 +74,7 @@ def test_failed_resume_rewrites_nothing(reference: Path, tmp_path: Path) -> None
     for d in (latest["dir"], latest["previous"]["dir"]):
         _truncate(run / "checkpoints" / d / "rank-0000.pt")
     before = tree_bytes(run)
-    proc = train(["--resume", str(run), "--epochs", "4"])
+    proc = train(["--resume", str(run), "--epochs", "4", "--quiet"])
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert line.startswith(f"error: checkpoint file {run / 'checkpoints' / latest['dir'] / 'rank-0000.pt'} is "
