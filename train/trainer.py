@@ -305,8 +305,8 @@ class Trainer:
                 problem = str(e)
         problem = self.world.bcast(problem, root=0)
         if problem:
-            raise AgreedOutputError(f"{problem}; the final checkpoint is complete: --resume {self.run_dir} writes "
-                                    f"the summary once the problem is fixed")
+            raise AgreedOutputError(f"{problem}; the checkpoints and metrics.jsonl of {self.run_dir} are complete, "
+                                    f"only summary.json is missing")
         return summary
 
     @property

@@ -89,3 +89,15 @@ def test_contradictory_options_are_one_line_naming_both(flags: list[str], messag
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
     assert not (tmp_path / "run").exists()
+
+
+def test_switch_step_beyond_the_run_is_refused() -> None:
+    """Found once the data sets the number of steps (the ranks then agree on it: one line, exit 2)."""
+    from train.config import TrainConfig
+    from train.errors import TrainError
+    from train.plan import RunPlan
+    cfg = TrainConfig(algorithm="postlocal", switch_step=1000, epochs=2, batch_size=8)
+    with pytest.raises(TrainError, match=r"^switch_step 1000 is not before the run's 64 steps \(epochs 2\)"):
+        RunPlan.build(cfg, workers=2, n_train=512)
+    assert RunPlan.build(TrainConfig(algorithm="postlocal", switch_step=63, epochs=2, batch_size=8), workers=2,
+                         n_train=512).switch_step == 63
