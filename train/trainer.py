@@ -266,7 +266,7 @@ class Trainer:
         self.world.Barrier()
         self.stopper.install()
         self.startup_s = process_age()
-        self._t0 = time.perf_counter()
+        self._t0 = self._ckpt_t = time.perf_counter()
         status, self.last_epoch = "completed", getattr(self, "last_epoch", None)
         self.model.train()
         failed = True
@@ -367,12 +367,18 @@ class Trainer:
         stop = "paused" if (s is not None and not last
                             and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9) else None
         # the stop check: the same answer on every rank, at the same step
-        if level == "global" and not last and self.stopper is not None and self.stopper.poll(t):
-            stop, self.signal = "interrupted", self.stopper.agreed
-        if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
+        due = False  # time-based checkpoints: rank 0's clock, agreed on at the same check as the signals
+        if level == "global" and not last and self.stopper is not None:
+            if self.rank == 0 and cfg.checkpoint_minutes > 0:
+                self.stopper.request = time.perf_counter() - self._ckpt_t >= 60 * cfg.checkpoint_minutes
+            if self.stopper.poll(t):
+                stop, self.signal = "interrupted", self.stopper.agreed
+            due = self.stopper.checkpoint_due
+        if last or stop or due or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step
             failed = [w.failed for w in (writer, getattr(self, "objective_writer", None)) if w is not None and w.failed]
             save_checkpoint(self.run_dir, t, self._state(), self.world, pending=failed[0] if failed else None)
+            self._ckpt_t = time.perf_counter()
         return stop
 
     def _lr_at(self, t: int) -> float:

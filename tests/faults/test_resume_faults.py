@@ -28,7 +28,7 @@ def test_resume_with_differing_flags_is_refused_with_one_line(reference: Path) -
     line = one_error_line(proc)
     assert line.startswith(f"error: --resume {reference}: --model resnet20 (the run has resnet8), --H 8 (the run "
                            f"has 2) would change the run's configuration; only --epochs, --stop-at-epoch, "
-                           f"--checkpoint-every, --data-dir may change on resume"), line
+                           f"--checkpoint-every, --checkpoint-minutes, --data-dir may change on resume"), line
     proc = train(["--resume", str(reference)], n=3)
     assert proc.returncode == 2
     assert one_error_line(proc) == (f"error: checkpoint in {reference} was written by 2 ranks; resume with "
