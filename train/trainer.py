@@ -23,6 +23,7 @@ from train.evaluate import Evaluator, batch_metrics
 from train.metrics import JsonlWriter, OutputError, write_json_atomic
 from train.outputs import open_outputs, rewind_records
 from train.models import build_model, no_decay_names
+from train.launch import process_age
 from train.lmstate import CarriedState, ContiguousStream
 from train.plan import RunPlan
 from train.signals import EARLY, interrupt_on_signal
@@ -32,18 +33,6 @@ from train.sync import LEVELS, Synchronizer, device_sync
 __all__ = ["Trainer", "pick_device"]
 
 log = logging.getLogger(__name__)
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux /proc; None elsewhere): start-up cost before training."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as fh:
-            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 def pick_device(choice: str, local_rank: int) -> torch.device:
@@ -122,7 +111,7 @@ class Trainer:
         if resume_dir and not from_scratch:  # train/resume.py checked the folder before MPI started
             self._restore()
         elif resume_dir and self.rank == 0:  # a run without any checkpoint starts again: its records go
-            rewind_records(self.run_dir, -1)
+            self._rewind(-1)
 
     # -- set-up helpers ------------------------------------------------------------------------------
     def _load_data(self, cfg: TrainConfig) -> None:
@@ -185,8 +174,15 @@ class Trainer:
         if self.carry is not None:
             self.carry.load_state_dict(st.get("lm_state") or {"hidden": None}, self.device)
         if self.rank == 0:  # records after the checkpoint go (they are redone); the last epoch feeds final.*
-            self.last_epoch = rewind_records(self.run_dir, st["step"])
+            self._rewind(st["step"])
         log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
+
+    def _rewind(self, step: int) -> None:
+        """Rank 0: drop the records after `step`; a failure is agreed on at the start of run(), exit 2 or 74."""
+        try:
+            self.last_epoch = rewind_records(self.run_dir, step)
+        except (OutputError, ValueError) as e:
+            self._startup_problem = (str(e), isinstance(e, OutputError))
 
     def _wall(self) -> float:
         return self.wall_offset + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
@@ -240,8 +236,8 @@ class Trainer:
     def run(self) -> dict[str, Any] | None:
         """Train to the end (or to stop_at_epoch); returns the summary on rank 0, None elsewhere."""
         cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
-        writer, problem = None, None
-        if self.rank == 0:
+        writer, problem = None, getattr(self, "_startup_problem", None)
+        if self.rank == 0 and problem is None:
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
@@ -253,11 +249,12 @@ class Trainer:
                 writer, self.objective_writer = open_outputs(self.run_dir, resolved, resumed=self.resumed,
                                                              objective=cfg.log_objective)
             except OutputError as e:
-                problem = str(e)
+                problem = (str(e), True)
         agreed = self.world.allgather((problem, EARLY.seen))  # the last start-up agreement: outputs and Ctrl-C
         interrupt_on_signal(max(sig for _, sig in agreed))
-        if any(p for p, _ in agreed):
-            raise AgreedOutputError(next(p for p, _ in agreed if p))
+        for p, _ in agreed:
+            if p:
+                raise AgreedOutputError(p[0]) if p[1] else AgreedError(p[0])
         bar = None
         if self.progress:
             from tqdm import tqdm
