@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import fields
 from typing import Any, Callable
 
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
