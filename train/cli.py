@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import fields
 from typing import Any, Callable
 
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
@@ -104,6 +103,8 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
     ("--checkpoint-every", "checkpoint_every", float, "epochs between checkpoints, the last two kept (0: only at "
                                                       "the end and at a pause or stop)"),
+    ("--checkpoint-minutes", "checkpoint_minutes", float, "also checkpoint at the first global-sync check this "
+                                                          "many minutes after the last checkpoint (0: off)"),
     ("--stop-at-epoch", "stop_at_epoch", float, "pause at this epoch: checkpoint and exit (continue with --resume)"),
     ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
     ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),

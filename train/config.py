@@ -121,6 +121,7 @@ class TrainConfig:
     block_sync_delay: float = 0.0
     stragglers: tuple[tuple[int, float], ...] = field(default_factory=tuple)
     checkpoint_every: float = 1.0        # epochs (the last two sets are kept); 0 = only at the end
+    checkpoint_minutes: float = 10.0     # also at the first global sync check this long after the last one; 0 = off
     stop_at_epoch: float | None = None   # pause the run (checkpoint, exit) at this epoch; resume later
     seed: int = 0
     device: str = "auto"
@@ -228,6 +229,7 @@ class TrainConfig:
             if r < 0 or not math.isfinite(f) or f < 1:
                 raise TrainError(f"straggler must be (rank >= 0, factor >= 1), got ({r}, {f})")
         _num("checkpoint_every", self.checkpoint_every, 0.0)
+        _num("checkpoint_minutes", self.checkpoint_minutes, 0.0)
         if self.stop_at_epoch is not None:
             _num("stop_at_epoch", self.stop_at_epoch, 0.0, strict=True)
             if self.stop_at_epoch >= self.epochs:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import NoReturn
 
-__all__ = ["launch_rank_size", "RankZeroParser"]
+__all__ = ["launch_rank_size", "RankZeroParser", "process_age"]
 
 _LAUNCHERS = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
               ("SLURM_PROCID", "SLURM_NTASKS"))
@@ -38,3 +39,15 @@ class RankZeroParser(argparse.ArgumentParser):
         if launch_rank_size()[0] == 0:
             print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): start-up cost before training."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/stat", encoding="ascii") as fh:
+            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None

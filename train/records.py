@@ -1,7 +1,6 @@
 """The trainer's records: step and epoch lines of metrics.jsonl, the objective line, and summary.json."""
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -16,19 +15,7 @@ from train.sync import LEVELS
 if TYPE_CHECKING:
     from train.trainer import Trainer
 
-__all__ = ["RecordsMixin", "process_age"]
-
-
-def process_age() -> float | None:
-    """Seconds since this process started (Linux /proc; None elsewhere): start-up cost before training."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as fh:
-            btime = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
+__all__ = ["RecordsMixin"]
 
 
 class RecordsMixin:

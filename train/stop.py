@@ -25,7 +25,10 @@ from mpi4py import MPI
 
 from train.signals import EARLY, STOP_SIGNALS
 
-__all__ = ["StopAgreement", "STOP_SIGNALS"]
+__all__ = ["StopAgreement", "STOP_SIGNALS", "CHECKPOINT_BIT"]
+
+#: The same check carries a checkpoint request (time-based checkpoints): this bit above the signal number.
+CHECKPOINT_BIT = 1 << 8
 
 
 class StopAgreement:
@@ -43,6 +46,8 @@ class StopAgreement:
         self._recv = np.zeros(1, dtype=np.int32)
         self._req: Any = None
         self.agreed = 0                   # the signal every rank agreed to stop on (0: none yet)
+        self.request = False              # set by a rank (rank 0: time-based) to ask for a checkpoint
+        self.checkpoint_due = False       # every rank agreed on a checkpoint at this check
         self._previous: dict[int, Any] = {}
 
     def install(self) -> None:
@@ -67,14 +72,19 @@ class StopAgreement:
         With `step`, a check closer than `min_gap` steps to the previous one is skipped (no communication); every
         rank passes the same steps, so every rank skips the same checks.
         """
+        self.checkpoint_due = False
         if step is not None:
             if self._last is not None and step - self._last < self.min_gap:
                 return self.agreed
             self._last = step
         if self._req is not None:
             self._req.Wait()
-            self.agreed = int(self._recv[0])
-        self._send[0] = self.seen
+            got = int(self._recv[0])
+            self.agreed = got & (CHECKPOINT_BIT - 1)
+            self.checkpoint_due = bool(got & CHECKPOINT_BIT)
+            if self.checkpoint_due:  # taken at this check: the request posted below must not ask again
+                self.request = False
+        self._send[0] = self.seen | (CHECKPOINT_BIT if self.request else 0)
         self._req = self.ctrl.Iallreduce(self._send, self._recv, op=MPI.MAX)
         return self.agreed
 

@@ -1,35 +1,36 @@
 """The training loop of every algorithm: local steps, syncs through comm, evaluation, metrics and checkpoints."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from mpi4py import MPI
 
 import comm
-from mpi4py import MPI
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import TrainConfig
 from train.averager import LocalSGD
 from train.backend import MPIBackend
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.config import TrainConfig
 from train.convex import SamplerStream, cast_dataset, convex_lr
 from train.data import WorkerStream, load_dataset
 from train.errors import AgreedError, AgreedOutputError, TrainError
 from train.evaluate import Evaluator, batch_metrics
-from train.metrics import JsonlWriter, OutputError, write_json_atomic
-from train.outputs import open_outputs, rewind_records
-from train.models import build_model, no_decay_names
+from train.launch import process_age
 from train.lmstate import CarriedState, ContiguousStream
+from train.metrics import JsonlWriter, OutputError
+from train.models import build_model, no_decay_names
+from train.outputs import open_outputs, rewind_records
 from train.plan import RunPlan
+from train.records import RecordsMixin
 from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
-from train.records import RecordsMixin, process_age
 from train.sync import SyncTimer, device_sync
 
 __all__ = ["Trainer", "pick_device"]
@@ -110,6 +111,8 @@ class Trainer(RecordsMixin):
         self.objective_writer: JsonlWriter | None = None  # run() opens it on rank 0 with --log-objective
         self.startup_s: float | None = None  # seconds from process start to the first step (run() measures)
         self._t0: float | None = None  # perf_counter() when run() started training
+        self._ckpt_t = 0.0  # perf_counter() of the last checkpoint (time-based checkpoints)
+        self._startup_problem: tuple[str, bool] | None = None  # (message, is an output error) found before run()
         self.last_epoch: dict[str, Any] | None = None  # the latest epoch record (rank 0)
         # counters (all saved in checkpoints)
         self.step = 0
@@ -121,7 +124,7 @@ class Trainer(RecordsMixin):
         if resume_dir and not from_scratch:  # train/resume.py checked the folder before MPI started
             self._restore()
         elif resume_dir and self.rank == 0:  # a run without any checkpoint starts again: its records go
-            rewind_records(self.run_dir, -1)
+            self._rewind(-1)
 
     # -- set-up helpers ------------------------------------------------------------------------------
     def _load_data(self, cfg: TrainConfig) -> tuple[Any, CarriedState | None, Any, RunPlan]:
@@ -141,7 +144,7 @@ class Trainer(RecordsMixin):
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
             return self.cfg.out_dir
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         base = os.path.join("runs", f"train-{stamp}-{self.cfg.algorithm}-K{self.K}")
         path, n = base, 1
         while os.path.exists(path):  # two runs started in the same second
@@ -179,16 +182,22 @@ class Trainer(RecordsMixin):
         if self.carry is not None:
             self.carry.load_state_dict(st.get("lm_state") or {"hidden": None}, self.device)
         if self.rank == 0:  # records after the checkpoint go (they are redone); the last epoch feeds final.*
-            self.last_epoch = rewind_records(self.run_dir, st["step"])
+            self._rewind(st["step"])
         log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
 
+    def _rewind(self, step: int) -> None:
+        """Rank 0: drop the records after `step`; a failure is agreed on at the start of run(), exit 2 or 74."""
+        try:
+            self.last_epoch = rewind_records(self.run_dir, step)
+        except (OutputError, ValueError) as e:
+            self._startup_problem = (str(e), isinstance(e, OutputError))
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any] | None:
         """Train to the end (or to stop_at_epoch); returns the summary on rank 0, None elsewhere."""
         cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
-        writer, problem = None, None
-        if self.rank == 0:
+        writer, problem = None, self._startup_problem
+        if self.rank == 0 and problem is None:
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
@@ -200,11 +209,12 @@ class Trainer(RecordsMixin):
                 writer, self.objective_writer = open_outputs(self.run_dir, resolved, resumed=self.resumed,
                                                              objective=cfg.log_objective)
             except OutputError as e:
-                problem = str(e)
+                problem = (str(e), True)
         agreed = self.world.allgather((problem, EARLY.seen))  # the last start-up agreement: outputs and Ctrl-C
         interrupt_on_signal(max(sig for _, sig in agreed))
-        if any(p for p, _ in agreed):
-            raise AgreedOutputError(next(p for p, _ in agreed if p))
+        for p, _ in agreed:
+            if p:
+                raise AgreedOutputError(p[0]) if p[1] else AgreedError(p[0])
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -213,7 +223,7 @@ class Trainer(RecordsMixin):
         self.world.Barrier()
         self.stopper.install()
         self.startup_s = process_age()
-        self._t0 = time.perf_counter()
+        self._t0 = self._ckpt_t = time.perf_counter()
         status = "completed"
         self.model.train()
         failed = True
@@ -230,10 +240,8 @@ class Trainer(RecordsMixin):
             failed = False
         except KeyboardInterrupt:  # a second signal: best effort, the job is about to abort
             if self.rank == 0:  # everything on disk is already consistent (atomic files, flushed lines)
-                try:
+                with contextlib.suppress(OutputError):
                     self._summary("interrupted")
-                except OutputError:
-                    pass
             raise
         finally:
             self.stopper.close(complete=not failed)
@@ -245,16 +253,16 @@ class Trainer(RecordsMixin):
             if self.objective_writer is not None:
                 self.objective_writer.close()
                 self.objective_writer = None
-        summary, problem = None, None
+        summary, unwritten = None, None
         if self.rank == 0:
             try:
                 summary = self._summary(status)
             except OutputError as e:
-                problem = str(e)
-        problem = self.world.bcast(problem, root=0)
-        if problem:
-            raise AgreedOutputError(f"{problem}; the final checkpoint is complete: --resume {self.run_dir} writes "
-                                    f"the summary once the problem is fixed")
+                unwritten = str(e)
+        unwritten = self.world.bcast(unwritten, root=0)
+        if unwritten:
+            raise AgreedOutputError(f"{unwritten}; the checkpoints and metrics.jsonl of {self.run_dir} are complete, "
+                                    f"only summary.json is missing")
         return summary
 
     @property
@@ -308,12 +316,18 @@ class Trainer(RecordsMixin):
         stop = "paused" if (s is not None and not last
                             and t / plan.steps_per_epoch + 1e-9 < s <= plan.epoch_after(t) + 1e-9) else None
         # the stop check: the same answer on every rank, at the same step
-        if level == "global" and not last and self.stopper is not None and self.stopper.poll(t):
-            stop, self.signal = "interrupted", self.stopper.agreed
-        if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
+        due = False  # time-based checkpoints: rank 0's clock, agreed on at the same check as the signals
+        if level == "global" and not last and self.stopper is not None:
+            if self.rank == 0 and cfg.checkpoint_minutes > 0:
+                self.stopper.request = time.perf_counter() - self._ckpt_t >= 60 * cfg.checkpoint_minutes
+            if self.stopper.poll(t):
+                stop, self.signal = "interrupted", self.stopper.agreed
+            due = self.stopper.checkpoint_due
+        if last or stop or due or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step
-            failed = [w.failed for w in (writer, getattr(self, "objective_writer", None)) if w is not None and w.failed]
+            failed = [w.failed for w in (writer, self.objective_writer) if w is not None and w.failed]
             save_checkpoint(self.run_dir, t, self._state(), self.world, pending=failed[0] if failed else None)
+            self._ckpt_t = time.perf_counter()
         return stop
 
     def _lr_at(self, t: int) -> float:

@@ -58,3 +58,19 @@ def test_ctrl_c_during_start_up_is_one_line_and_leaves_nothing(tmp_path: Path) -
     assert not run.exists() or not (run / "metrics.jsonl").exists() or not (run / "summary.json").exists()
     # nothing blocks starting the run again in the same folder
     assert not (run / "config.json").exists()
+
+
+def test_time_based_checkpoints_are_agreed_at_a_global_sync(tmp_path: Path) -> None:
+    """--checkpoint-minutes: rank 0's clock asks, the ranks agree at the stop check (every 16 steps here), and all
+    checkpoint at the same step; with epoch checkpoints off, the set before the final one is the time-based one."""
+    run = tmp_path / "run"
+    proc = subprocess.run([MPIRUN, "-n", str(K), PY, "-m", "train", *TINY, "--checkpoint-every", "0",
+                           "--checkpoint-minutes", "0.0005", "--out-dir", str(run)], cwd=REPO, env=mpi_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    # checks at steps 1, 17, 33 (global syncs of H = 2, at least 16 apart); the request posted at step 1 is read
+    # at step 17, where every rank checkpoints; the one posted at 33 would be read after the end
+    assert latest["step"] == 47 and latest["previous"]["step"] == 17, latest
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["checkpoint_minutes"] == 0.0005 and config["checkpoint_every"] == 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,7 +88,7 @@ cp -a {run} {keep}/resumed
     first = _lines(keep / "first.out")
     assert (keep / "first.rc").read_text().strip() == "74", first
     assert len(first) == 1 and first[0].startswith(f"error: cannot write {run}/") and \
-        "No space left on device" in first[0] and f"can be resumed from its last complete checkpoint" in first[0], first
+        "No space left on device" in first[0] and "can be resumed from its last complete checkpoint" in first[0], first
     assert (keep / "tmpfiles").read_text() == ""
     failed = keep / "failed"
     latest = json.loads((failed / "checkpoints" / "latest.json").read_text())

@@ -21,18 +21,24 @@ def test_resume_of_a_finished_run_changes_nothing(reference: Path) -> None:
     assert tree_bytes(reference) == before  # summary.json (final.*, totals) and everything else untouched
 
 
-def test_resume_with_differing_flags_is_refused_with_one_line(reference: Path) -> None:
+def test_resume_with_differing_flags_is_refused_with_one_line(reference: Path, monkeypatch, capsys) -> None:
+    """Decided before MPI starts (in-process here, as every rank runs it): one line from launch rank 0, exit 2."""
+    from train.cli import main
     before = tree_bytes(reference)
-    proc = train(["--resume", str(reference), "--H", "8", "--model", "resnet20", "--checkpoint-every", "1"])
-    assert proc.returncode == 2
-    line = one_error_line(proc)
-    assert line.startswith(f"error: --resume {reference}: --H 8 (the run has 2), --model resnet20 (the run has "
-                           f"resnet8) would change the run's configuration; only --epochs, --stop-at-epoch, "
-                           f"--checkpoint-every, --data-dir may change on resume"), line
-    proc = train(["--resume", str(reference)], n=3)
-    assert proc.returncode == 2
-    assert one_error_line(proc) == (f"error: checkpoint in {reference} was written by 2 ranks; resume with "
-                                    f"mpirun -n 2, got 3")
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["--resume", str(reference), "--H", "8", "--model", "resnet20", "--checkpoint-every", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"error: --resume {reference}: --model resnet20 (the run has resnet8), --H 8 (the run has 2) would change "
+        f"the run's configuration; only --epochs, --stop-at-epoch, --checkpoint-every, --checkpoint-minutes, "
+        f"--data-dir may change on resume"), err
+    monkeypatch.setenv("PMI_SIZE", "3")
+    assert main(["--resume", str(reference)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: checkpoint in {reference} was written by 2 ranks; "
+                                                    f"resume with mpirun -n 2, got 3"]
+    monkeypatch.setenv("PMI_RANK", "1")  # the other ranks exit alike, silently
+    assert main(["--resume", str(reference)]) == 2 and capsys.readouterr().err == ""
     assert tree_bytes(reference) == before
 
 
@@ -51,7 +57,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(reference: Path, tmp_
     assert verify.returncode == 2
     assert one_error_line(verify).startswith(f"error: checkpoint file {bad} is corrupt")
     # extend the run by one epoch: the latest set is corrupt, so the ranks go on from the previous one together
-    proc = train(["--resume", str(run), "--epochs", "4"])
+    proc = train(["--resume", str(run), "--epochs", "4", "--quiet"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = one_error_line(proc)
     assert line.startswith(f"warning: checkpoint file {bad} is corrupt") and \
@@ -74,7 +80,7 @@ def test_failed_resume_rewrites_nothing(reference: Path, tmp_path: Path) -> None
     for d in (latest["dir"], latest["previous"]["dir"]):
         _truncate(run / "checkpoints" / d / "rank-0000.pt")
     before = tree_bytes(run)
-    proc = train(["--resume", str(run), "--epochs", "4"])
+    proc = train(["--resume", str(run), "--epochs", "4", "--quiet"])
     assert proc.returncode == 2
     line = one_error_line(proc)
     assert line.startswith(f"error: checkpoint file {run / 'checkpoints' / latest['dir'] / 'rank-0000.pt'} is "

@@ -174,18 +174,21 @@ def test_train_world_checks_before_mpi(flags: list[str], needle: str) -> None:
     assert proc.returncode == 2 and needle in proc.stderr, proc.stderr
 
 
-def test_train_failing_rank_aborts_job(tmp_path: Path) -> None:
-    """Rank 1 cannot load its checkpoint while rank 0 enters a collective: the job must abort, not hang."""
+def test_train_rank_that_cannot_load_its_checkpoint_stops_every_rank(tmp_path: Path) -> None:
+    """Rank 1's checkpoint file is gone while rank 0's loads: the ranks agree (no rank is left in a collective, no
+    hang, no MPI_Abort), rank 0 prints one line naming the file, and every rank exits 2."""
     run = tmp_path / "run"
     mpirun(2, ["-m", "train", *TINY, "--epochs", "1", "--out-dir", str(run)], timeout=120)
     latest = json.loads((run / "checkpoints" / "latest.json").read_text())
-    (run / "checkpoints" / latest["dir"] / "rank-0001.pt").unlink()
+    missing = run / "checkpoints" / latest["dir"] / "rank-0001.pt"
+    missing.unlink()
     t0 = time.perf_counter()
-    proc = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "train", "--resume", str(run)], cwd=REPO,
-                          env=mpi_env(), capture_output=True, text=True, timeout=90)
-    assert proc.returncode != 0
-    assert "checkpoint file missing" in proc.stderr + proc.stdout
-    assert time.perf_counter() - t0 < 60
+    proc = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "train", "--resume", str(run), "--epochs", "2"],
+                          cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: checkpoint file missing: {missing}; there is no earlier "
+                                                f"checkpoint (start the run again in a new --out-dir)"], proc.stderr
+    assert "Abort" not in proc.stdout and time.perf_counter() - t0 < 60
 
 
 def _signal_mid_run(n: int, flags: list[str], run: Path, send: Callable[[int], None]) -> tuple[int, str]:
