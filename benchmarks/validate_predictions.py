@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from atomicio import write_jsonl_atomic  # noqa: E402
 from train.calibrate import background_load, mpirun_path  # noqa: E402
 
 __all__ = ["MATRIX", "main"]
@@ -47,12 +47,9 @@ MATRIX: list[tuple[str, int, list[str]]] = [
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The table, atomically (atomicio: temp, fsync, rename, fsync of the folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        for r in rows:
-            fh.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, rows)
 
 
 def _row(name: str, K: int, flags: list[str], summary: dict[str, Any], load: float) -> dict[str, Any]:
