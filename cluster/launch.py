@@ -130,7 +130,9 @@ class Cluster:
         for key, value in RANK_ENV.items():
             env.setdefault(key, value)
         env.update(NETWORK_ENV)
-        env["PATH"] = os.pathsep.join([str(self.bin_dir), env.get("PATH", "")])
+        # Our mpirun first, then this interpreter's folder: `python` in the command is the one running the harness
+        # (the virtual environment's), as when the environment is activated.
+        env["PATH"] = os.pathsep.join([str(self.bin_dir), str(Path(sys.executable).parent), env.get("PATH", "")])
         env["HOSTFILE"] = env["HYDRA_HOST_FILE"] = str(self.hostfile)
         env["LOCALSGD_CLUSTER_NODES"] = str(self.spec.nodes)
         env["LOCALSGD_CLUSTER_RANKS_PER_NODE"] = str(self.spec.ranks_per_node)
