@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 export MPIR_CVAR_ENABLE_HEAVY_YIELD ?= 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo test bench bench-comm bench-sim bench-convex clean
+.PHONY: setup demo lint test bench bench-comm bench-sim bench-convex bench-cluster clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ $(STAMP): setup.py
 demo: setup
 	$(VENV)/bin/mpirun -n 16 $(PY) -m train
 
+# ruff (the rule set in pyproject.toml) and mypy (strict on comm/, cluster/ and the public averager).
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 test: setup
 	$(PY) -m pytest -q tests
 
@@ -32,6 +37,10 @@ bench: bench-comm bench-sim bench-convex
 # Ours vs native MPI_Allreduce at K = 2, 4, 8 (ratios, pair by pair): the figures in the README.
 bench-comm: setup
 	$(PY) benchmarks/allreduce_vs_native.py
+
+# auto vs native MPI_Allreduce across emulated nodes (root): the cluster table in the README.
+bench-cluster: setup
+	$(PY) benchmarks/cluster_auto_vs_native.py
 
 bench-sim: setup
 	$(PY) benchmarks/sim_speed.py

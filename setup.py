@@ -7,9 +7,9 @@ setup(
     description="Local SGD trainer over our own MPI all-reduce, and a communication-cost simulator",
     python_requires=">=3.11",
     packages=find_packages(include=["comm", "comm.*", "sim", "sim.*", "train", "train.*",
-                                    "analysis", "analysis.*"]),
+                                    "analysis", "analysis.*", "cluster", "cluster.*", "atomicio"]),
     package_data={"comm": ["py.typed"], "sim": ["py.typed", "presets/*.json"], "train": ["py.typed"],
-                  "analysis": ["py.typed"]},
+                  "analysis": ["py.typed"], "cluster": ["py.typed"]},
     install_requires=[
         "mpi4py>=4",
         "numpy",
@@ -22,6 +22,7 @@ setup(
     extras_require={
         # The mpich wheel puts mpirun and libmpi inside the virtual environment.
         "mpich": ["mpich"],
-        "test": ["pytest>=7", "pytest-timeout"],
+        # Linters pinned: a new release may add findings; `make lint` runs both before the suite.
+        "test": ["pytest>=7", "pytest-timeout", "ruff==0.17.6", "mypy==2.4.1"],
     },
 )

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from analysis.errors import AnalysisError, InputError  # noqa: E402
+from atomicio import EXIT_OUTPUT, OutputError, check_output_dir, check_output_file  # noqa: E402
 from analysis.render import RenderConfig, parse_formats, save_figure  # noqa: E402
 
 __all__ = ["build_parser", "main"]
@@ -53,6 +54,20 @@ def _cmd_cost(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
     from analysis.simout import load_sim, select
     points = select(load_sim(args.sim), dedupe_local=False, topology=args.topology, algorithm=args.algorithm)
     return plot_cost(points, cfg, K=args.K, fixed_H=args.fixed_H, fixed_Hb=args.fixed_Hb)
+
+
+def _cmd_wall(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
+    from analysis.simout import load_sim, select
+    from analysis.wallplot import plot_wall
+    points = select(load_sim(args.sim), K=args.K, algorithm=args.algorithm)
+    marks = []
+    for text in args.mark:
+        h, _, m = text.partition(":")
+        try:
+            marks.append((float(h), float(m)))
+        except ValueError:
+            raise InputError(f"--mark must be H:MINUTES like 16:8.57, got {text!r}") from None
+    return plot_wall(points, cfg, name=args.name, marks=marks)
 
 
 def _cmd_speedup(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
@@ -141,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm", help="only this sync algorithm (default: all)")
     p.set_defaults(handler=_cmd_cost)
 
+    p = sub.add_parser("wall", parents=[common], help="simulated wall time against H, one line per topology")
+    p.add_argument("sim", nargs="+", metavar="SIM.json[l]", help="`sim run --json` or `sim whatif --out` files")
+    p.add_argument("--K", type=_positive_int, help="only this K (default: all)")
+    p.add_argument("--algorithm", help="only this sync algorithm (default: all)")
+    p.add_argument("--mark", action="append", default=[], metavar="H:MIN", help="a measured point to draw (minutes)")
+    p.add_argument("--name", default="wall_H", help="figure file stem (default: %(default)s)")
+    p.set_defaults(handler=_cmd_wall)
+
     p = sub.add_parser("speedup", parents=[common], help="speedup against K per H; time-to-accuracy bars")
     p.add_argument("--sim", nargs="+", metavar="FILE", default=[], help="`sim whatif` JSONL files")
     p.add_argument("--runs", nargs="+", metavar="RUN_DIR", default=[], help="train run directories")
@@ -173,8 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: the output location must be writable with some free space (one line naming it, exit 2)."""
+    try:
+        if args.command == "report":
+            check_output_file(args.out or Path(args.run_dir) / "report.html", what="report")
+        else:
+            check_output_dir(args.out_dir, what="--out-dir")
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _run(args: argparse.Namespace) -> dict:
     cfg = RenderConfig(formats=args.formats, dpi=args.dpi)
+    _check_outputs(args)
     if args.command == "report":
         from analysis.report import write_report
         path, stems = write_report(args.run_dir, args.out, cfg)
@@ -189,13 +224,36 @@ def _run(args: argparse.Namespace) -> dict:
             "figures": written}
 
 
+def _missing_dirs(path: Path) -> list[Path]:
+    """`path` and its parents that do not exist yet, deepest first (the folders this command may create)."""
+    out = []
+    while not path.exists() and path != path.parent:
+        out.append(path)
+        path = path.parent
+    return out
+
+
+def _remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the folders this command created (deepest first) while they are empty."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s", stream=sys.stderr)
+    new_dirs = [] if args.command == "report" else _missing_dirs(Path(args.out_dir))
     try:
         result = _run(args)
+    except OutputError as exc:  # a write failed during the work: its temp file is gone, no folder is left empty
+        _remove_empty_dirs(new_dirs)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
     except (AnalysisError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,12 +4,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from analysis.errors import InputError
+from atomicio import OutputError, describe_oserror, read_jsonl_numbered
+from atomicio import atomic_write_bytes as _atomic_bytes
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Record",
@@ -62,27 +66,13 @@ def read_json(path: str | os.PathLike[str]) -> Record:
 
 
 def read_jsonl(path: str | os.PathLike[str], *, allow_empty: bool = False) -> list[Record]:
-    """Read a JSON-lines file: one object per non-blank line; a truncated last line is skipped.
-
-    A run killed mid-write can leave a partial last line; everything before it was flushed per
-    record and is kept. A broken line anywhere else is an error naming the line.
-    """
-    text = _open_text(path)
-    lines = text.splitlines()
-    records: list[Record] = []
-    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == last and not text.endswith("\n"):
-                continue  # torn final record of an interrupted writer
-            raise InputError(f"{path}:{i + 1}: invalid JSON: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{i + 1}: expected a JSON object, got {type(obj).__name__}")
-        records.append(Record.of(obj, f"{path}:{i + 1}"))
+    """Read a JSON-lines file under the one rule of `atomicio`: a torn last line (a crash mid-write) is skipped
+    with a warning; a bad line anywhere else is an error naming the line."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input file {str(p)!r} does not exist or is not a file")
+    records = [Record.of(obj, f"{path}:{n}")
+               for n, obj in read_jsonl_numbered(p, warn=lambda msg: log.warning("%s", msg), error=InputError)]
     if not records and not allow_empty:
         raise InputError(f"{path}: no JSON records found (expected one JSON object per line)")
     return records
@@ -154,28 +144,17 @@ def finite(values: Iterable[float]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    """Write ``data`` to ``path`` atomically (atomicio: temp file, fsync, rename, fsync of the folder).
+
+    A failure (full disk, read-only mount) removes the temp file and raises atomicio.OutputError naming the path.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a figure should be as readable as any file
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {target.parent}: {describe_oserror(exc)}") from None
+    return _atomic_bytes(target, data)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -81,11 +81,11 @@ def _figures(run: RunDir, cfg: RenderConfig) -> tuple[dict[str, Figure], list[st
 def build_report(run: RunDir, cfg: RenderConfig) -> tuple[str, list[str]]:
     """The HTML text of the report and the stems of the figures it embeds."""
     figures, notes = _figures(run, cfg)
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-             f"<title>Run report: {html.escape(run.name)}</title><style>{_CSS}</style></head><body>",
+    parts = [(f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+             f"<title>Run report: {html.escape(run.name)}</title><style>{_CSS}</style></head><body>"),
              f"<h1>Run report: {html.escape(run.name)}</h1>",
-             f"<p>{html.escape(run.label)} &middot; directory <code>{html.escape(str(run.path))}</code> "
-             f"&middot; {len(run.records('epoch'))} epoch and {len(run.records('step'))} step records</p>",
+             (f"<p>{html.escape(run.label)} &middot; directory <code>{html.escape(str(run.path))}</code> "
+             f"&middot; {len(run.records('epoch'))} epoch and {len(run.records('step'))} step records</p>"),
              _table("Summary", run.summary), _table("Configuration", run.config), "<h2>Figures</h2>"]
     for stem, fig in figures.items():
         data = base64.b64encode(figure_bytes(fig, "png", cfg)).decode("ascii")

@@ -158,7 +158,22 @@ def load_run(path: str | Path) -> RunDir:
         kind = opt(rec, "kind")
         if kind not in ("step", "epoch"):
             raise InputError(f"{rec.source}: key 'kind' must be 'step' or 'epoch', got {kind!r}")
+    _check_complete(root, metrics, summary)
     return RunDir(path=root, config=config, metrics=metrics, summary=summary)
+
+
+def _check_complete(root: Path, metrics: list[Record], summary: Record | None) -> None:
+    """A completed run's metrics.jsonl must end with the final epoch record: never plot fewer epochs than ran."""
+    if summary is None or opt(summary, "status") != "completed":
+        return
+    done = opt_num(summary, "steps_done")
+    if done is None:
+        return
+    last = max((opt_num(r, "step", -1.0) or -1.0 for r in metrics if opt(r, "kind") == "epoch"), default=-1.0)
+    if last < done - 1:
+        raise InputError(f"{root}: metrics.jsonl ends before the run did (last epoch record at step {last:.0f}, "
+                         f"summary.json says {done:.0f} steps were done): the file was cut; plotting it would "
+                         f"drop epochs (restore it, or re-run the training)")
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[RunDir]:

@@ -81,8 +81,15 @@ def worker(args: argparse.Namespace) -> int:
             t_ours.append(a)
             t_native.append(b)
         ok = world.allreduce(bool(ok), op=MPI.LAND)
+        chosen = None
+        if algorithm == "auto":  # what auto picked for this size on this communicator's node layout
+            from comm.allreduce import private_comm
+            from comm.nodes import node_layout
+
+            chosen = comm.auto_algorithm(count * 4, node_layout(private_comm(world)))
         if rank == 0:
             row = {"p": p, "bytes": count * 4, "algorithm": algorithm, "pairs": len(ratios),
+                   "auto_choice": chosen,
                    "ratio_median": statistics.median(ratios), "t_ours_median_s": statistics.median(t_ours),
                    "t_native_median_s": statistics.median(t_native), "correct": bool(ok)}
             out.append(row)

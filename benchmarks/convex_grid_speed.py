@@ -9,7 +9,7 @@ import time
 
 __all__ = ["main"]
 
-W8A = "/work/shared/data/w8a"
+W8A = os.path.join(os.environ.get("LOCALSGD_DATA") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"), "w8a")
 
 
 def _load() -> list[float]:

@@ -12,11 +12,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.compute import MODELS  # noqa: E402
-from sim.engine import simulate_collective  # noqa: E402
-from sim.run import RunConfig, simulate  # noqa: E402
-from sim.schedule import SyncSchedule  # noqa: E402
-from sim.topology import load_topology  # noqa: E402
+from sim.compute import MODELS
+from sim.engine import simulate_collective
+from sim.run import RunConfig, simulate
+from sim.schedule import SyncSchedule
+from sim.topology import load_topology
 
 __all__ = ["main"]
 
@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         ("resnet20 300 ep, 16 workers (8x2), H=1", RunConfig(topology=paper, model=resnet, K=16, B=128, N=N,
                                                           schedule=SyncSchedule(algorithm="local", H=1)), "fast", 2.0),
         ("resnet20 300 ep, 1024 workers (128x8), H=16", RunConfig(topology=big, model=resnet, K=1024, B=128, N=N,
-                                                               schedule=SyncSchedule(algorithm="local", H=16)), "fast", 30.0),
+                                                               schedule=SyncSchedule(algorithm="local", H=16)),
+         "fast", 30.0),
         ("same, flat Rabenseifner over 1024 ranks", RunConfig(topology=big, model=resnet, K=1024, B=128, N=N,
                                                              allreduce="rabenseifner",
-                                                             schedule=SyncSchedule(algorithm="local", H=16)), "fast", 30.0),
+                                                             schedule=SyncSchedule(algorithm="local", H=16)),
+         "fast", 30.0),
         ("reference: 16 workers (8x2), H=1, 10 epochs", RunConfig(topology=paper, model=resnet, K=16, B=128,
                                                                  N=10 * resnet.train_samples,
                                                                  schedule=SyncSchedule(algorithm="local", H=1)),
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
-    print(f"{'case':<46} {'engine':<6} {'syncs':>6} {'time s':>8} {'budget':>7} {'SimPy ev/s':>11} {'worker-steps/s':>15}")
+    print(f"{'case':<46} {'engine':<6} {'syncs':>6} {'time s':>8} {'budget':>7} {'SimPy ev/s':>11} "
+          f"{'worker-steps/s':>15}")
     for r in rows:
         budget = "-" if r["budget_s"] is None else f"{r['budget_s']:g}"
         print(f"{r['case']:<46} {r['engine']:<6} {r['syncs']:>6} {r['seconds_median']:>8.3f} {budget:>7} "

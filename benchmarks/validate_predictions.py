@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [mpirun, "-n", str(K), sys.executable, "-m", "train", "--quiet", "--out-dir", str(out),
                "--predict-topology", ns.machine, *([] if ns.fixed_load else ["--predict-load", f"{load:.3f}"]),
                *flags, *ns.extra]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
             print(f"error: run {name!r} failed with exit status {proc.returncode}: {tail[0]}", file=sys.stderr)
@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
           f"runs; matrix took {time.time() - t0:.0f} s; table {ns.table}")
     if ns.figure_dir:
         fig = subprocess.run([sys.executable, "-m", "analysis", "predict", "--table", ns.table, "--out-dir",
-                              ns.figure_dir, "--formats", "png", "--quiet"], cwd=ROOT, capture_output=True, text=True)
+                              ns.figure_dir, "--formats", "png", "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                             check=False)
         if fig.returncode != 0:
             print(f"error: analysis predict failed: {fig.stderr.strip()}", file=sys.stderr)
             return 1

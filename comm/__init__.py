@@ -7,13 +7,14 @@ import os
 # that works. Heavy yield makes them sched_yield instead. It must be set before MPI is initialised.
 os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
 
-from .allgather import ALLGATHER_ALGORITHMS, allgather  # noqa: E402
-from .allreduce import ALGORITHMS, AUTO_THRESHOLD_BYTES, OPS, allreduce, auto_algorithm  # noqa: E402
-from .buffers import DTYPES  # noqa: E402
-from .cuda import cuda_aware  # noqa: E402
-from .errors import CommError  # noqa: E402
-from .flat import FlatBuffer  # noqa: E402
-from .topology import Topology, block_allreduce, hierarchical_allreduce  # noqa: E402
+from .allgather import ALLGATHER_ALGORITHMS, allgather
+from .allreduce import ALGORITHMS, AUTO_THRESHOLD_BYTES, OPS, allreduce, auto_algorithm
+from .buffers import DTYPES
+from .cuda import cuda_aware
+from .errors import CommError
+from .flat import FlatBuffer
+from .topology import Topology, block_allreduce, hierarchical_allreduce
 
-__all__ = ["allreduce", "allgather", "ALLGATHER_ALGORITHMS", "hierarchical_allreduce", "block_allreduce", "Topology", "FlatBuffer", "cuda_aware",
-           "CommError", "ALGORITHMS", "OPS", "DTYPES", "AUTO_THRESHOLD_BYTES", "auto_algorithm"]
+__all__ = ["allreduce", "allgather", "ALLGATHER_ALGORITHMS", "hierarchical_allreduce", "block_allreduce", "Topology",
+           "FlatBuffer", "cuda_aware", "CommError", "ALGORITHMS", "OPS", "DTYPES", "AUTO_THRESHOLD_BYTES",
+           "auto_algorithm"]

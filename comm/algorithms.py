@@ -1,7 +1,8 @@
 """Point-to-point all-reduce algorithms: recursive doubling, Rabenseifner (with the fold) and ring."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["recursive_doubling", "rabenseifner", "ring", "chunk_bounds", "ALGORITHM_FUNCS"]
 

@@ -9,11 +9,12 @@ from mpi4py import MPI
 from .algorithms import ALGORITHM_FUNCS
 from .buffers import adapt
 from .errors import CommError
+from .nodes import leader_allreduce, multinode_choice, node_layout, rail_allreduce, rail_inter_algorithm
 
 __all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algorithm", "private_comm",
            "check_args", "reduce_work"]
 
-ALGORITHMS = ("auto", "recursive_doubling", "rabenseifner", "ring", "native")
+ALGORITHMS = ("auto", "recursive_doubling", "rabenseifner", "ring", "rail", "hierarchical", "native")
 OPS = ("sum", "mean", "max", "min")
 # Messages up to this many bytes go to recursive doubling under "auto", longer ones to Rabenseifner. Measured on
 # the 2-core CI machine (MPICH 5, shared memory): recursive doubling stays faster up to 512 KiB at K = 8, 1 MiB
@@ -42,8 +43,13 @@ def check_args(op: str, algorithm: str) -> None:
         raise CommError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
 
 
-def auto_algorithm(nbytes: int) -> str:
-    """The algorithm "auto" picks for a message of `nbytes`."""
+def auto_algorithm(nbytes: int, layout: Any = None) -> str:
+    """The algorithm "auto" picks for a message of `nbytes` on a communicator with this node layout (a
+    comm.nodes.NodeLayout; None or one node: the single-node choice). Where several nodes hold more than one rank
+    each, ranks share a NIC and the choice is among the ring and the two-level rail all-reduce
+    (comm.nodes.multinode_choice); otherwise recursive doubling up to AUTO_THRESHOLD_BYTES, Rabenseifner above."""
+    if layout is not None and layout.shared_nics:
+        return multinode_choice(nbytes, layout)
     return "recursive_doubling" if nbytes <= AUTO_THRESHOLD_BYTES else "rabenseifner"
 
 
@@ -78,9 +84,12 @@ def allreduce(buf: Any, *, op: str = "sum", algorithm: str = "auto", comm: Any =
 
     buf: any contiguous buffer: a numpy array, a torch CPU or CUDA tensor, or an object with DLPack,
     __cuda_array_interface__ or the buffer protocol; dtypes float16, bfloat16 (accumulated in float32), float32,
-    float64, int32, int64. op: "sum", "mean" (floating types), "max" or "min". algorithm: "auto" (recursive doubling
-    up to AUTO_THRESHOLD_BYTES, Rabenseifner above), "recursive_doubling", "rabenseifner", "ring" or "native"
-    (MPI_Allreduce). Every rank ends with a bitwise identical result. For CUDA buffers the caller must have
+    float64, int32, int64. op: "sum", "mean" (floating types), "max" or "min". algorithm: "auto" (on one node, or
+    one rank per node: recursive doubling up to AUTO_THRESHOLD_BYTES, Rabenseifner above; across nodes that hold
+    several ranks each: see auto_algorithm), "recursive_doubling", "rabenseifner", "ring", "rail" (reduce-scatter
+    in the node, all-reduce of each shard across the nodes, all-gather in the node), "hierarchical" (reduce to the
+    node leader, all-reduce among leaders, broadcast) or "native" (MPI_Allreduce). Every rank ends with a bitwise
+    identical result. For CUDA buffers the caller must have
     synchronised the stream that wrote them.
     """
     check_args(op, algorithm)
@@ -99,8 +108,16 @@ def reduce_work(work: Any, op: str, algorithm: str, comm: Any) -> None:
     if p > 1 and work.count > 0:
         private = private_comm(comm)
         if algorithm == "auto":
-            algorithm = auto_algorithm(work.count * _itemsize(work.dtype))
-        if algorithm == "native":
+            algorithm = auto_algorithm(work.count * _itemsize(work.dtype), node_layout(private))
+        if algorithm == "rail":
+            layout = node_layout(private)
+            if not layout.uniform:
+                raise CommError(f"algorithm 'rail' needs the same number of ranks on every node; this communicator "
+                                f"has {list(layout.ranks_per_node)} (use 'ring' or 'auto')")
+            rail_allreduce(work, layout, op, rail_inter_algorithm(layout))
+        elif algorithm == "hierarchical":
+            leader_allreduce(work, node_layout(private), op, auto_algorithm(work.count * _itemsize(work.dtype)))
+        elif algorithm == "native":
             work.ops.sync()
             private.Allreduce(MPI.IN_PLACE, work.array, op=_MPI_OPS[op])
         else:

@@ -6,21 +6,32 @@ import json
 import os
 import statistics
 import sys
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 from mpi4py import MPI
 
-from .allreduce import allreduce
+from atomicio import EXIT_OUTPUT, OutputError, check_output_file
+from atomicio import write_jsonl_atomic as _write_jsonl_atomic
+
+from .allreduce import allreduce, auto_algorithm, private_comm
 from .errors import CommError
+from .nodes import node_layout
 from .topology import Topology, hierarchical_allreduce
 
 __all__ = ["BenchConfig", "parse_size", "pattern", "expected_sum", "time_call", "run_bench", "main",
            "BENCH_ALGORITHMS"]
 
-BENCH_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "native", "hierarchical")
+BENCH_ALGORITHMS = ("recursive_doubling", "rabenseifner", "ring", "rail", "native", "hierarchical", "auto")
+# "hierarchical" here is comm.hierarchical_allreduce over comm.Topology (virtual blocks with --gpus-per-node);
+# comm.allreduce(algorithm="hierarchical") is the same shape on the real nodes.
+
+#: world: time the algorithms on the whole world (rows without a level); intra: on the node communicators; inter:
+#: on the communicator of the node leaders (one rank per node); both: intra, then inter. Rows of the last three
+#: carry "level", the input of `python -m sim calibrate --bench` (two-level fit).
+BENCH_LEVELS = ("world", "intra", "inter", "both")
 BENCH_DTYPES = ("float16", "float32", "float64", "int32", "int64")
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
           "G": 1024**3, "GB": 1024**3, "GIB": 1024**3}
@@ -49,8 +60,14 @@ class BenchConfig:
     dtype: str = "float32"
     gpus_per_node: int | None = None
     out: str | None = None
+    level: str = "world"
 
     def __post_init__(self) -> None:
+        if self.level not in BENCH_LEVELS:
+            raise CommError(f"level must be one of {', '.join(BENCH_LEVELS)}; got {self.level!r}")
+        if self.level != "world" and "hierarchical" in self.algorithms:
+            raise CommError("--level times flat algorithms on the node and leader communicators; drop hierarchical "
+                            "from --algorithms")
         for s in self.sizes:
             if s < 0:
                 raise CommError(f"message size must be >= 0 bytes; got {s}")
@@ -83,10 +100,11 @@ def time_call(fn: Callable[[], Any], comm: Any) -> float:
     t0 = MPI.Wtime()
     fn()
     elapsed = MPI.Wtime() - t0
-    return comm.allreduce(elapsed, op=MPI.MAX)
+    slowest: float = comm.allreduce(elapsed, op=MPI.MAX)
+    return slowest
 
 
-def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[float], correct: bool) -> dict:
+def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[float], correct: bool) -> dict[str, Any]:
     med = statistics.median(times)
     algbw = nbytes / med / 1e9 if med > 0 else 0.0
     return {"library": "mpi" if algorithm == "native" else "localsgd", "p": p,
@@ -96,7 +114,16 @@ def _row(p: int, cfg: BenchConfig, nbytes: int, algorithm: str, times: list[floa
             "correct": correct}
 
 
-def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] | None = None) -> list[dict]:
+def _caller(algorithm: str, buf: np.ndarray, world: Any, topo: Topology | None) -> Callable[[], Any]:
+    """The timed call of one cell: comm.hierarchical_allreduce over `topo`, else comm.allreduce by name."""
+    if algorithm == "hierarchical":
+        assert topo is not None
+        return lambda: hierarchical_allreduce(buf, topo)
+    return lambda: allreduce(buf, algorithm=algorithm, comm=world)
+
+
+def run_bench(cfg: BenchConfig, world: Any = None,
+              emit: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Time every (size, algorithm) of `cfg` and check each result against its closed form."""
     world = world or MPI.COMM_WORLD
     p, rank = world.Get_size(), world.Get_rank()
@@ -108,10 +135,7 @@ def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] 
         src, want = pattern(rank, count, dtype), expected_sum(p, count, dtype)
         buf = np.empty_like(src)
         for algorithm in cfg.algorithms:
-            if algorithm == "hierarchical":
-                call = lambda: hierarchical_allreduce(buf, topo)  # noqa: E731
-            else:
-                call = lambda a=algorithm: allreduce(buf, algorithm=a, comm=world)  # noqa: E731
+            call = _caller(algorithm, buf, world, topo)
             times, ok = [], True
             for it in range(cfg.warmup + cfg.iters):
                 np.copyto(buf, src)
@@ -121,9 +145,27 @@ def run_bench(cfg: BenchConfig, world: Any = None, emit: Callable[[dict], None] 
                     times.append(t)
             correct = bool(world.allreduce(ok, op=MPI.LAND))
             row = _row(p, cfg, count * dtype.itemsize, algorithm, times, correct)
+            if algorithm == "auto":  # what auto chose for this size on this layout
+                row["auto_choice"] = auto_algorithm(count * dtype.itemsize, node_layout(private_comm(world)))
             rows.append(row)
             if rank == 0 and emit:
                 emit(row)
+    return rows
+
+
+def run_levels(cfg: BenchConfig, world: Any, emit: Callable[[dict], None] | None = None) -> list[dict]:
+    """Time the flat algorithms on the node communicators (level intra: every node at once, node 0's rows are
+    kept) and then on the leaders' communicator (level inter); rows carry "level" and the layout."""
+    topo = Topology.from_comm(world, cfg.gpus_per_node)
+    levels = ("intra", "inter") if cfg.level == "both" else (cfg.level,)
+    rows: list[dict] = []
+    for level in levels:
+        comm = topo.node_comm if level == "intra" else topo.leader_comm
+        extra = {"level": level, "nodes": topo.n_nodes, "ranks_per_node": topo.gpus_per_node}
+        tagged = (lambda r, extra=extra: emit({**r, **extra})) if emit else None
+        if comm is not None:  # ranks off the leaders' communicator sit the inter level out
+            rows += [{**r, **extra} for r in run_bench(cfg, comm, tagged if world.Get_rank() == 0 else None)]
+        world.Barrier()
     return rows
 
 
@@ -134,27 +176,15 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def print_row(row: dict) -> None:
+def print_row(row: dict[str, Any]) -> None:
     print(f"{_fmt_bytes(row['bytes']):>10} {row['algorithm']:>18} {row['t_median_s'] * 1e6:>12.1f} "
           f"{row['t_min_s'] * 1e6:>12.1f} {row['t_max_s'] * 1e6:>12.1f} {row['algbw_GBps']:>8.3f} "
           f"{row['busbw_GBps']:>8.3f} {'ok' if row['correct'] else 'WRONG':>6}", flush=True)
 
 
-def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
-    """Write rows as JSON lines to a temp file beside `path`, then rename: no half-written file is ever seen."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should read like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
+    """Write rows as JSON lines atomically (atomicio: temp, fsync, rename, fsync of the folder)."""
+    _write_jsonl_atomic(path, rows)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,8 +201,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m comm bench", description=__doc__)
-    ap.add_argument("--sizes", default=None, help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
-    ap.add_argument("--algorithms", default=",".join(BENCH_ALGORITHMS), help="comma-separated; default: all")
+    ap.add_argument("--sizes", default=None,
+                    help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
+    ap.add_argument("--algorithms", default=None, help="comma-separated; default: all (all but hierarchical with "
+                    "--level)")
+    ap.add_argument("--level", default="world", help="world (default) | intra (node communicators) | inter (node "
+                    "leaders) | both: rows tagged with their level for `python -m sim calibrate --bench`")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per cell (default 3)")
     ap.add_argument("--iters", type=int, default=20, help="timed iterations per cell (default 20)")
     ap.add_argument("--dtype", default="float32", help=f"one of {', '.join(BENCH_DTYPES)} (default float32)")
@@ -189,13 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     try:  # every rank validates its arguments before any communication
         args = build_parser().parse_args(argv)
         sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
-        cfg = BenchConfig(sizes=sizes, algorithms=[a.strip() for a in args.algorithms.split(",") if a.strip()],
-                          warmup=args.warmup, iters=args.iters, dtype=args.dtype, gpus_per_node=args.gpus_per_node,
-                          out=args.out)
-        if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and "hierarchical" in cfg.algorithms:
+        default = [a for a in BENCH_ALGORITHMS if args.level == "world" or a != "hierarchical"]
+        algs = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else default
+        cfg = BenchConfig(sizes=sizes, algorithms=algs, warmup=args.warmup, iters=args.iters, dtype=args.dtype,
+                          gpus_per_node=args.gpus_per_node, out=args.out, level=args.level)
+        if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and (
+                "hierarchical" in cfg.algorithms or cfg.level != "world"):
             raise CommError(f"world size {world.Get_size()} is not divisible by --gpus-per-node {cfg.gpus_per_node}")
         if cfg.out and not os.path.isdir(os.path.dirname(os.path.abspath(cfg.out))):
-            raise CommError(f"--out {cfg.out!r}: directory {os.path.dirname(os.path.abspath(cfg.out))!r} does not exist")
+            folder = os.path.dirname(os.path.abspath(cfg.out))
+            raise CommError(f"--out {cfg.out!r}: directory {folder!r} does not exist")
+        if cfg.out and world.Get_rank() == 0:
+            try:
+                check_output_file(cfg.out, what="--out")
+            except OutputError as e:
+                raise CommError(str(e)) from None
     except CommError as e:
         problem = str(e)
     # One agreement step, so that every rank stops together when any rank's input is bad (no rank is left waiting
@@ -214,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{'algbw':>8} {'busbw':>8} {'check':>6}")
         print(f"{'':>10} {'':>18} {'':>12} {'':>12} {'':>12} {'(GB/s)':>8} {'(GB/s)':>8}")
     emit = (lambda r: print(json.dumps(r), flush=True)) if args.json else print_row
-    rows = run_bench(cfg, world, emit)
+    rows = run_bench(cfg, world, emit) if cfg.level == "world" else run_levels(cfg, world, emit)
     if rank0 and cfg.out:
-        write_jsonl_atomic(cfg.out, rows)
+        try:
+            write_jsonl_atomic(cfg.out, rows)
+        except OutputError as e:  # e.g. the disk filled during the bench: one line, no temp file left
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return EXIT_OUTPUT
     return 0 if all(r["correct"] for r in rows) else 1

@@ -8,8 +8,9 @@ the stream that produced a CUDA buffer before calling (comm synchronises the str
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,8 @@ class NumpyOps:
 
     @staticmethod
     def scratch(role: str, like: np.ndarray, n: int) -> np.ndarray:
-        return HOST_SCRATCH.get(role, like.dtype, n)
+        out: np.ndarray = HOST_SCRATCH.get(role, like.dtype, n)
+        return out
 
     @staticmethod
     def sync() -> None:
@@ -194,8 +196,10 @@ def _host_view(flat: Any, dtype: str) -> np.ndarray:
     if dtype == "bfloat16":
         import torch
 
-        return flat.view(torch.int16).numpy().view(np.uint16)
-    return flat.numpy()
+        bits: np.ndarray = flat.view(torch.int16).numpy().view(np.uint16)
+        return bits
+    view: np.ndarray = flat.numpy()
+    return view
 
 
 _PINNED: dict[tuple[str, str], Any] = {}
@@ -232,7 +236,7 @@ def adapt(buf: Any) -> Work:
         import torch
 
         return _torch_work(torch.as_tensor(buf, device="cuda") if hasattr(buf, "__cuda_array_interface__")
-                           else torch.from_dlpack(buf))
+                           else torch.utils.dlpack.from_dlpack(buf))
     if hasattr(buf, "__dlpack__"):
         arr = np.from_dlpack(buf)
         return _host_work(_flat_host(arr), _numpy_dtype_name(arr))

@@ -2,7 +2,8 @@
 all-reduce rather than one per tensor."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ class FlatBuffer:
     @property
     def nbytes(self) -> int:
         itemsize = self.buffer.element_size() if self.is_torch else self.buffer.itemsize
-        return self.numel * itemsize
+        return int(self.numel * itemsize)
 
     def views(self) -> list[Any]:
         """Views into the buffer shaped like each tensor."""

@@ -56,9 +56,9 @@ class Topology:
         leader = world.Split(color=0 if is_leader else MPI.UNDEFINED, key=rank)
         leader_comm = None if leader == MPI.COMM_NULL else leader
         if not virtual:
-            node_id = node_comm.bcast(leader_comm.Get_rank() if is_leader else None, root=0)
-        n_nodes = node_comm.bcast(leader_comm.Get_size() if is_leader else None, root=0)
-        sizes = world.allgather(node_comm.Get_size()) if not virtual else [gpus_per_node]
+            node_id = node_comm.bcast(leader_comm.Get_rank() if leader_comm is not None else None, root=0)
+        n_nodes = node_comm.bcast(leader_comm.Get_size() if leader_comm is not None else None, root=0)
+        sizes: list[int] = world.allgather(node_comm.Get_size()) if gpus_per_node is None else [gpus_per_node]
         if len(set(sizes)) != 1:
             raise CommError(f"nodes have unequal numbers of ranks {sorted(set(sizes))}; the hierarchy needs the "
                             "same number of ranks on every node (pass gpus_per_node to use virtual blocks)")

@@ -1,7 +1,6 @@
 """Fit alpha, beta, gamma per network level from `python -m comm bench` JSON lines by least squares."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -11,6 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 from scipy.optimize import nnls
 
+from atomicio import read_jsonl_numbered
 from sim.costs import terms
 from sim.errors import SimError
 from sim.topology import Level, Topology
@@ -27,23 +27,12 @@ REQUIRED = ("library", "p", "bytes", "algorithm", "t_median_s")
 def read_bench(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a comm bench JSONL file; a malformed line is an error naming the file and line."""
     rows = []
-    try:
-        with open(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SimError(f"bench file {os.fspath(path)!r} line {i} is not valid JSON: {e.msg}") from None
-                if not isinstance(row, dict):
-                    raise SimError(f"bench file {os.fspath(path)!r} line {i} must be a JSON object")
-                for key in REQUIRED:
-                    if key not in row:
-                        raise SimError(f"bench file {os.fspath(path)!r} line {i}: missing key {key!r}")
-                rows.append(row)
-    except OSError as e:
-        raise SimError(f"cannot read bench file {os.fspath(path)!r}: {e.strerror}") from None
+    name = f"bench file {os.fspath(path)!r}"
+    for i, row in read_jsonl_numbered(path, error=SimError):
+        for key in REQUIRED:
+            if key not in row:
+                raise SimError(f"{name} line {i}: missing key {key!r}")
+        rows.append(row)
     return rows
 
 

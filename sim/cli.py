@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -9,14 +10,16 @@ import os
 import sys
 from typing import Any
 
+from atomicio import EXIT_OUTPUT, OutputError, check_output_file
 from sim.calibrate import calibrated_topology, fit_level, read_bench
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
 from sim.run import ALLREDUCE_CHOICES, COMPRESSIONS, ENGINES, RunConfig, simulate
 from sim.schedule import ALGORITHMS, WARMUPS, SyncSchedule, total_steps
+from sim.jitter import parse_jitter
 from sim.stragglers import parse_stragglers
-from sim.topology import load_topology, preset_names, save_topology
+from sim.topology import LINK_SHARING, Topology, load_topology, preset_names, save_topology
 from sim.whatif import JsonlWriter, format_table, run_sweep, sweep_points
 
 __all__ = ["main", "build_parser"]
@@ -54,7 +57,12 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delay-global", type=float, default=0.0, metavar="S", help="extra seconds per global sync")
     p.add_argument("--delay-block", type=float, default=0.0, metavar="S", help="extra seconds per block sync")
     p.add_argument("--stragglers", default="none", help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random stragglers")
+    p.add_argument("--jitter", default="none", help="per-(worker, step) compute-time noise, mean 1: none | "
+                   "lognormal:CV | empirical:FILE (JSON list of step seconds, or a train calibrate machine file)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stragglers and of the jitter")
+    p.add_argument("--link-sharing", choices=LINK_SHARING, default=None,
+                   help="how concurrent messages share a port or NIC direction: fair (max-min, the default "
+                        "unless the topology file says fifo) or fifo (one message at a time)")
     p.add_argument("--compression", choices=COMPRESSIONS, default="none",
                    help="sign / ef-sign: syncs all-gather 1 bit per parameter (+ a scale) instead of all-reducing")
     p.add_argument("--engine", choices=ENGINES, default="fast", help="fast (memoised) or event (reference)")
@@ -97,9 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workload(p)
     p.set_defaults(func=cmd_whatif)
 
-    p = sub.add_parser("calibrate", help="fit alpha/beta/gamma per level from comm bench JSONL")
+    p = sub.add_parser("calibrate", help="fit alpha/beta/gamma per level from comm bench JSONL, or per-step and "
+                                         "per-sync costs from measured runs (--runs)")
     p.add_argument("--intra", action="append", default=[], metavar="FILE", help="bench JSONL measured inside a node")
     p.add_argument("--inter", action="append", default=[], metavar="FILE", help="bench JSONL measured across nodes")
+    p.add_argument("--bench", action="append", default=[], metavar="FILE",
+                   help="bench JSONL whose rows carry a level (intra / inter), e.g. from `comm bench --level both`: "
+                        "fits both levels and a per-call overhead each")
+    p.add_argument("--runs", nargs="+", default=[], metavar="FILE",
+                   help="measured runs (summary.json, run folders, or a CSV / JSON table of model, K, B, algorithm, "
+                        "H, [Hb], epochs or N, wall_s or wall_min): fit seconds per step and per sync")
     p.add_argument("--base", default=DEFAULT_PRESET, help="preset or file for unfitted levels and compute")
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=None)
@@ -153,7 +168,13 @@ def _config(a: argparse.Namespace, topo, K: int, sched: SyncSchedule) -> RunConf
     N, epochs = _samples(a)
     return RunConfig(topology=topo, model=get_model(a.model), K=K, B=a.B, N=N, schedule=sched,
                      allreduce=a.allreduce, delay_global_s=a.delay_global, delay_block_s=a.delay_block,
-                     stragglers=parse_stragglers(a.stragglers, a.seed), epochs=epochs, compression=a.compression)
+                     stragglers=parse_stragglers(a.stragglers, a.seed), epochs=epochs, compression=a.compression,
+                     jitter=parse_jitter(a.jitter, a.seed))
+
+
+def _sharing(a: argparse.Namespace, topo: Topology) -> Topology:
+    """The topology with --link-sharing applied when given."""
+    return topo if a.link_sharing is None else dataclasses.replace(topo, link_sharing=a.link_sharing)
 
 
 def _breakdown(r: dict[str, Any]) -> str:
@@ -162,10 +183,17 @@ def _breakdown(r: dict[str, Any]) -> str:
              f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)",
              f"  wall time      {r['wall_s']:12.3f} s"]
     for key, label in (("compute_s", "compute"), ("comm_intra_s", "comm intra"), ("comm_inter_s", "comm inter"),
-                       ("wait_s", "waiting"), ("delay_s", "delays")):
+                       ("wait_s", "waiting"), ("delay_s", "delays"), ("overhead_s", "sync overhead")):
+        if key == "overhead_s" and not r[key]:
+            continue
         share = 100 * r[key] / r["wall_s"] if r["wall_s"] > 0 else 0.0
         lines.append(f"  {label:<14} {r[key]:12.3f} s  ({share:5.1f} %, mean per worker)")
-    lines += [f"  syncs          {r['syncs_block']} block, {r['syncs_global']} global",
+    lines += [f"  compute        {1e3 * r['step_s']:.4g} ms per step ({r['compute_source']}: {r['compute_note']})"
+              + (f"; jitter {r['jitter']['kind']} CV {r['jitter']['cv']:.3g}" if r["jitter"]["kind"] != "none" else ""),
+              f"  links          {r['link_sharing']} sharing of ports and NICs"
+              + (f"; fitted sync overhead {r['sync_overhead_global_s']:.4g} s global, "
+                 f"{r['sync_overhead_block_s']:.4g} s block" if r["overhead_s"] else ""),
+              f"  syncs          {r['syncs_block']} block, {r['syncs_global']} global",
               f"  bytes          {r['bytes_intra']:.4g} intra, {r['bytes_inter']:.4g} inter",
               f"  comm as eq.(6) counts it (block x nodes + global): {r['comm_accounted_s']:.4f} s; "
               f"eq. (6) with C1={r['eq6_C1_s']:.3g} s, C2={r['eq6_C2_s']:.3g} s: {r['eq6_s']:.4f} s",
@@ -176,7 +204,7 @@ def _breakdown(r: dict[str, Any]) -> str:
 
 
 def cmd_run(a: argparse.Namespace) -> int:
-    topo = load_topology(a.topology or a.preset or DEFAULT_PRESET)
+    topo = _sharing(a, load_topology(a.topology or a.preset or DEFAULT_PRESET))
     N, _ = _samples(a)
     sched = SyncSchedule(algorithm=a.algorithm, H=a.H, Hb=a.Hb, **_schedule_kwargs(a, a.algorithm, N, a.K))
     res = simulate(_config(a, topo, a.K, sched), a.engine).to_json()
@@ -184,10 +212,20 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _check_out(path: str | None) -> None:
+    """--out must be a writable location with some free space, checked before any work (one line, exit 2)."""
+    if path:
+        try:
+            check_output_file(path, what="--out")
+        except OutputError as e:
+            raise SimError(str(e)) from None
+
+
 def cmd_whatif(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    topos = [load_topology(t) for t in a.topologies]
+    _check_out(a.out)
+    topos = [_sharing(a, load_topology(t)) for t in a.topologies]
     for alg in a.algorithms:
         if alg not in ALGORITHMS:
             raise SimError(f"algorithms must be among {', '.join(ALGORITHMS)}, got {alg!r}")
@@ -228,8 +266,17 @@ def cmd_whatif(a: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
+    _check_out(a.out)
+    if a.runs:
+        if a.intra or a.inter or a.bench:
+            raise SimError("calibrate --runs fits measured runs; give the bench files (--intra, --inter, --bench) "
+                           "in a separate call")
+        return _calibrate_runs(a)
+    if a.bench:
+        from sim.twolevel import cmd_calibrate_bench
+        return cmd_calibrate_bench(a)
     if not a.intra and not a.inter:
-        raise SimError("calibrate needs at least one --intra FILE or --inter FILE")
+        raise SimError("calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE")
     fits = {}
     for level, files in (("intra", a.intra), ("inter", a.inter)):
         if files:
@@ -255,6 +302,29 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_runs(a: argparse.Namespace) -> int:
+    from sim.fitruns import fit_runs, fitted_topology, read_runs
+    base = load_topology(a.base)
+    fit = fit_runs(read_runs(a.runs), base)
+    topo = fitted_topology(base, fit, name=a.name, table=" ".join(a.runs))
+    if a.out:
+        save_topology(topo, a.out)
+    if a.json:
+        print(json.dumps({"runs_fit": fit.to_json(), "out": a.out}))
+        return 0
+    print(f"per step {fit.step_s:.6g} s ({fit.model}, B={fit.B}); per sync beyond the links of {base.name}: "
+          f"{fit.overhead_global_s:.6g} s global, {fit.overhead_block_s:.6g} s block")
+    for r in fit.rows:
+        print(f"  {r['name']}: {r['steps']} steps, {r['syncs_global']} global + {r['syncs_block']} block syncs, "
+              f"links {r['links_s']:.4g} s; measured {r['wall_s']:.6g} s, fit {r['fit_s']:.6g} s "
+              f"({100 * r['rel_residual']:+.2f} %)")
+    for note in fit.notes:
+        print(f"  note: {note}")
+    if a.out:
+        print(f"wrote topology {a.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -264,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     except SimError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OutputError as e:  # a write failed during the work: the temp file is gone, the target untouched
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_OUTPUT
     except BrokenPipeError:  # e.g. `python -m sim run | head`: the reader left, which is not an error
         sys.stdout = open(os.devnull, "w")
         return 0

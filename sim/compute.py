@@ -127,6 +127,20 @@ class ComputeModel:
             t = ys[0] * batch / xs[0]
         return t * model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample
 
+    def provenance(self, model: ModelSpec) -> tuple[str, str]:
+        """(source, note) of seconds(model, ...): "measured" (the table's own model), "extrapolated" (another
+        model, scaled by GFLOPs per sample from the table's), "flops-model" (peak TFLOPs x efficiency) or "fixed"."""
+        if self.kind == "table":
+            if model.name == self.reference_model:
+                return "measured", f"{self.device} table of {model.name}"
+            return "extrapolated", (f"EXTRAPOLATED by FLOPs from {self.reference_model} on {self.device} "
+                                    f"(x{model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample:.3g}"
+                                    f" GFLOPs/sample): an estimate, not a measurement of {model.name}")
+        if self.kind == "flops":
+            return "flops-model", (f"FLOPs model: {self.tflops:g} TFLOP/s x efficiency {self.efficiency:g} on "
+                                   f"{self.device}, not a measurement")
+        return "fixed", f"fixed seconds per step on {self.device}"
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object stored under "compute" in a topology file."""
         if self.kind == "table":

@@ -1,9 +1,15 @@
 """SimPy network model: ports and NICs as resources, and the message-level execution of one collective."""
 # Contention model: every GPU has its own intra-node send port and receive port; all GPUs of a node
-# share one NIC send queue and one NIC receive queue for inter-node messages (capacity 1 each, FIFO).
-# A message first takes the sender's port, then the receiver's port, holds both for
-# ``overhead_s + n / bandwidth``, releases them, and is delivered ``latency_s`` later. Ports are taken
-# in that order only, and nothing is awaited while holding a receive port, so no deadlock can occur.
+# share one NIC send direction and one NIC receive direction for inter-node messages. Two ways to share
+# (the topology's ``link_sharing``):
+# * "fair" (default): a message spends ``overhead_s`` on its own, then its n bytes flow through the
+#   sender's and the receiver's port, which every concurrent flow shares max-min fairly (sim/links.py),
+#   and it is delivered ``latency_s`` later. k messages of m bytes through one NIC at once all arrive
+#   after alpha + k m beta, as TCP flows sharing a NIC do.
+# * "fifo": ports are queues of capacity 1. A message first takes the sender's port, then the receiver's
+#   port, holds both for ``overhead_s + n / bandwidth``, releases them, and is delivered ``latency_s``
+#   later: the first message's latency hides under the second one's transfer. Ports are taken in that
+#   order only, and nothing is awaited while holding a receive port, so no deadlock can occur.
 # Rendezvous protocol: a message moves only once the receiver has posted the matching receive (has
 # reached that round), and the send completes when the message is delivered. This makes a
 # contention-free run equal the alpha-beta-gamma closed forms, also for the fold and binomial trees.
@@ -20,6 +26,7 @@ import simpy
 
 from sim.collectives import Program, allgather_programs, flat_programs, hierarchical_programs
 from sim.errors import SimError
+from sim.links import FairLinks
 from sim.topology import Level, Topology
 
 __all__ = ["CountingEnvironment", "Network", "CollectiveResult", "start_collective", "simulate_collective",
@@ -48,6 +55,7 @@ class Network:
         self.topo = topo
         self.b = topo.gpus_per_node
         self._res: dict[tuple[str, int], simpy.Resource] = {}
+        self.fair = FairLinks(env) if topo.link_sharing == "fair" else None
 
     def _port(self, kind: str, idx: int) -> simpy.Resource:
         res = self._res.get((kind, idx))
@@ -66,6 +74,19 @@ class Network:
         if not posted.triggered:
             yield posted
         name, lv = self.level_of(src, dst)
+        if self.fair is not None:
+            flight = record.begin(name)
+            if lv.overhead_s > 0:
+                yield self.env.timeout(lv.overhead_s)
+            if nbytes * lv.beta > 0:
+                links = (("tx", src), ("rx", dst)) if name == "intra" else \
+                    (("nic_tx", src // self.b), ("nic_rx", dst // self.b))
+                yield self.fair.transfer(links, 1.0 / lv.beta, nbytes)
+            if lv.latency_s > 0:
+                yield self.env.timeout(lv.latency_s)
+            record.end(name, nbytes, flight, self.env.now)
+            done.succeed()
+            return
         if name == "intra":
             tx, rx = self._port("tx", src), self._port("rx", dst)
         else:

@@ -3,7 +3,9 @@
 # (the node for a "block" sync, all K workers for a "global" one) arrives; the time a worker spends
 # before that is "waiting". Collectives then run at message level on the shared network. Block
 # syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
-# level is added to every worker of the group after the collective.
+# level is added to every worker of the group after the collective, and so is the topology's fitted
+# per-sync software overhead (sync_overhead_s, 0 unless `sim calibrate --runs` wrote it). Compute times
+# are the compute model's seconds times the stragglers' and the jitter's per-(worker, step) factors.
 #
 # engine "event": every worker is a SimPy process and every collective is simulated message by message
 # on one network (the reference). engine "fast": the same barrier recurrence in numpy, with each
@@ -26,6 +28,7 @@ from sim.costs import auto_algorithm, eq6
 from sim.engine import (CollectiveResult, CountingEnvironment, Network, interval_measure, simulate_collective,
                         start_collective)
 from sim.errors import SimError
+from sim.jitter import StepJitter
 from sim.schedule import SyncSchedule, total_steps
 from sim.stragglers import Stragglers
 from sim.topology import Topology
@@ -61,6 +64,7 @@ class RunConfig:
     delay_global_s: float = 0.0
     delay_block_s: float = 0.0
     stragglers: Stragglers = field(default_factory=Stragglers)
+    jitter: StepJitter = field(default_factory=StepJitter)
     compression: str = "none"
     epochs: float | None = None  # for the record only; N is what counts
 
@@ -131,6 +135,7 @@ class RunResult:
     comm_accounted_s: float
     sim_seconds: float
     sim_events: int
+    overhead_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -139,6 +144,7 @@ class RunResult:
         C1, C2 = t.intra.message_s(n), t.inter.message_s(n)
         e6 = eq6(K=c.K, servers=c.nodes_used, N=c.N, B=c.B, H=s.H, Hb=s.Hb, C1=C1, C2=C2)
         single = total_steps(c.N, 1, c.B) * t.compute.seconds(c.model, c.B)
+        source, note = t.compute.provenance(c.model)
         return {
             "schema": SCHEMA, "topology": t.name, "nodes": c.nodes_used, "gpus_per_node": t.gpus_per_node,
             "K": c.K, "model": c.model.name, "model_bytes": c.model.bytes,
@@ -147,9 +153,13 @@ class RunResult:
             "warmup": s.warmup, "warmup_steps": s.warmup_steps, "total_steps": c.total_steps,
             "allreduce": c.allreduce, "allreduce_global": self.algorithms[0],
             "allreduce_block": self.algorithms[1], "delay_global_s": c.delay_global_s,
-            "delay_block_s": c.delay_block_s, "stragglers": c.stragglers.to_json(), "engine": self.engine,
+            "delay_block_s": c.delay_block_s, "stragglers": c.stragglers.to_json(), "jitter": c.jitter.to_json(),
+            "link_sharing": t.link_sharing, "sync_overhead_global_s": t.sync_overhead_s[0],
+            "sync_overhead_block_s": t.sync_overhead_s[1], "compute_source": source, "compute_note": note,
+            "step_s": t.compute.seconds(c.model, c.B), "engine": self.engine,
             "wall_s": self.wall_s, "compute_s": self.compute_s, "comm_intra_s": self.comm_intra_s,
             "comm_inter_s": self.comm_inter_s, "wait_s": self.wait_s, "delay_s": self.delay_s,
+            "overhead_s": self.overhead_s,
             "syncs_block": self.syncs_block, "syncs_global": self.syncs_global,
             "bytes_intra": self.bytes_intra, "bytes_inter": self.bytes_inter,
             "comm_accounted_s": self.comm_accounted_s, "eq6_s": e6, "eq6_C1_s": C1, "eq6_C2_s": C2,
@@ -166,15 +176,23 @@ def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, Col
     return algs, gres, bres
 
 
+def _factors(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
+    """Compute-time factors of the next n_steps steps: stragglers times jitter, each continuing its stream."""
+    f = cfg.stragglers.block(n_steps, K) if cfg.stragglers.active else np.ones((n_steps, K))
+    return f * cfg.jitter.block(n_steps, K) if cfg.jitter.active else f
+
+
 def _fast(cfg: RunConfig) -> RunResult:
     K, b, nodes = cfg.K, cfg.topology.gpus_per_node, cfg.nodes_used
     T = cfg.total_steps
     c0 = cfg.topology.compute.seconds(cfg.model, cfg.B)
     algs, gres, bres = _collectives(cfg)
     events = gres.events + bres.events
-    strag = cfg.stragglers
+    strag, jit = cfg.stragglers, cfg.jitter
     strag.reset()
-    random = strag.active
+    jit.reset()
+    random = strag.active or jit.active
+    og, ob = cfg.topology.sync_overhead_s
     clock, comp, wait = np.zeros(K), np.zeros(K), np.zeros(K)
     intra, inter, delay = np.zeros(K), np.zeros(K), np.zeros(K)
     g_intra, g_inter = gres.finish_s - gres.inter_s, gres.inter_s
@@ -184,14 +202,14 @@ def _fast(cfg: RunConfig) -> RunResult:
     for step, level in cfg.schedule.events(T):
         seg = step - prev
         prev = step
-        dt = c0 * strag.block(seg, K).sum(axis=0) if random else c0 * seg
+        dt = c0 * _factors(cfg, seg, K).sum(axis=0) if random else c0 * seg
         clock += dt
         comp += dt
         if level == "global":
             n_g += 1
             start = clock.max()
             wait += start - clock
-            clock = start + gres.finish_s + cfg.delay_global_s
+            clock = start + gres.finish_s + cfg.delay_global_s + og
             intra += g_intra
             inter += g_inter
             delay += cfg.delay_global_s
@@ -200,14 +218,14 @@ def _fast(cfg: RunConfig) -> RunResult:
             grid = clock.reshape(nodes, b)
             start = grid.max(axis=1, keepdims=True)
             wait += (start - grid).ravel()
-            clock = (start + b_fin).ravel() + cfg.delay_block_s
+            clock = (start + b_fin).ravel() + cfg.delay_block_s + ob
             intra += b_intra
             inter += b_inter
             delay += cfg.delay_block_s
     return RunResult(
         config=cfg, engine="fast", algorithms=algs, wall_s=float(clock.max()), compute_s=float(comp.mean()),
         comm_intra_s=float(intra.mean()), comm_inter_s=float(inter.mean()), wait_s=float(wait.mean()),
-        delay_s=float(delay.mean()), syncs_block=n_b, syncs_global=n_g,
+        delay_s=float(delay.mean()), overhead_s=n_g * og + n_b * ob, syncs_block=n_b, syncs_global=n_g,
         bytes_intra=n_g * gres.bytes_intra + n_b * nodes * bres.bytes_intra,
         bytes_inter=n_g * gres.bytes_inter + n_b * nodes * bres.bytes_inter,
         comm_accounted_s=n_g * gres.duration_s + n_b * nodes * bres.duration_s, sim_seconds=0.0,
@@ -222,10 +240,12 @@ def _event(cfg: RunConfig) -> RunResult:
     c0 = t.compute.seconds(cfg.model, cfg.B)
     algs = cfg.algorithms()
     cfg.stragglers.reset()
-    factors = cfg.stragglers.block(T, K) if cfg.stragglers.active else None
+    cfg.jitter.reset()
+    factors = _factors(cfg, T, K) if cfg.stragglers.active or cfg.jitter.active else None
+    over = dict(zip(("global", "block"), t.sync_overhead_s))
     env = CountingEnvironment()
     net = Network(env, t)
-    acc = {k: np.zeros(K) for k in ("compute", "wait", "intra", "inter", "delay", "finish")}
+    acc = {k: np.zeros(K) for k in ("compute", "wait", "intra", "inter", "delay", "overhead", "finish")}
     barriers: dict[tuple[int, int], dict[str, Any]] = {}
     totals = {"block": 0, "global": 0, "bytes_intra": 0.0, "bytes_inter": 0.0, "accounted": 0.0}
 
@@ -267,9 +287,10 @@ def _event(cfg: RunConfig) -> RunResult:
                 totals["accounted"] += bar["max_fin"]
                 del barriers[(n_sync, gid)]
             d = cfg.delay_global_s if level == "global" else cfg.delay_block_s
-            if d > 0:
-                yield env.timeout(d)
+            if d + over[level] > 0:
+                yield env.timeout(d + over[level])
             acc["delay"][k] += d
+            acc["overhead"][k] += over[level]
         acc["finish"][k] = env.now
 
     for k in range(K):
@@ -279,7 +300,8 @@ def _event(cfg: RunConfig) -> RunResult:
         config=cfg, engine="event", algorithms=algs, wall_s=float(acc["finish"].max()),
         compute_s=float(acc["compute"].mean()), comm_intra_s=float(acc["intra"].mean()),
         comm_inter_s=float(acc["inter"].mean()), wait_s=float(acc["wait"].mean()),
-        delay_s=float(acc["delay"].mean()), syncs_block=totals["block"], syncs_global=totals["global"],
+        delay_s=float(acc["delay"].mean()), overhead_s=float(acc["overhead"].mean()), syncs_block=totals["block"],
+        syncs_global=totals["global"],
         bytes_intra=totals["bytes_intra"], bytes_inter=totals["bytes_inter"],
         comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events)
 

@@ -13,11 +13,13 @@ from sim.costs import LevelCost
 from sim.atomic import atomic_open
 from sim.errors import SimError
 
-__all__ = ["Level", "Topology", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
+__all__ = ["Level", "Topology", "LINK_SHARING", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
            "topology_from_json"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 LEVEL_NAMES = ("intra", "inter")
+#: How concurrent messages share a port or NIC direction: max-min fair flows (default) or a FIFO queue.
+LINK_SHARING = ("fair", "fifo")
 
 
 def _num(where: str, name: str, v: object, *, strict: bool = False) -> float:
@@ -76,6 +78,10 @@ class Topology:
     """An a x b cluster: `nodes` nodes with `gpus_per_node` GPUs each, sharing their node's NIC.
 
     Rank r lives on node r // gpus_per_node (consecutive ranks share a node, as MPI places them).
+    ``link_sharing``: "fair" (concurrent messages share a port or NIC direction max-min fairly, each
+    keeping its own latency) or "fifo" (one message at a time). ``sync_overhead_s``: seconds added to
+    every (global, block) sync on top of its collective, the per-sync software cost that
+    `sim calibrate --runs` fits (0 for link-spec presets).
     """
 
     name: str
@@ -85,12 +91,22 @@ class Topology:
     inter: Level
     compute: ComputeModel
     description: str = ""
+    link_sharing: str = "fair"
+    sync_overhead_s: tuple[float, float] = (0.0, 0.0)  # (global, block): fitted software cost per sync
 
     def __post_init__(self) -> None:
         for key in ("nodes", "gpus_per_node"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise SimError(f"{key} must be an integer >= 1, got {v!r}")
+        if self.link_sharing not in LINK_SHARING:
+            raise SimError(f"link_sharing must be one of {', '.join(LINK_SHARING)}, got {self.link_sharing!r}")
+        over = tuple(self.sync_overhead_s)
+        if len(over) != 2:
+            raise SimError(f"sync_overhead_s must be (global, block) seconds, got {self.sync_overhead_s!r}")
+        for name, v in zip(("global", "block"), over):
+            _num("sync_overhead_s ", name, v)
+        object.__setattr__(self, "sync_overhead_s", tuple(float(v) for v in over))
 
     @property
     def gpus(self) -> int:
@@ -110,10 +126,13 @@ class Topology:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "nodes": self.nodes,
                 "gpus_per_node": self.gpus_per_node, "intra": self.intra.to_json(),
-                "inter": self.inter.to_json(), "compute": self.compute.to_json()}
+                "inter": self.inter.to_json(), "compute": self.compute.to_json(), "link_sharing": self.link_sharing,
+                "sync_overhead_s": {"global": self.sync_overhead_s[0], "block": self.sync_overhead_s[1]}}
 
 
-TOP_KEYS = {"name", "description", "nodes", "gpus_per_node", "intra", "inter", "compute"}
+TOP_KEYS = {"name", "description", "nodes", "gpus_per_node", "intra", "inter", "compute", "link_sharing",
+            "sync_overhead_s"}
+OVERHEAD_KEYS = ("global", "block")
 LEVEL_KEYS = {"latency_s", "bandwidth_GBps", "overhead_s", "gamma_s_per_byte"}
 
 
@@ -144,12 +163,17 @@ def topology_from_json(obj: object, where: str = "topology") -> Topology:
     missing = [k for k in ("name", "nodes", "gpus_per_node", "intra", "inter", "compute") if k not in obj]
     if missing:
         raise SimError(f"{where}: missing key {missing[0]!r}")
+    over = obj.get("sync_overhead_s", {})
+    if not isinstance(over, dict) or set(over) - set(OVERHEAD_KEYS):
+        raise SimError(f"{where}: 'sync_overhead_s' must be a JSON object with keys global and block "
+                       f"(seconds per sync), got {over!r}")
     try:
         compute = ComputeModel.from_json(obj["compute"], "compute")
         return Topology(name=str(obj["name"]), description=str(obj.get("description", "")),
                         nodes=obj["nodes"], gpus_per_node=obj["gpus_per_node"],
                         intra=_level(obj["intra"], "intra", where), inter=_level(obj["inter"], "inter", where),
-                        compute=compute)
+                        compute=compute, link_sharing=obj.get("link_sharing", "fair"),
+                        sync_overhead_s=(over.get("global", 0.0), over.get("block", 0.0)))
     except SimError as e:
         msg = str(e)
         raise SimError(msg if msg.startswith(where) else f"{where}: {msg}") from None

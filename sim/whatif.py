@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from atomicio import OutputError, describe_oserror
 from sim.atomic import make_temp_beside, publish
 from sim.errors import SimError
 from sim.run import RunConfig, RunResult, simulate
@@ -62,26 +63,53 @@ def run_sweep(points: list[SweepPoint], make_config: Callable[[SweepPoint, SyncS
 
 
 class JsonlWriter:
-    """JSON lines flushed per record into a temp file beside `path`, moved into place on close."""
+    """JSON lines flushed per record into a temp file beside `path`, moved into place on close.
+
+    A write that fails (full disk, read-only mount) removes the temp file and raises atomicio.OutputError naming
+    `path`; nothing is left half-written.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         parent = self.path.parent
         if not parent.is_dir():
             raise SimError(f"output directory {str(parent)!r} does not exist")
-        fd, self._tmp = make_temp_beside(self.path)
+        try:
+            fd, self._tmp = make_temp_beside(self.path)
+        except OSError as e:
+            raise OutputError(f"cannot write {self.path}: {describe_oserror(e)}") from None
         self._f = os.fdopen(fd, "w")
 
+    def _fail(self, e: OSError) -> OutputError:
+        try:
+            self._f.close()
+        except OSError:
+            pass
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        return OutputError(f"cannot write {self.path}: {describe_oserror(e)}")
+
     def write(self, obj: dict[str, Any]) -> None:
-        self._f.write(json.dumps(obj) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(obj) + "\n")
+            self._f.flush()
+        except OSError as e:
+            raise self._fail(e) from None
 
     def close(self, keep: bool = True) -> None:
-        self._f.close()
-        if keep:
-            publish(self._tmp, self.path)
-        else:
-            os.unlink(self._tmp)
+        if not os.path.exists(self._tmp):  # already cleaned up after a failed write
+            return
+        try:
+            self._f.flush()
+            if keep:
+                os.fsync(self._f.fileno())
+            self._f.close()
+            if keep:
+                publish(self._tmp, self.path)
+            else:
+                os.unlink(self._tmp)
+        except OSError as e:
+            raise self._fail(e) from None
 
     def __enter__(self) -> "JsonlWriter":
         return self

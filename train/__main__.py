@@ -9,6 +9,8 @@ __all__: list[str] = []
 
 
 def _entry() -> int:
+    from train.signals import EARLY
+    EARLY.install()  # a Ctrl-C during start-up is recorded, then agreed on: one line from rank 0 (train/signals.py)
     from train.cli import main
     from train.errors import AgreedError, TrainError
 
@@ -16,11 +18,11 @@ def _entry() -> int:
         return main()
     except SystemExit:
         raise
-    except AgreedError as exc:  # every rank raised it alike: one line, exit 2, nothing to abort
+    except AgreedError as exc:  # every rank raised it alike: one line, its exit code (2, 74, 130...), no abort
         mpi = sys.modules.get("mpi4py.MPI")
         if mpi is None or not mpi.Is_initialized() or mpi.COMM_WORLD.Get_rank() == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return exc.exit_code
     except BaseException as exc:  # noqa: BLE001 - every failure must take the whole job down
         mpi = sys.modules.get("mpi4py.MPI")
         size = mpi.COMM_WORLD.Get_size() if mpi is not None and mpi.Is_initialized() else 1

@@ -12,7 +12,9 @@
 #        also waits, with the chance 1 - 1/s, for the partner to be scheduled again. The shape g is 1, sqrt(s) or
 #        s, whichever fits the probes best, with lam fitted for it; rounds_K counts the barrier's and the
 #        all-reduce's.
-# The machine file also embeds a sim topology (one node, the fitted level, the measured step as a fixed compute).
+# The machine file also embeds a sim topology (one node, the fitted level, the measured step as a fixed compute),
+# the single-rank run's step times (wall time between consecutive step records) with their coefficient of
+# variation, which --predict turns into step-time jitter, and the version of the code that wrote it.
 from __future__ import annotations
 
 import argparse
@@ -33,9 +35,9 @@ from sim.errors import SimError
 from train.config import TrainConfig
 from train.errors import TrainError
 from train.metrics import write_json_atomic
-from train.predict import MACHINE_SCHEMA, WAIT_FORMS, profile_model, scheduling_wait
+from train.predict import MACHINE_SCHEMA, WAIT_FORMS, calibration_code_version, profile_model, scheduling_wait
 
-__all__ = ["register", "run_calibrate", "step_time", "fit_share", "fit_step", "fit_lambda", "sync_rounds",
+__all__ = ["register", "run_calibrate", "step_time", "step_samples", "MAX_SAMPLES", "fit_share", "fit_step", "fit_lambda", "sync_rounds",
            "background_load", "mpirun_path"]
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,33 @@ def step_time(summary: dict[str, Any]) -> float:
     if steps < 1:
         raise TrainError(f"calibration run {summary.get('run_dir')} did no step")
     return (summary["wall_s"] - other) / steps
+
+
+#: Step times kept in the machine file (the first ones; the CV is over all of them).
+MAX_SAMPLES = 512
+
+
+def step_samples(metrics: Path, skip: int = 5) -> list[float]:
+    """Seconds of each step of a run without syncs: wall time between consecutive step records of metrics.jsonl
+    (rank 0, --log-every 1), the first `skip` steps (warm-up) left out."""
+    prev: tuple[int, float] | None = None
+    out = []
+    with open(metrics, encoding="utf-8") as fh:
+        for line in fh:
+            rec = json.loads(line)
+            if rec.get("kind") != "step":
+                continue
+            if prev is not None and rec["step"] == prev[0] + 1 and rec["step"] >= skip:
+                out.append(float(rec["wall_s"]) - prev[1])
+            prev = (rec["step"], float(rec["wall_s"]))
+    return [v for v in out if v > 0]
+
+
+def _cv(xs: list[float]) -> float | None:
+    if len(xs) < 2:
+        return None
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs)) / m
 
 
 def background_load(seconds: float = 1.0, samples: int = 20) -> float:
@@ -195,6 +224,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         _run(_train_cmd(ns, work / "k1", ep1), "trainer on 1 rank", env)
         s1 = _summary(work / "k1")
         t1 = step_time(s1)
+        samples = step_samples(work / "k1" / "metrics.jsonl")
         eval_per_sample = (s1["totals_mean"]["eval_s"] or 0.0) / prof.n_test
         points, loads, syncs = [(1, t1)], [load1], []
         for kp in ns.probe_ranks:
@@ -223,7 +253,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
     level = fit.level("intra").to_json()
     name = ns.name
     machine = {
-        "schema": MACHINE_SCHEMA, "name": name,
+        "schema": MACHINE_SCHEMA, "name": name, "code_version": calibration_code_version(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "calibration_s": time.time() - t0,
         "load_avg_before": list(load_before), "load_avg_after": list(os.getloadavg()),
         "cpu_count": cpu, "background_load": L, "level": level, "level_share": level_share,
@@ -232,7 +262,9 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
                 "gamma_s_per_byte": fit.gamma, "notes": fit.notes},
         "step": {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "batch_size": cfg.batch_size,
                  "params": prof.params, "gflops_per_sample": prof.gflops_per_sample, "seconds_per_step": t_alone,
-                 "steps": s1["steps_done"], "eval_s_per_sample": eval_per_sample / sh[0]},
+                 "steps": s1["steps_done"], "eval_s_per_sample": eval_per_sample / sh[0], "cv": _cv(samples),
+                 "samples_s": samples[:MAX_SAMPLES], "samples_from": "wall time between consecutive step records of "
+                 "the single-rank run (metrics.jsonl), first 5 steps left out"},
         "probes": [{"ranks": k, "seconds_per_step": t, "load": ld, "fit_s": t_alone * s}
                    for (k, t), ld, s in zip(points, run_loads, sh)],
         "sync_probes": [{"ranks": k, "seconds_per_sync": o, "rounds": sync_rounds(k),
@@ -273,6 +305,9 @@ def _cmd(ns: argparse.Namespace) -> int:
               f"{1e3 * pr['fit_s']:.3f} ms fitted")
     print(f"oversubscribed message round: scheduling wait {1e3 * m['oversubscribed_latency_s']:.3f} ms x (1 - 1/s) "
           f"x g(s), g = {m['oversubscribed_form']} (the best-fitting shape)")
+    if st.get("cv") is not None:
+        print(f"step-time jitter: CV {st['cv']:.3g} over {len(st['samples_s'])} single-rank steps "
+              f"(--predict draws each rank's steps from them)")
     print(f"CPU share: mean background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
           f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "

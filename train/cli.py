@@ -5,14 +5,20 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from dataclasses import fields
 from typing import Any, Callable
 
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
-from train.errors import TrainError
+from atomicio import OutputError, check_output_dir
+from train.errors import AgreedInterrupt, TrainError
 from train.launch import RankZeroParser, launch_rank_size
 from train.models import MODEL_HELP
+from train.signals import EARLY
+
+#: Free space a run folder must have before a run starts (checkpoints, metrics); a later full disk is still handled.
+MIN_FREE = 16 << 20
 
 __all__ = ["main", "build_parser", "config_from_args", "launch_rank_size", "format_summary"]
 
@@ -96,7 +102,8 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--target-acc", "target_acc", float, "test accuracy for the time-to-accuracy figure (0..1)"),
     ("--global-sync-delay", "global_sync_delay", float, "seconds added to every global sync (slow network)"),
     ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
-    ("--checkpoint-every", "checkpoint_every", float, "epochs between checkpoints (0: only at the end)"),
+    ("--checkpoint-every", "checkpoint_every", float, "epochs between checkpoints, the last two kept (0: only at "
+                                                      "the end and at a pause or stop)"),
     ("--stop-at-epoch", "stop_at_epoch", float, "pause at this epoch: checkpoint and exit (continue with --resume)"),
     ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
     ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),
@@ -127,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
-                     "with its saved configuration (only --stop-at-epoch and --quiet/--json apply)")
+                     "with its saved configuration; only --epochs (e.g. to extend a finished run), --stop-at-epoch, "
+                     "--checkpoint-every and --data-dir may differ from it (docs/README-faults.md)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -154,23 +162,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig of parsed `run` arguments (or the saved one for --resume); validated."""
-    if ns.resume:
-        path = os.path.join(ns.resume, "config.json")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                saved = json.load(fh)["config"]
-        except (OSError, KeyError, json.JSONDecodeError) as e:
-            raise TrainError(f"cannot resume: {path} is missing or unreadable ({e})") from None
-        saved["stop_at_epoch"] = ns.stop_at_epoch
-        saved["out_dir"] = ns.resume
-        return TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+def given_fields(ns: argparse.Namespace) -> dict[str, Any]:
+    """The configuration fields set explicitly on the command line."""
     given = {name: getattr(ns, name) for _, name, _, _ in _FLAGS if getattr(ns, name) is not None}
     for name in ("nesterov", "stragglers", "log_objective"):
-        if getattr(ns, name) is not None:
+        if getattr(ns, name, None) is not None:
             given[name] = getattr(ns, name)
-    return TrainConfig(**given)
+    return given
+
+
+FLAG_OF = {name: flag for flag, name, _, _ in _FLAGS} | {"nesterov": "--no-nesterov", "stragglers": "--straggler",
+                                                          "log_objective": "--log-objective"}
+
+
+def refuse_conflicts(given: dict[str, Any], cfg: TrainConfig) -> None:
+    """Flags that the chosen options would silently ignore: one line naming both (TrainConfig checks the rest)."""
+    if "H" in given and cfg.algorithm == "minibatch" and cfg.H != 1:
+        raise TrainError(f"--H {cfg.H} does not apply to --algorithm minibatch (it averages gradients every step, "
+                         f"H = 1); drop --H or use --algorithm local")
+    if "global_momentum" in given and cfg.momentum_variant == "local" and cfg.global_momentum != 0:
+        raise TrainError(f"--global-momentum {cfg.global_momentum} does not apply to --momentum-variant local; "
+                         f"use --momentum-variant global or hybrid")
+    if "sign_scale" in given and cfg.compress != "sign":
+        raise TrainError(f"--sign-scale {cfg.sign_scale} only applies to --compress sign, got --compress "
+                         f"{cfg.compress}")
+
+
+def config_from_args(ns: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed `run` arguments (not for --resume: see train.resume); validated."""
+    given = given_fields(ns)
+    cfg = TrainConfig(**given)
+    refuse_conflicts(given, cfg)
+    return cfg
 
 
 def _fmt_s(v: Any) -> str:
@@ -246,8 +269,6 @@ def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> 
 def _run_prediction(ns: argparse.Namespace, cfg: TrainConfig, size: int) -> dict[str, Any]:
     """Rank 0, before a real run: the prediction that summary.json records next to the measurement."""
     from train.predict import predict
-    if ns.resume:
-        raise TrainError("--predict-topology cannot be combined with --resume (the run is already under way)")
     return predict(cfg, size, ns.predict_topology, load=ns.predict_load)
 
 
@@ -268,7 +289,20 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(ns)
         if ns.command == "calibrate":
             return int(ns.calibrate(ns))
-        cfg = config_from_args(ns)      # validated on every rank, before MPI starts
+        plan = None
+        if ns.resume:                   # decided from the run folder's files, before MPI starts
+            from train.resume import plan_resume
+            if ns.predict or ns.predict_topology:
+                raise TrainError("--predict / --predict-topology cannot be combined with --resume (the run is "
+                                 "already under way)")
+            plan = plan_resume(ns.resume, given_fields(ns), size, FLAG_OF)
+            if plan.cfg is None:        # e.g. a finished run: nothing is changed, nothing is written
+                if rank == 0:
+                    print(plan.message, file=sys.stderr, flush=True)
+                return 0
+            cfg = plan.cfg
+        else:
+            cfg = config_from_args(ns)  # validated on every rank, before MPI starts
         if ns.predict:                  # no MPI at all: the prediction is the simulator's
             return _predict(ns, cfg, size, rank)
         prediction = _run_prediction(ns, cfg, size) if ns.predict_topology and rank == 0 else None
@@ -276,14 +310,29 @@ def main(argv: list[str] | None = None) -> int:
         if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
             raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
                              f"--resume {cfg.out_dir} or choose another --out-dir")
+        try:
+            check_output_dir(ns.resume or cfg.out_dir or "runs", need_bytes=MIN_FREE,
+                             what="run folder" if ns.resume else "--out-dir")
+        except OutputError as e:
+            raise TrainError(str(e)) from None
+        if EARLY.seen:                  # Ctrl-C before MPI started: every rank got it, none has begun anything
+            raise AgreedInterrupt(f"interrupted by {signal.Signals(EARLY.seen).name} during start-up: nothing "
+                                  f"was written; run the command again", EARLY.seen)
+    except AgreedInterrupt as e:
+        if rank == 0:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
     except TrainError as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr)
         return 2
+    if plan is not None and plan.message and rank == 0:
+        print(plan.message, file=sys.stderr, flush=True)
     from train.trainer import Trainer  # starts MPI (through comm and mpi4py)
     # Under mpirun stderr is a pipe to the launcher, which forwards it to the terminal: show the bar there too.
     progress = not (ns.quiet or ns.no_progress) and (sys.stderr.isatty() or size > 1)
-    trainer = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction)
+    trainer = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction,
+                      from_scratch=bool(plan and plan.from_scratch))
     summary = trainer.run()
     if summary is not None and not ns.quiet:
         print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)

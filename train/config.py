@@ -120,7 +120,7 @@ class TrainConfig:
     global_sync_delay: float = 0.0
     block_sync_delay: float = 0.0
     stragglers: tuple[tuple[int, float], ...] = field(default_factory=tuple)
-    checkpoint_every: float = 0.0        # epochs; 0 = only at the end
+    checkpoint_every: float = 1.0        # epochs (the last two sets are kept); 0 = only at the end
     stop_at_epoch: float | None = None   # pause the run (checkpoint, exit) at this epoch; resume later
     seed: int = 0
     device: str = "auto"
@@ -162,6 +162,9 @@ class TrainConfig:
             _int("switch_step", self.switch_step, 0)
         if self.switch_epoch is not None:
             _num("switch_epoch", self.switch_epoch, 0.0)
+            if self.switch_epoch >= self.epochs:
+                raise TrainError(f"switch_epoch {self.switch_epoch:g} is not before epochs {self.epochs:g}: the run "
+                                 f"would end before post-local SGD starts; lower switch_epoch or raise epochs")
         _choice("local_warmup", self.local_warmup, WARMUPS)
         if self.local_warmup_steps is not None and self.local_warmup_epochs is not None:
             raise TrainError(f"give at most one of local_warmup_steps and local_warmup_epochs, got "
@@ -227,6 +230,9 @@ class TrainConfig:
         _num("checkpoint_every", self.checkpoint_every, 0.0)
         if self.stop_at_epoch is not None:
             _num("stop_at_epoch", self.stop_at_epoch, 0.0, strict=True)
+            if self.stop_at_epoch >= self.epochs:
+                raise TrainError(f"stop_at_epoch {self.stop_at_epoch:g} is not before epochs {self.epochs:g}: the run "
+                                 f"would end before it pauses; lower stop_at_epoch or raise epochs")
         _int("seed", self.seed, 0)
         _choice("device", self.device, DEVICES)
 

@@ -84,7 +84,7 @@ class Evaluator:
             self._set_eval_state()
             self.model.eval()
             sums = np.zeros(3, dtype=np.float64)
-            for x, y, logits in (self._carried() if self.contiguous else self._chunks()):
+            for _x, y, logits in (self._carried() if self.contiguous else self._chunks()):
                 loss, correct, n = batch_metrics(logits, y)
                 sums += (float(loss) * n, correct, n)
             comm.allreduce(sums, op="sum", comm=self.world)

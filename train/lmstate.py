@@ -42,7 +42,7 @@ class ContiguousStream:
         """Training rows read at 0-based `step`: row (step mod m) of each column."""
         return self.columns + step % self.m
 
-    def batch_at(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ARG002
+    def batch_at(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.batch_indices(step)
         return self.data.x_train[idx], self.data.y_train[idx]
 

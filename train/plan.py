@@ -45,6 +45,9 @@ class RunPlan:
         if cfg.algorithm == "postlocal":
             if cfg.switch_step is not None:
                 switch = cfg.switch_step
+                if switch >= T:
+                    raise TrainError(f"switch_step {switch} is not before the run's {T} steps (epochs "
+                                     f"{cfg.epochs:g}): post-local SGD would never start; lower one or raise the other")
             elif cfg.switch_epoch is not None:
                 switch = math.ceil(cfg.switch_epoch * spe)
             else:

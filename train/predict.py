@@ -11,10 +11,15 @@
 #   barrier the trainer puts before each sync costs ceil(lg p) such messages; an evaluation costs the seconds per
 #   test sample alone times the rank's share of the test set times s(K), plus its collectives (the model average
 #   and four small ones).
+#   Step times jitter: each rank's steps are drawn from the single-rank steps the calibration measured (resampled,
+#   normalised to mean 1), so every sync waits for the slowest rank. The prediction warns (one line each) when the
+#   machine file was written by other calibration code than this one, or when the background load now differs
+#   from the one the prediction assumes by more than LOAD_WARN runnable processes.
 # * a sim topology file or preset (a cluster this machine is not): the topology's links and compute model as
 #   they are, the trainer's model given by its measured parameter count and forward GFLOPs per sample.
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -26,6 +31,7 @@ from typing import Any
 from sim.compute import ComputeModel, ModelSpec
 from sim.costs import allreduce_cost
 from sim.errors import SimError
+from sim.jitter import StepJitter
 from sim.run import RunConfig, simulate
 from sim.stragglers import Stragglers
 from sim.topology import Level, Topology, load_topology
@@ -33,7 +39,8 @@ from train.config import TrainConfig
 from train.errors import TrainError
 from train.plan import RunPlan
 
-__all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "WAIT_FORMS", "scheduling_wait", "ModelProfile", "profile_model",
+__all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "calibration_code_version",
+           "machine_warnings", "machine_jitter", "WAIT_FORMS", "scheduling_wait", "ModelProfile", "profile_model",
            "comm_auto_algorithm",
            "load_source", "cpu_share", "count_evals", "predict", "format_prediction"]
 
@@ -49,8 +56,51 @@ WAIT_FORMS = ("const", "sqrt", "linear")
 #: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
 #: window and the gather of per-rank timings (train/evaluate.py, train/trainer.py).
 EVAL_SMALL_COLLECTIVES = 4
+#: --predict warns when the background load now and the one the prediction assumes differ by more than this many
+#: runnable processes (on a 2-core machine one extra process already slows every rank by up to 1.5x).
+LOAD_WARN = 1.0
+#: The code that measures a machine file and reads it: a machine file written by other versions of these is stale.
+CODE_FILES = ("train/calibrate.py", "train/predict.py", "sim/calibrate.py", "sim/run.py")
 #: Sizes of datasets whose files may be absent where a prediction is made (n_train, n_test, input shape, classes).
 KNOWN_DATASETS = {"cifar10": (50_000, 10_000, (3, 32, 32), 10), "cifar100": (50_000, 10_000, (3, 32, 32), 100)}
+
+
+def calibration_code_version() -> str:
+    """A short hash of CODE_FILES as they are now; `train calibrate` stores it in the machine file."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for rel in CODE_FILES:
+        h.update(rel.encode())
+        h.update((root / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: float | None) -> list[str]:
+    """One line per reason to distrust a machine file now: other calibration code, or another background load."""
+    out = []
+    version, now = m.get("code_version"), calibration_code_version()
+    if version != now:
+        was = f"code {version}" if version else "code older than code versions (no code_version)"
+        out.append(f"machine file {spec!r} was written by {was}, this is {now}: its figures may mean something else "
+                   f"now; rerun python -m train calibrate")
+    if load_now is not None and abs(load_now - load_used) > LOAD_WARN:
+        out.append(f"background load now {load_now:.2f} runnable processes, the prediction assumes {load_used:.2f} "
+                   f"(differs by more than {LOAD_WARN:g}): pass --predict-load {load_now:.1f} or recalibrate")
+    return out
+
+
+def machine_jitter(m: dict[str, Any], notes: list[str]) -> StepJitter:
+    """Step-time jitter from the machine file's measured single-rank steps (none in files that lack them)."""
+    st = m.get("step", {})
+    samples = [v for v in st.get("samples_s") or [] if isinstance(v, (int, float)) and v > 0]
+    if len(samples) >= 2:
+        jit = StepJitter(kind="empirical", samples=tuple(samples))
+        notes.append(f"step times resampled from {len(samples)} measured single-rank steps (CV {jit.cv:.3g}): every "
+                     f"sync waits for the slowest rank")
+        return jit
+    if st.get("cv"):
+        return StepJitter(kind="lognormal", cv=float(st["cv"]))
+    return StepJitter()
 
 
 def scheduling_wait(s: float, lam: float, form: str) -> float:
@@ -201,10 +251,13 @@ def _stragglers(cfg: TrainConfig, notes: list[str]) -> Stragglers:
 
 
 def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,
-            engine: str = "fast", load: float | None = None) -> dict[str, Any]:
+            engine: str = "fast", load: float | None = None, load_now: float | None = None,
+            sample_load: bool = True) -> dict[str, Any]:
     """The simulator's prediction of the run `cfg` on K ranks, on a machine file, a topology file or a preset.
 
     `load`: other runnable processes on this machine (machine files only; default: the calibration's mean).
+    `load_now`: the load right now, for the staleness warning (default: sampled for half a second when
+    `sample_load`).
     """
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise TrainError(f"workers must be an integer >= 1, got {K!r}")
@@ -217,6 +270,8 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
     plan = RunPlan.build(cfg, workers=K, n_train=prof.n_train)
     hier = cfg.algorithm == "hierarchical"
     notes: list[str] = []
+    warnings: list[str] = []
+    jitter = StepJitter()
     spec = prof.spec(cfg.model)
     payload = spec.bytes
     compress = getattr(cfg, "compress", "none")
@@ -233,6 +288,13 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
                         gpus_per_node=g, intra=level, inter=Level(name="inter", **level.to_json()),
                         compute=ComputeModel(kind="fixed", device="cpu", seconds_per_iter=(step_s,)))
         eval_per_sample = float(src["step"]["eval_s_per_sample"]) * s
+        if load_now is None and sample_load:
+            from train.calibrate import background_load
+            load_now = background_load(0.5, 10)
+        warnings = machine_warnings(src, source, L, load_now)
+        for w in warnings:
+            log.warning("%s", w)
+        jitter = machine_jitter(src, notes)
     else:
         topo = src
         s = 1.0
@@ -245,6 +307,9 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
             raise TrainError(str(e)) from None
         eval_per_sample = step_s / cfg.batch_size / 3.0  # forward only: a third of forward + backward
         notes.append("evaluation estimated as the forward third of the step time per sample")
+        compute_source, compute_note = topo.compute.provenance(spec)
+        if compute_source == "extrapolated":
+            notes.append(f"compute {compute_note}")
     g_eff = topo.gpus_per_node
     bar_global = _barrier_s(K, topo.inter if K > g_eff else topo.intra)
     bar_block = _barrier_s(g_eff, topo.intra)
@@ -254,7 +319,8 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
                        schedule=plan.schedule, allreduce=allreduce,
                        delay_global_s=cfg.global_sync_delay + bar_global,
                        delay_block_s=cfg.block_sync_delay + bar_block, stragglers=_stragglers(cfg, notes),
-                       compression=compress if compress in ("sign", "ef-sign") else "none", epochs=cfg.epochs)
+                       compression=compress if compress in ("sign", "ef-sign") else "none", epochs=cfg.epochs,
+                       jitter=jitter)
         res = simulate(rc, engine=engine)
     except SimError as e:
         raise TrainError(str(e)) from None
@@ -276,7 +342,9 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         "step_s": step_s, "wall_s": res.wall_s + eval_s, "train_s": res.wall_s, "compute_s": res.compute_s,
         "comm_intra_s": res.comm_intra_s, "comm_inter_s": res.comm_inter_s, "wait_s": res.wait_s,
         "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
-        "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes,
+        "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
+        "compute_source": "measured" if kind == "machine" and not any(n.startswith("compute scaled") for n in notes)
+        else "extrapolated" if kind == "machine" else out["compute_source"], "jitter": out["jitter"],
     }
 
 

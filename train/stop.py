@@ -23,9 +23,9 @@ import numpy as np
 
 from mpi4py import MPI
 
-__all__ = ["StopAgreement", "STOP_SIGNALS"]
+from train.signals import EARLY, STOP_SIGNALS
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+__all__ = ["StopAgreement", "STOP_SIGNALS"]
 
 
 class StopAgreement:
@@ -51,6 +51,7 @@ class StopAgreement:
             return
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        self.seen = self.seen or EARLY.seen  # a signal that arrived during start-up, after its last agreement
 
     def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
         if self.seen:

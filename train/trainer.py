@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,12 +20,14 @@ from train.averager import LocalSGD
 from train.backend import MPIBackend
 from train.convex import SamplerStream, cast_dataset, convex_lr
 from train.data import WorkerStream, load_dataset
-from train.errors import AgreedError, TrainError
+from train.errors import AgreedError, AgreedOutputError, TrainError
 from train.evaluate import Evaluator, batch_metrics
-from train.metrics import JsonlWriter, truncate_jsonl, write_json_atomic
+from train.metrics import JsonlWriter, OutputError, write_json_atomic
+from train.outputs import open_outputs, rewind_records
 from train.models import build_model, no_decay_names
 from train.lmstate import CarriedState, ContiguousStream
 from train.plan import RunPlan
+from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
 from train.records import RecordsMixin, process_age
 from train.sync import SyncTimer, device_sync
@@ -50,7 +54,7 @@ class Trainer(RecordsMixin):
     """
 
     def __init__(self, cfg: TrainConfig, *, resume_dir: str | None = None, world: Any = None,
-                 progress: bool = False, prediction: dict[str, Any] | None = None) -> None:
+                 progress: bool = False, prediction: dict[str, Any] | None = None, from_scratch: bool = False) -> None:
         self.world = world if world is not None else MPI.COMM_WORLD
         self.rank, self.K = self.world.Get_rank(), self.world.Get_size()
         cfg.check_world(self.K)
@@ -63,7 +67,9 @@ class Trainer(RecordsMixin):
             loaded = self._load_data(cfg)
         except TrainError as e:
             problem = str(e)
-        problems = [p for p in self.world.allgather(problem) if p]
+        agreed = self.world.allgather((problem, EARLY.seen))  # a Ctrl-C during start-up is agreed on here too
+        interrupt_on_signal(max(sig for _, sig in agreed))
+        problems = [p for p, _ in agreed if p]
         if problems or loaded is None:
             raise AgreedError(problems[0] if problems else "internal: no data loaded")
         self.data, self.carry, self.stream, self.plan = loaded
@@ -111,12 +117,11 @@ class Trainer(RecordsMixin):
         self.wall_offset = 0.0
         self.window = [0.0, 0, 0]  # loss sum, correct, count since the last epoch record
         self.best: dict[str, Any] = {"test_acc": None, "target": None}
-        if resume_dir:
+        self.resumed = bool(resume_dir)
+        if resume_dir and not from_scratch:  # train/resume.py checked the folder before MPI started
             self._restore()
-            done = self.step / self.plan.steps_per_epoch
-            if cfg.stop_at_epoch is not None and cfg.stop_at_epoch <= done + 1e-9:
-                raise TrainError(f"stop_at_epoch must be beyond the {done:.3f} epochs already done, "
-                                 f"got {cfg.stop_at_epoch}")
+        elif resume_dir and self.rank == 0:  # a run without any checkpoint starts again: its records go
+            rewind_records(self.run_dir, -1)
 
     # -- set-up helpers ------------------------------------------------------------------------------
     def _load_data(self, cfg: TrainConfig) -> tuple[Any, CarriedState | None, Any, RunPlan]:
@@ -154,7 +159,10 @@ class Trainer(RecordsMixin):
                 "lm_state": self.carry.state_dict() if self.carry is not None else None}
 
     def _restore(self) -> None:
-        st = load_checkpoint(self.run_dir, self.rank, self.K)
+        st, used, skipped = load_checkpoint(self.run_dir, self.world)
+        if skipped and self.rank == 0:
+            print(f"warning: {skipped[0]}; resuming from the previous checkpoint instead: checkpoints/{used['dir']} "
+                  f"(after step {used['step'] + 1})", file=sys.stderr, flush=True)
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["opt"])
         self.sync.load_state_dict(st["sync"])
@@ -170,9 +178,8 @@ class Trainer(RecordsMixin):
         self.best = dict(st["best"])
         if self.carry is not None:
             self.carry.load_state_dict(st.get("lm_state") or {"hidden": None}, self.device)
-        if self.rank == 0:
-            truncate_jsonl(self.run_dir / "metrics.jsonl", st["step"])
-            truncate_jsonl(self.run_dir / "objective.jsonl", st["step"])
+        if self.rank == 0:  # records after the checkpoint go (they are redone); the last epoch feeds final.*
+            self.last_epoch = rewind_records(self.run_dir, st["step"])
         log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
 
 
@@ -180,9 +187,8 @@ class Trainer(RecordsMixin):
     def run(self) -> dict[str, Any] | None:
         """Train to the end (or to stop_at_epoch); returns the summary on rank 0, None elsewhere."""
         cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
-        writer = None
+        writer, problem = None, None
         if self.rank == 0:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
@@ -190,10 +196,15 @@ class Trainer(RecordsMixin):
                         "dataset": {"name": self.data.name, "n_train": len(self.data.x_train),
                                     "n_test": len(self.data.x_test), "input_shape": list(self.data.input_shape),
                                     "num_classes": self.data.num_classes}}
-            write_json_atomic(self.run_dir / "config.json", resolved)
-            writer = JsonlWriter(self.run_dir / "metrics.jsonl")
-            if cfg.log_objective:  # its own file: metrics.jsonl holds step and epoch records only
-                self.objective_writer = JsonlWriter(self.run_dir / "objective.jsonl")
+            try:
+                writer, self.objective_writer = open_outputs(self.run_dir, resolved, resumed=self.resumed,
+                                                             objective=cfg.log_objective)
+            except OutputError as e:
+                problem = str(e)
+        agreed = self.world.allgather((problem, EARLY.seen))  # the last start-up agreement: outputs and Ctrl-C
+        interrupt_on_signal(max(sig for _, sig in agreed))
+        if any(p for p, _ in agreed):
+            raise AgreedOutputError(next(p for p, _ in agreed if p))
         bar = None
         if self.progress:
             from tqdm import tqdm
@@ -219,7 +230,10 @@ class Trainer(RecordsMixin):
             failed = False
         except KeyboardInterrupt:  # a second signal: best effort, the job is about to abort
             if self.rank == 0:  # everything on disk is already consistent (atomic files, flushed lines)
-                self._summary("interrupted")
+                try:
+                    self._summary("interrupted")
+                except OutputError:
+                    pass
             raise
         finally:
             self.stopper.close(complete=not failed)
@@ -231,7 +245,17 @@ class Trainer(RecordsMixin):
             if self.objective_writer is not None:
                 self.objective_writer.close()
                 self.objective_writer = None
-        return self._summary(status) if self.rank == 0 else None
+        summary, problem = None, None
+        if self.rank == 0:
+            try:
+                summary = self._summary(status)
+            except OutputError as e:
+                problem = str(e)
+        problem = self.world.bcast(problem, root=0)
+        if problem:
+            raise AgreedOutputError(f"{problem}; the final checkpoint is complete: --resume {self.run_dir} writes "
+                                    f"the summary once the problem is fixed")
+        return summary
 
     @property
     def exit_code(self) -> int:
@@ -288,7 +312,8 @@ class Trainer(RecordsMixin):
             stop, self.signal = "interrupted", self.stopper.agreed
         if last or stop or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step
-            save_checkpoint(self.run_dir, t, self._state(), self.world)
+            failed = [w.failed for w in (writer, getattr(self, "objective_writer", None)) if w is not None and w.failed]
+            save_checkpoint(self.run_dir, t, self._state(), self.world, pending=failed[0] if failed else None)
         return stop
 
     def _lr_at(self, t: int) -> float:

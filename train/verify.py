@@ -7,8 +7,7 @@ from typing import Any
 
 import torch
 
-from train.checkpoint import latest_checkpoint, rank_file
-from train.errors import TrainError
+from train.checkpoint import latest_checkpoint, rank_file, read_rank_file
 
 __all__ = ["verify_checkpoint"]
 
@@ -24,10 +23,8 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     differing: set[str] = set()
     ref: dict[str, torch.Tensor] | None = None
     for r in range(meta["world_size"]):
-        path = rank_file(run_dir, meta["step"], r)
-        if not path.is_file():
-            raise TrainError(f"checkpoint file missing: {path}")
-        model = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        digests = meta.get("sha256")
+        model = read_rank_file(rank_file(run_dir, meta["step"], r), digests[r] if digests else None)["model"]
         params = {k: v for k, v in model.items() if not k.endswith(("running_mean", "running_var",
                                                                      "num_batches_tracked"))}
         h = hashlib.sha256()

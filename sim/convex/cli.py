@@ -46,7 +46,7 @@ def _positive_int(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="PATH", help="LIBSVM file (w8a: /work/shared/data/w8a)")
+    p.add_argument("--data", required=True, metavar="PATH", help="LIBSVM file (e.g. ../shared/data/w8a)")
     p.add_argument("--n-features", type=_positive_int, default=None, help="feature count (default: inferred)")
     p.add_argument("--cache-dir", default=None, help="f* cache folder (default $XDG_CACHE_HOME/localsgd)")
     p.add_argument("--json", action="store_true", help="print the machine-readable result on stdout")

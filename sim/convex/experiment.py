@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Callable, Sequence
 
 from sim.convex.errors import ConvexError
 from sim.convex.fstar import FSTAR_PAPER, FstarResult, fstar_cached, resolve_fstar

@@ -42,10 +42,12 @@ def _bad(source: str, lineno: int, what: str) -> DataFormatError:
 
 
 def parse_libsvm(lines: Iterable[str] | str, *, n_features: int | None = None,
-                 source: str = "<string>", sha256: str | None = None) -> LibsvmData:
+                 source: str = "<string>", sha256: str | None = None,
+                 allowed_labels: tuple[float, ...] | None = None) -> LibsvmData:
     """Parse LIBSVM lines (`label idx:val ...`, 1-based ascending indices); blank lines are skipped.
 
     n_features=None infers the width from the largest index; a given value must cover every index.
+    `allowed_labels`, when given, are the only label values accepted (e.g. (-1, 1) for binary classification).
     """
     if n_features is not None and (isinstance(n_features, bool) or not isinstance(n_features, int)
                                    or n_features < 1):
@@ -67,6 +69,9 @@ def parse_libsvm(lines: Iterable[str] | str, *, n_features: int | None = None,
             raise _bad(source, lineno, f"label must be a number, got {parts[0]!r}") from None
         if not math.isfinite(label):
             raise _bad(source, lineno, f"label must be finite, got {parts[0]!r}")
+        if allowed_labels is not None and label not in allowed_labels:
+            raise _bad(source, lineno, f"label must be one of {', '.join(f'{v:+g}' for v in allowed_labels)}, "
+                                       f"got {parts[0]!r}")
         last = 0
         for tok in parts[1:]:
             idx_s, sep, val_s = tok.partition(":")
@@ -110,7 +115,8 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def load_libsvm(path: str | os.PathLike[str], *, n_features: int | None = None) -> LibsvmData:
+def load_libsvm(path: str | os.PathLike[str], *, n_features: int | None = None,
+                allowed_labels: tuple[float, ...] | None = None) -> LibsvmData:
     """Read a LIBSVM file from disk (UTF-8 text); the result carries the file's sha256."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -121,5 +127,8 @@ def load_libsvm(path: str | os.PathLike[str], *, n_features: int | None = None) 
         text = blob.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataFormatError(f"{path}: not UTF-8 text at byte {exc.start}; a LIBSVM file is plain text") from None
+    if "\0" in text:
+        raise DataFormatError(f"{path}: contains NUL bytes (at byte {text.index(chr(0))}); a LIBSVM file is plain "
+                              f"text, this looks like a binary file")
     return parse_libsvm(text.split("\n"), n_features=n_features, source=path,
-                        sha256=hashlib.sha256(blob).hexdigest())
+                        sha256=hashlib.sha256(blob).hexdigest(), allowed_labels=allowed_labels)

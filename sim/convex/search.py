@@ -56,7 +56,8 @@ class ScheduleResult:
                 "c": None if self.c_exp is None else 2.0 ** self.c_exp,
                 "time": self.time, "iterate": self.iterate, "optimal": self.optimal,
                 "tried": [{"c_exp": e, "c": r.c, "time": r.time, "stopped_at": r.stopped_at,
-                           "gap_at_stop": r.gap if math.isfinite(r.gap) else None, "diverged": r.diverged} for e, r in sorted(self.tried.items())]}
+                           "gap_at_stop": r.gap if math.isfinite(r.gap) else None, "diverged": r.diverged}
+                          for e, r in sorted(self.tried.items())]}
 
 
 @dataclass(kw_only=True)

@@ -74,7 +74,7 @@ def test_python_dash_m_and_bad_input_exit_2_with_one_line(tmp_path):
     del row["bytes"]
     bad.write_text(json.dumps(row) + "\n")
     proc = subprocess.run([sys.executable, "-m", "analysis", "comm", str(bad), "--out-dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {bad}:1: missing key 'bytes'"
     assert list(tmp_path.iterdir()) == [bad]

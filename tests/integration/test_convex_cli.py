@@ -8,10 +8,8 @@ import sys
 
 import pytest
 
-W8A = "/work/shared/data/w8a"
-W8A_FSTAR = 0.126180686510513  # independent Newton solve, /work/shared/data/README
+W8A_FSTAR = 0.126180686510513  # independent Newton solve, shared/data/README
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-needs_w8a = pytest.mark.skipif(not os.path.isfile(W8A), reason=f"w8a data file not found at {W8A}")
 
 
 def _sim(*argv: str, cache: str) -> subprocess.CompletedProcess:
@@ -20,8 +18,8 @@ def _sim(*argv: str, cache: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@needs_w8a
-def test_fstar_json_and_cache(tmp_path):
+def test_fstar_json_and_cache(tmp_path, w8a):
+    W8A = str(w8a)
     first = _sim("fstar", "--data", W8A, "--json", cache=str(tmp_path))
     assert first.returncode == 0, first.stderr
     out = json.loads(first.stdout)
@@ -32,8 +30,8 @@ def test_fstar_json_and_cache(tmp_path):
     assert second["cached"] is True and second["fstar_computed"] == out["fstar_computed"]
 
 
-@needs_w8a
-def test_small_grid_and_speedup_on_w8a(tmp_path):
+def test_small_grid_and_speedup_on_w8a(tmp_path, w8a):
+    W8A = str(w8a)
     out = tmp_path / "grid.json"
     run = _sim("grid", "--data", W8A, "--K", "4", "--H", "1,4", "--B", "16,64", "--out", str(out),
                cache=str(tmp_path))
@@ -61,7 +59,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path):
     run = _sim("grid", "--data", str(tmp_path / "missing"), cache=str(tmp_path))
     assert run.returncode == 2
     assert run.stderr.startswith("error: data file") and run.stderr.count("\n") == 1
-    run = _sim("speedup", "--data", W8A, "--epsilon", "-1", cache=str(tmp_path))
+    run = _sim("speedup", "--data", str(tmp_path / "missing"), "--epsilon", "-1", cache=str(tmp_path))
     assert run.returncode == 2 and "epsilon must be a finite number > 0, got -1.0" in run.stderr
 
 

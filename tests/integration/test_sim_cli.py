@@ -88,7 +88,7 @@ def test_run_human_output_and_event_engine(capsys):
     (["run", "--stragglers", "slow"], "error: stragglers must be 'none'"),
     (["cost", "--K", "6", "--servers", "4", "--N", "10", "--B", "1", "--H", "1", "--C1", "1", "--C2", "1"],
      "error: K must be a multiple of servers=4, got K=6"),
-    (["calibrate"], "error: calibrate needs at least one --intra FILE or --inter FILE"),
+    (["calibrate"], "error: calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment):
     out = sim(*args)

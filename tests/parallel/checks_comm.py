@@ -11,7 +11,7 @@ from comm.algorithms import ALGORITHM_FUNCS
 from comm.buffers import HOST_SCRATCH, TorchOps
 
 WORLD = MPI.COMM_WORLD
-ALGS = ("recursive_doubling", "rabenseifner", "ring", "native", "auto")
+ALGS = ("recursive_doubling", "rabenseifner", "ring", "rail", "hierarchical", "native", "auto")
 NP_DTYPES = (np.float16, np.float32, np.float64, np.int32, np.int64)
 
 
@@ -70,9 +70,9 @@ def check_numpy_all_algorithms() -> None:
 def check_random_equals_native_exactly() -> None:
     """Randomised float64 and int64 inputs with odd counts: ours equals native (ints exactly) and is identical."""
     rng = np.random.default_rng(99 + WORLD.rank)
-    for trial in range(6):
-        n = int(np.random.default_rng(trial).integers(1, 3 * WORLD.size + 50)) | 1  # odd, same on every rank
-        for alg in ("recursive_doubling", "rabenseifner", "ring"):
+    sizes = [int(np.random.default_rng(t).integers(1, 3 * WORLD.size + 50)) | 1 for t in range(6)]  # odd, alike
+    for n in [*sizes, 40001]:  # 320 KB of float64: above auto's multi-node ring threshold (256 KiB)
+        for alg in comm.ALGORITHMS:
             xi = rng.integers(-2**40, 2**40, n, dtype=np.int64)
             native = xi.copy()
             WORLD.Allreduce(MPI.IN_PLACE, native)

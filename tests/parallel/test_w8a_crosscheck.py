@@ -8,14 +8,14 @@ import pytest
 
 from tests.parallel.harness import mpirun
 
-W8A = Path("/work/shared/data/w8a")
 K, B, C_EXP, SEED = 4, 16, -3, 0
 
 
-@pytest.mark.skipif(not W8A.is_file(), reason="w8a not present in /work/shared/data")
 # epochs give a whole number of rounds: 0.2 -> 156 steps (78 rounds of 2), 0.401 -> 312 steps (78 rounds of 4)
 @pytest.mark.parametrize("sampling, H, epochs", [("iid", 2, "0.2"), ("shuffle", 4, "0.401")])
-def test_w8a_trainer_follows_simulator_trajectory(tmp_path: Path, sampling: str, H: int, epochs: str) -> None:
+def test_w8a_trainer_follows_simulator_trajectory(tmp_path: Path, sampling: str, H: int, epochs: str,
+                                                  w8a: Path) -> None:
+    W8A = w8a
     from sim.convex.libsvm import load_libsvm
     from sim.convex.localsgd import Problem, Protocol, Run, trajectory
     from sim.convex.objective import LogisticObjective

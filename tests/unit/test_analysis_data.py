@@ -210,7 +210,7 @@ def test_predict_pairs_and_error_sign():
 
 def test_run_speedup_in_time_to_accuracy():
     runs = load_runs(sorted(FIX.glob("runs/*")))
-    lines, ref, _ = run_speedup_lines(runs, use_tta=True)
+    lines, _ref, _ = run_speedup_lines(runs, use_tta=True)
     tta = {r.label: json.loads((r.path / "summary.json").read_text())["time_to_target"]["wall_s"] for r in runs}
     hier = next(line for line in lines if line[0].startswith("hierarchical"))
     assert hier[2] == [pytest.approx(tta["minibatch K=4"] / tta["hierarchical K=4 H=2 Hᵇ=4"])]
@@ -228,6 +228,7 @@ def test_run_label_names_the_compression(tmp_path):
 
 def test_two_runs_of_one_configuration_get_distinct_legend_entries(tmp_path):
     import shutil
+
     from analysis.curvesplot import plot_curves
     from analysis.render import RenderConfig
     for name in ("seed0", "seed1"):

@@ -11,22 +11,27 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.image as mpimg  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
+import matplotlib.image as mpimg
+import pytest
+from matplotlib.text import Text
 
-from analysis.commplot import bench_series, load_bench, plot_comm  # noqa: E402
-from analysis.convexplot import (convex_speedup_lines, grid_cells, load_convex_rows,  # noqa: E402
-                                 plot_convex_grid, plot_convex_speedup)
-from analysis.costmodel import load_calibration  # noqa: E402
-from analysis.costplot import plot_cost  # noqa: E402
-from analysis.curvesplot import plot_breakdown, plot_curves  # noqa: E402
-from analysis.errors import InputError  # noqa: E402
-from analysis.predictplot import pairs_from_table, plot_predict  # noqa: E402
-from analysis.render import RenderConfig, figure_bytes, parse_formats, save_figure, style  # noqa: E402
-from analysis.runs import load_runs  # noqa: E402
-from analysis.simout import load_sim, select  # noqa: E402
-from analysis.speedupplot import plot_speedup, plot_time_to_acc, sim_speedup_lines  # noqa: E402
+from analysis.commplot import bench_series, load_bench, plot_comm
+from analysis.convexplot import (
+    convex_speedup_lines,
+    grid_cells,
+    load_convex_rows,
+    plot_convex_grid,
+    plot_convex_speedup,
+)
+from analysis.costmodel import load_calibration
+from analysis.costplot import plot_cost
+from analysis.curvesplot import plot_breakdown, plot_curves
+from analysis.errors import InputError
+from analysis.predictplot import pairs_from_table, plot_predict
+from analysis.render import RenderConfig, figure_bytes, parse_formats, save_figure, style
+from analysis.runs import load_runs
+from analysis.simout import load_sim, select
+from analysis.speedupplot import plot_speedup, plot_time_to_acc, sim_speedup_lines
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "analysis"
 CFG = RenderConfig(formats=("png", "svg"), dpi=100)

@@ -18,7 +18,6 @@ from train.errors import TrainError
 from train.evaluate import batch_metrics
 from train.models import build_model
 
-W8A = Path("/work/shared/data/w8a")
 
 
 def _data(n: int = 60, d: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -100,8 +99,8 @@ def test_compress_convex_config_errors() -> None:
     TrainConfig(test_fraction=0.0)  # no hold-out is valid now
 
 
-@pytest.mark.skipif(not W8A.is_file(), reason="w8a not present")
-def test_compress_w8a_without_holdout_is_every_row_in_file_order() -> None:
+def test_compress_w8a_without_holdout_is_every_row_in_file_order(w8a: Path) -> None:
+    W8A = w8a
     from sim.convex.libsvm import load_libsvm
     from train.data.libsvm import load_w8a
     data = load_w8a(str(W8A.parent), test_fraction=0.0)

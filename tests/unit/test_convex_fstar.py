@@ -14,8 +14,7 @@ from sim.convex.fstar import FSTAR_PAPER, default_cache_dir, fstar_cached, resol
 from sim.convex.libsvm import load_libsvm
 from sim.convex.objective import LogisticObjective
 
-W8A = "/work/shared/data/w8a"
-#: Independent Newton solve recorded in /work/shared/data/README (||grad|| < 1e-15, L-BFGS-B agrees).
+#: Independent Newton solve recorded in shared/data/README (||grad|| < 1e-15, L-BFGS-B agrees).
 W8A_FSTAR = 0.126180686510513
 SHA = "ab" * 32
 
@@ -36,9 +35,8 @@ def test_newton_matches_an_independent_quasi_newton_solve():
     assert res.gap_bound <= 1e-12 and res.grad_norm < 1e-8
 
 
-@pytest.mark.skipif(not os.path.isfile(W8A), reason=f"w8a data file not found at {W8A}")
-def test_w8a_fstar_to_1e12():
-    data = load_libsvm(W8A, n_features=300)
+def test_w8a_fstar_to_1e12(w8a):
+    data = load_libsvm(w8a, n_features=300)
     res = solve_fstar(LogisticObjective(data.X, data.y))
     assert abs(res.fstar - W8A_FSTAR) <= 1e-12
     assert res.w_norm == pytest.approx(27.6896, abs=1e-4)

@@ -10,9 +10,7 @@ import pytest
 from sim.convex.errors import ConvexError, DataFormatError
 from sim.convex.libsvm import file_sha256, load_libsvm, parse_libsvm
 
-W8A = "/work/shared/data/w8a"
 W8A_SHA = "6a9fa8fd5f524303240a5db07d4b3d4a51e8b7b4b20a914105d8e3e8c81640f2"
-needs_w8a = pytest.mark.skipif(not os.path.isfile(W8A), reason=f"w8a data file not found at {W8A}")
 
 
 def test_parse_exact_matrix_and_labels():
@@ -69,9 +67,8 @@ def test_load_carries_sha256(tmp_path):
     np.testing.assert_array_equal(data.X.toarray(), [[1.0, 1.0], [0.0, 1.0]])
 
 
-@needs_w8a
-def test_w8a_matches_its_readme():
-    data = load_libsvm(W8A, n_features=300)
+def test_w8a_matches_its_readme(w8a):
+    data = load_libsvm(w8a, n_features=300)
     assert data.sha256 == W8A_SHA
     assert data.X.shape == (49749, 300) and data.X.nnz == 579586
     assert int((data.y == 1).sum()) == 1479 and int((data.y == -1).sum()) == 48270

@@ -93,7 +93,7 @@ def test_time_to_target_is_the_first_sync_where_either_iterate_meets_it():
 
 
 def test_target_checker_agrees_with_brute_force():
-    X, y, obj, fstar = _problem(2)
+    _X, _y, obj, fstar = _problem(2)
     checker = TargetChecker(obj, fstar=fstar, epsilon=0.01)
     rng = np.random.default_rng(0)
     wstar = np.linalg.solve(obj.hessian(np.zeros(7)), -obj.gradient(np.zeros(7)))

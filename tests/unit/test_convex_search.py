@@ -190,4 +190,4 @@ def test_partial_documents_grow_and_end_in_the_final_one():
         for d in docs:
             assert [c["time"] for c in d["configs"]] == [c["time"] for c in final["configs"][:len(d["configs"])]]
         json.dumps(final, allow_nan=False)
-    assert [c["speedup"] for c in final["configs"]][0] == 1.0
+    assert next(c["speedup"] for c in final["configs"]) == 1.0

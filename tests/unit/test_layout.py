@@ -10,7 +10,7 @@ import pytest
 
 from tests.parallel.harness import REPO, mpi_env
 
-PACKAGES = ("comm", "sim", "train", "analysis")
+PACKAGES = ("comm", "sim", "train", "analysis", "cluster", "atomicio")
 
 
 def _modules(pkg: str) -> list[Path]:
@@ -29,7 +29,11 @@ def _top_level_imports(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("pkg,forbidden", [("sim", {"mpi4py", "torch", "comm", "train", "analysis"}),
-                                           ("analysis", {"comm", "train", "mpi4py", "torch"})])
+                                           ("analysis", {"comm", "train", "mpi4py", "torch"}),
+                                           ("cluster", {"comm", "sim", "train", "analysis", "mpi4py", "torch"}),
+                                           # the shared file-safety helper: standard library only
+                                           ("atomicio", {"mpi4py", "torch", "numpy", "comm", "sim", "train",
+                                                         "analysis"})])
 def test_import_direction(pkg, forbidden):
     for path in _modules(pkg):
         bad = _top_level_imports(path) & forbidden

@@ -81,10 +81,10 @@ def test_bad_bench_files(tmp_path):
     with pytest.raises(SimError, match="b.jsonl' line 1: missing key 'p'"):
         read_bench(p)
     p.write_text("not json\n")
-    with pytest.raises(SimError, match="line 1 is not valid JSON"):
+    with pytest.raises(SimError, match=r"b.jsonl:1: invalid JSON"):
         read_bench(p)
     with pytest.raises(SimError, match="at least 2 usable bench rows"):
         fit_level([r for r in bench_rows() if r["library"] == "mpi"])
-    with pytest.raises(SimError, match="cannot read bench file"):
+    with pytest.raises(SimError, match=r"cannot read .*missing.jsonl: No such file"):
         read_bench(tmp_path / "missing.jsonl")
 

@@ -37,7 +37,7 @@ def test_power_of_two_matches_spec_table(alg):
 def test_fold_adds_exactly_two_alpha_two_n_beta_n_gamma(alg):
     n = 12345.0
     for p in (3, 5, 6, 7, 12, 63, 100):
-        q = 2 ** int(math.floor(math.log2(p)))
+        q = 2 ** math.floor(math.log2(p))
         want = spec_pow2(alg, q, n, LV.alpha, LV.beta, LV.gamma) + 2 * LV.alpha + 2 * n * LV.beta + n * LV.gamma
         assert allreduce_cost(alg, p, n, LV) == pytest.approx(want, rel=1e-13)
 

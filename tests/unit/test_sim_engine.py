@@ -17,8 +17,9 @@ LV = Level(latency_s=3e-6, bandwidth_GBps=2.0, overhead_s=1e-6, gamma_s_per_byte
 INTER = Level(latency_s=4e-5, bandwidth_GBps=1.25, overhead_s=1e-5, gamma_s_per_byte=2e-11)
 
 
-def topo(nodes: int, b: int, intra: Level = LV, inter: Level = INTER) -> Topology:
-    return Topology(name=f"t{nodes}x{b}", nodes=nodes, gpus_per_node=b, intra=intra, inter=inter, compute=NOCOMP)
+def topo(nodes: int, b: int, intra: Level = LV, inter: Level = INTER, sharing: str = "fair") -> Topology:
+    return Topology(name=f"t{nodes}x{b}", nodes=nodes, gpus_per_node=b, intra=intra, inter=inter, compute=NOCOMP,
+                    link_sharing=sharing)
 
 
 @pytest.mark.parametrize("alg", ["recursive_doubling", "rabenseifner", "ring", "binomial"])
@@ -76,22 +77,28 @@ def _send_all(t: Topology, pairs: list[tuple[int, int]], n: float) -> list[float
     return times
 
 
-def test_contention_two_gpus_share_the_nic():
-    t, n = topo(2, 2), 1e6
+@pytest.mark.parametrize("sharing", ["fair", "fifo"])
+def test_contention_two_gpus_share_the_nic(sharing):
+    t, n = topo(2, 2, sharing=sharing), 1e6
     hold = INTER.overhead_s + n * INTER.beta
     one = _send_all(t, [(0, 2)], n)
     two = _send_all(t, [(0, 2), (1, 3)], n)
     assert one[0] == pytest.approx(hold + INTER.latency_s)
     assert max(two) > one[0]
-    assert max(two) == pytest.approx(2 * hold + INTER.latency_s)  # serialised on node 0's NIC
+    if sharing == "fifo":
+        assert max(two) == pytest.approx(2 * hold + INTER.latency_s)  # serialised on node 0's NIC
+        assert min(two) == pytest.approx(hold + INTER.latency_s)
+    else:  # both flows share the NIC and end together; each pays its own overhead and latency once
+        assert two == pytest.approx([INTER.latency_s + INTER.overhead_s + 2 * n * INTER.beta] * 2, rel=1e-12)
     # Inside a node each GPU has its own port: no contention.
     intra = _send_all(t, [(0, 1), (1, 0)], n)
     assert intra == pytest.approx([LV.message_s(n)] * 2)
 
 
-def test_contention_slows_a_flat_allreduce_across_nodes():
+@pytest.mark.parametrize("sharing", ["fair", "fifo"])
+def test_contention_slows_a_flat_allreduce_across_nodes(sharing):
     n = 1e6
-    flat = simulate_collective(topo(2, 4), tuple(range(8)), "rabenseifner", n).duration_s
+    flat = simulate_collective(topo(2, 4, sharing=sharing), tuple(range(8)), "rabenseifner", n).duration_s
     # Rabenseifner's two far rounds carry 4 GPUs' traffic through each NIC: slower than any free model.
     free_bound = allreduce_cost("rabenseifner", 8, n, INTER.cost)
     assert flat > free_bound

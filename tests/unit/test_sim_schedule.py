@@ -73,7 +73,7 @@ def test_spec_counts_closed_form_random():
         N, K, B = rng.randint(1, 10**7), rng.randint(1, 64), rng.randint(1, 512)
         H, Hb = rng.randint(1, 40), rng.randint(1, 12)
         T = total_steps(N, K, B)
-        assert T == math.ceil(N / (K * B)) or N > 2**52
+        assert math.ceil(N / (K * B)) == T or N > 2**52
         s = SyncSchedule(algorithm="hierarchical", H=H, Hb=Hb)
         g = -(-N // (K * B * H * Hb))
         b = -(-N // (K * B * H)) - g
@@ -139,4 +139,4 @@ def test_bad_queries():
 def test_schedule_is_pure():
     code = ("import sys, sim.schedule; bad = {'numpy', 'simpy', 'mpi4py', 'torch'} & set(sys.modules); "
             "sys.exit(1 if bad else 0)")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

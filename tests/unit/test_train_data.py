@@ -19,7 +19,6 @@ from train.data.synthetic import synthetic_images, synthetic_tokens
 from train.data.wikitext import load_wikitext2
 from train.errors import TrainError
 
-W8A = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _ds(n: int) -> Dataset:
@@ -72,7 +71,8 @@ def test_train_synthetic_is_deterministic() -> None:
     assert torch.equal(t.x_train[:, 1:], t.y_train[:, :-1])  # next-token targets
 
 
-def test_train_w8a_matches_its_readme() -> None:
+def test_train_w8a_matches_its_readme(w8a: Path) -> None:
+    W8A = w8a.parent
     x, b = read_libsvm(W8A / "w8a", 300)
     assert x.shape == (49749, 300)                         # figures from shared/data/README.md
     assert int((b > 0).sum()) == 1479 and int((b < 0).sum()) == 48270
@@ -81,14 +81,35 @@ def test_train_w8a_matches_its_readme() -> None:
     assert len(ds.x_train) + len(ds.x_test) == 49749 and len(ds.x_test) == round(0.2 * 49749)
 
 
-def test_train_libsvm_errors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text, needle", [
+    ("+1 3:1 7:0.5\n-1 x:1\n", "bad:2: feature index must be an integer >= 1, got 'x'"),
+    ("+1 3:1 12:1\n", "bad:1: feature index 12 exceeds n_features=10"),
+    ("+1 3:1\n2 1:1\n", "bad:2: label must be one of -1, +1, got '2'"),           # was taken as class 1
+    ("+1 3:1 3:1\n", "bad:1: feature indices must be strictly ascending, got 3 after 3"),  # duplicate index
+    ("-1 3:nan\n", "bad:1: feature value must be finite, got 'nan'"),
+])
+def test_train_libsvm_is_the_strict_reader(tmp_path: Path, text: str, needle: str) -> None:
+    """The trainer reads LIBSVM through sim.convex.libsvm: one line naming file, line and value."""
     f = tmp_path / "bad"
-    f.write_text("+1 3:1 7:0.5\n-1 x:1\n")
-    with pytest.raises(TrainError, match="bad:2: not a LIBSVM line"):
+    f.write_text(text)
+    with pytest.raises(TrainError) as info:
         read_libsvm(f, 10)
-    f.write_text("+1 3:1 12:1\n")
-    with pytest.raises(TrainError, match="outside 1..10"):
+    assert str(info.value) == f"{f}:{needle[4:]}" or needle[4:] in str(info.value), str(info.value)
+    assert str(info.value).startswith(f"{f}:") and "\n" not in str(info.value)
+
+
+def test_train_libsvm_binary_file_is_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "w8a"
+    f.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(TrainError, match=f"^{f}: not UTF-8 text at byte 128; a LIBSVM file is plain text$"):
+        load_w8a(str(tmp_path), test_fraction=0.2)
+    f.write_bytes(b"+1 1:1\n\0\0\0")
+    with pytest.raises(TrainError, match="contains NUL bytes .* binary file"):
         read_libsvm(f, 10)
+
+
+def test_train_libsvm_reads_valid_files(tmp_path: Path) -> None:
+    f = tmp_path / "ok"
     f.write_text("+1 3:1 7:0.5\n\n-1 1:2\n")
     x, b = read_libsvm(f, 10)
     assert x[0, 2] == 1 and x[0, 6] == 0.5 and x[1, 0] == 2 and list(b) == [1, -1]

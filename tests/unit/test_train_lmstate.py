@@ -48,7 +48,7 @@ def test_contiguous_stream_reads_each_shard_as_columns_of_running_text(tmp_path:
     streams = [ContiguousStream(data, rank=r, size=size, batch=batch) for r in range(size)]
     m = (n_rows // size) // batch
     seen = []
-    for r, s in enumerate(streams):
+    for _r, s in enumerate(streams):
         for t in range(m):
             idx = s.batch_indices(t)
             assert s.restarts(t) == (t == 0)
@@ -74,10 +74,10 @@ def test_carried_evaluation_matches_one_forward_per_column(tmp_path: Path) -> No
     from train.evaluate import Evaluator
 
     class World:
-        def Get_rank(self) -> int:  # noqa: N802 - the mpi4py names
+        def Get_rank(self) -> int:
             return 1
 
-        def Get_size(self) -> int:  # noqa: N802
+        def Get_size(self) -> int:
             return 3
 
     data = load_wikitext2(str(write_fake_wikitext(tmp_path / "wt", n_test=1000)), bptt=6)

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sim.convex.errors import DataFormatError
+from sim.convex.libsvm import load_libsvm
 from train.data.dataset import Dataset
 from train.errors import TrainError
 
@@ -13,30 +15,17 @@ __all__ = ["read_libsvm", "load_w8a"]
 
 
 def read_libsvm(path: str | Path, n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    """Parse `label idx:val ...` lines (1-based indices) into a dense float32 matrix and float labels."""
-    rows: list[tuple[list[int], list[float]]] = []
-    labels: list[float] = []
-    with open(path, encoding="ascii") as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                labels.append(float(parts[0]))
-                idx, val = [], []
-                for item in parts[1:]:
-                    i, _, v = item.partition(":")
-                    idx.append(int(i) - 1)
-                    val.append(float(v))
-            except ValueError:
-                raise TrainError(f"{path}:{lineno}: not a LIBSVM line: {line.strip()[:60]!r}") from None
-            if idx and (min(idx) < 0 or max(idx) >= n_features):
-                raise TrainError(f"{path}:{lineno}: feature index outside 1..{n_features}")
-            rows.append((idx, val))
-    x = np.zeros((len(rows), n_features), dtype=np.float32)
-    for r, (idx, val) in enumerate(rows):
-        x[r, idx] = val
-    return x, np.asarray(labels)
+    """A binary-classification LIBSVM file as a dense float32 matrix and its -1/+1 labels.
+
+    The one strict reader is the simulator's (sim.convex.libsvm): a bad label (not -1 or +1), index (not
+    ascending, outside 1..n_features), value (not a finite number) or encoding is a TrainError naming the file,
+    the line and the value.
+    """
+    try:
+        data = load_libsvm(path, n_features=n_features, allowed_labels=(-1.0, 1.0))
+    except DataFormatError as e:
+        raise TrainError(str(e)) from None
+    return data.X.toarray().astype(np.float32), data.y
 
 
 def load_w8a(data_dir: str, *, test_fraction: float) -> Dataset:

@@ -1,0 +1,46 @@
+"""Multi-node correctness across 2-4 emulated nodes at 1-3 ranks per node: every algorithm equals native and is
+bitwise identical on every rank; real nodes are found; a killed rank ends the whole job within 5 s."""
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from cluster import Cluster, ClusterSpec
+
+# Every algorithm of comm.allreduce (auto, rail and hierarchical included) on random float64/int64 data of odd
+# sizes against MPI_Allreduce, results bitwise identical on every rank; then the node-aware checks.
+CHECKS = ["tests.parallel.checks_comm:check_random_equals_native_exactly",
+          "tests.cluster.checks_cluster:check_real_nodes_found",
+          "tests.cluster.checks_cluster:check_hierarchy_on_real_nodes",
+          "tests.cluster.checks_cluster:check_auto_knows_the_layout"]
+
+
+def _checks(cluster: Cluster, specs: list[str], timeout: float = 120) -> str:
+    res = cluster.run([sys.executable, "-m", "mpi4py", "-m", "tests.parallel.runner", *specs], timeout=timeout,
+                      capture=True)
+    assert res.returncode == 0, f"exit {res.returncode}:\n{res.stdout[-5000:]}"
+    for spec in specs:
+        assert f"CHECK-PASSED {spec}" in res.stdout, res.stdout[-3000:]
+    return res.stdout
+
+
+@pytest.mark.parametrize("nodes, ppn", [(2, 1), (2, 3), (3, 2), (4, 2)])
+def test_comm_across_nodes(cluster_available, state_dir, nodes, ppn):
+    with Cluster(ClusterSpec(nodes=nodes, ranks_per_node=ppn, rate_bits=1e9)) as cluster:
+        before = cluster.network.link_bytes()
+        _checks(cluster, CHECKS)
+        sent = [a["sent"] - b["sent"] for a, b in zip(cluster.network.link_bytes(), before)]
+    assert min(sent) > 100_000, f"some node sent almost nothing over its link: {sent}"
+
+
+def test_killed_rank_ends_the_job_within_5_s(cluster_available, state_dir):
+    with Cluster(ClusterSpec(nodes=2, ranks_per_node=2, rate_bits=1e9)) as cluster:
+        res = cluster.run([sys.executable, "-m", "mpi4py", "-m", "tests.parallel.runner",
+                           "tests.cluster.checks_cluster:check_last_rank_dies"], timeout=60, capture=True)
+        ended = time.time()  # before the teardown of the nodes
+    assert res.returncode not in (0, 124), res.stdout[-3000:]
+    killed = [float(line.split()[1]) for line in res.stdout.splitlines() if line.startswith("KILLED-AT")]
+    assert killed, res.stdout[-3000:]
+    assert ended - killed[0] < 5.0, f"the job took {ended - killed[0]:.1f} s to end after the kill"

@@ -1,0 +1,101 @@
+"""Shared pieces of the fault-injection suite: tiny runs, launching them, and comparing finished states."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.parallel.harness import MPIRUN, REPO, mpi_env
+
+__all__ = ["TINY", "K", "train", "states", "same", "assert_same_final_state", "needs_root", "rank_pid",
+           "one_error_line", "tree_bytes", "PY"]
+
+PY = sys.executable
+K = 2
+# 256 synthetic images over 2 ranks at batch 8: 16 steps per epoch, 48 in all. Local SGD with H = 2 and a sleep of
+# 0.1 s per sync (timing only: no effect on the numbers) leaves a few seconds between checkpoints for the faults.
+TINY = ["--model", "resnet8", "--width", "4", "--synthetic-train", "256", "--synthetic-test", "64",
+        "--synthetic-size", "8", "--batch-size", "8", "--lr-warmup-epochs", "0.5", "--algorithm", "local",
+        "--H", "2", "--epochs", "3", "--global-sync-delay", "0.1", "--quiet"]
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                reason="needs root and unshare(1) for a private mount namespace (CI runs as root)")
+
+
+def train(args: list[str], *, n: int = K, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`mpirun -n N python -m train ARGS` as a user runs it; stdout and stderr kept apart."""
+    return subprocess.run([MPIRUN, "-n", str(n), PY, "-m", "train", *args], cwd=REPO, env=mpi_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failing command printed (asserting that it printed exactly one, and no MPI noise)."""
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{proc.stdout}{proc.stderr}"
+    assert "Abort" not in lines[0] and "Traceback" not in lines[0]
+    return lines[0]
+
+
+def states(run: Path, n: int = K) -> list[dict]:
+    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
+    return [torch.load(run / "checkpoints" / latest["dir"] / f"rank-{r:04d}.pt", weights_only=False)
+            for r in range(n)]
+
+
+def same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def assert_same_final_state(ref: Path, other: Path) -> None:
+    """Both runs ended at the same step with bitwise identical models, optimisers, RNGs and metrics values."""
+    a, b = states(ref), states(other)
+    for r in range(K):
+        assert a[r]["step"] == b[r]["step"]
+        for key in ("model", "opt", "gen", "torch_rng", "window"):
+            assert same(a[r][key], b[r][key]), f"rank {r}: {key} differs from the uninterrupted run"
+    ra = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (other / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in ra] == [r["step"] for r in rb]
+    assert [r.get("test_loss") for r in ra] == [r.get("test_loss") for r in rb]
+
+
+def rank_pid(run: Path, rank: int, timeout: float = 60) -> int:
+    """The pid of one rank of the job writing to `run` (its command line names the folder; PMI_RANK says which)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in Path("/proc").iterdir():
+            try:
+                args = (d / "cmdline").read_bytes().split(b"\0")
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(run).encode() in args and Path(args[0].decode()).name.startswith("python") \
+                    and f"PMI_RANK={rank}".encode() in env:
+                return int(d.name)
+        time.sleep(0.1)
+    raise AssertionError(f"rank {rank} of the job in {run} not found")
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its content (to show that nothing changed)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
