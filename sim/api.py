@@ -6,7 +6,8 @@ from typing import Any
 
 from sim.compute import ModelSpec, get_model
 from sim.errors import SimError
-from sim.run import RunConfig, RunResult, simulate as _simulate
+from sim.run import RunConfig, RunResult
+from sim.run import simulate as _simulate
 from sim.schedule import SyncSchedule, total_steps
 from sim.stragglers import Stragglers
 from sim.topology import Topology, load_topology

@@ -3,33 +3,32 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from mpi4py import MPI
 
 import comm
-from mpi4py import MPI
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import TrainConfig
 from train.averager import LocalSGD
 from train.backend import MPIBackend
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.config import TrainConfig
 from train.convex import SamplerStream, cast_dataset, convex_lr
 from train.data import WorkerStream, load_dataset
 from train.errors import AgreedError, AgreedOutputError, TrainError
 from train.evaluate import Evaluator, batch_metrics
-from train.metrics import JsonlWriter, OutputError, write_json_atomic
-from train.outputs import open_outputs, rewind_records
-from train.models import build_model, no_decay_names
 from train.lmstate import CarriedState, ContiguousStream
+from train.metrics import JsonlWriter, OutputError
+from train.models import build_model, no_decay_names
+from train.outputs import open_outputs, rewind_records
 from train.plan import RunPlan
+from train.records import RecordsMixin, process_age
 from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
-from train.records import RecordsMixin, process_age
 from train.sync import SyncTimer, device_sync
 
 __all__ = ["Trainer", "pick_device"]
@@ -141,7 +140,7 @@ class Trainer(RecordsMixin):
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
             return self.cfg.out_dir
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         base = os.path.join("runs", f"train-{stamp}-{self.cfg.algorithm}-K{self.K}")
         path, n = base, 1
         while os.path.exists(path):  # two runs started in the same second
