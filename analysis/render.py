@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -96,7 +97,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 @contextmanager
 def style() -> Iterator[None]:
     """The house style for every figure, scoped so the caller's rcParams are left alone."""
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(cast(Any, _RC)):  # matplotlib types rc keys as literals
         yield
 
 
@@ -113,7 +114,7 @@ def new_figure(cfg: RenderConfig, nrows: int = 1, ncols: int = 1, *,
 
 def figure_bytes(fig: Figure, fmt: str, cfg: RenderConfig) -> bytes:
     """Render ``fig`` to bytes in ``fmt`` without metadata that would change between runs."""
-    metadata: dict[str, str | None] = {"png": {"Software": None}, "svg": {"Date": None},
+    metadata: dict[str, Any] = {"png": {"Software": None}, "svg": {"Date": None},
                                        "pdf": {"CreationDate": None}}[fmt]
     buf = io.BytesIO()
     with style():
@@ -200,7 +201,8 @@ def seconds_log_ticks(ax: Axes) -> None:
 
 def plain_log_ticks(ax: Axes, which: str = "both") -> None:
     """Log-axis tick labels as plain numbers (0.5, 2, 20) instead of 2x10^1; minor labels at 2 and 5."""
-    axes = {"x": [ax.xaxis], "y": [ax.yaxis], "both": [ax.xaxis, ax.yaxis]}[which]
+    choices: dict[str, list[Any]] = {"x": [ax.xaxis], "y": [ax.yaxis], "both": [ax.xaxis, ax.yaxis]}
+    axes = choices[which]
     for axis in axes:
         axis.set_major_formatter(FuncFormatter(_plain))
         axis.set_minor_formatter(_minor_formatter(axis))
@@ -218,15 +220,17 @@ def place_labels(ax: Axes, points: Sequence[tuple[float, float]], texts: Sequenc
     limits and the legend are set. A label moved off its first place gets a thin leader line to its point.
     """
     fig = ax.get_figure()
-    fig.canvas.draw()  # the layout settles first, so the extents below are the saved ones
-    renderer = fig.canvas.get_renderer()
+    assert fig is not None, "place_labels needs axes that belong to a figure"
+    canvas = cast(FigureCanvasAgg, fig.canvas)
+    canvas.draw()  # the layout settles first, so the extents below are the saved ones
+    renderer = canvas.get_renderer()
     px = fig.dpi / 72.0
     centres = [ax.transData.transform(pt) for pt in points]
     marks = [(x - marker_pt * px, y - marker_pt * px, x + marker_pt * px, y + marker_pt * px) for x, y in centres]
     taken: list[tuple[float, float, float, float]] = []
-    out = []
+    out: list[object] = []
     for pt, text in zip(points, texts):
-        ann = None
+        ann: Any = None
         for dx, dy in _LABEL_OFFSETS:
             if ann is not None:
                 ann.remove()

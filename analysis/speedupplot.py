@@ -35,7 +35,7 @@ def sim_speedup_lines(points: Sequence[SimPoint]) -> list[Line]:
         given = [p.speedup for p in pts]
         colour, dash = _groups(dict(pts[0].config))
         if all(v is not None for v in given):
-            lines.append((label, xs, [float(v) for v in given], colour, dash))
+            lines.append((label, xs, [float(v) for v in given if v is not None], colour, dash))
         elif 1.0 in xs:
             t1 = ys[xs.index(1.0)]
             lines.append((label, xs, [t1 / t for t in ys], colour, dash))
@@ -120,7 +120,7 @@ def plot_time_to_acc(runs: Sequence[RunDir], cfg: RenderConfig) -> dict[str, Fig
     if len(set(labels)) < len(labels):
         labels = [f"{r.label} ({r.name})" for r in runs]
     values = [r.summary_num("tta_s") for r in runs]
-    targets = {r.summary_num("target_acc") for r in runs} - {None}
+    targets = {t for r in runs if (t := r.summary_num("target_acc")) is not None}
     if all(v is None for v in values):
         raise InputError("no run has a time to accuracy (time_to_acc_s in summary.json); "
                          "train with --target-acc")

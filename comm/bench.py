@@ -153,12 +153,13 @@ def run_bench(cfg: BenchConfig, world: Any = None,
     return rows
 
 
-def run_levels(cfg: BenchConfig, world: Any, emit: Callable[[dict], None] | None = None) -> list[dict]:
+def run_levels(cfg: BenchConfig, world: Any,
+               emit: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Time the flat algorithms on the node communicators (level intra: every node at once, node 0's rows are
     kept) and then on the leaders' communicator (level inter); rows carry "level" and the layout."""
     topo = Topology.from_comm(world, cfg.gpus_per_node)
     levels = ("intra", "inter") if cfg.level == "both" else (cfg.level,)
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for level in levels:
         comm = topo.node_comm if level == "intra" else topo.leader_comm
         extra = {"level": level, "nodes": topo.n_nodes, "ranks_per_node": topo.gpus_per_node}

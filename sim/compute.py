@@ -128,13 +128,14 @@ class ComputeModel:
         return t * model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample
 
     def provenance(self, model: ModelSpec) -> tuple[str, str]:
-        """(source, note) of seconds(model, ...): "measured" (the table's own model), "extrapolated" (another
+        """(source, note) of seconds(model, ...): "table" (the table's own model), "extrapolated" (another
         model, scaled by GFLOPs per sample from the table's), "flops-model" (peak TFLOPs x efficiency) or "fixed"."""
         if self.kind == "table":
             if model.name == self.reference_model:
-                return "measured", f"{self.device} table of {model.name}"
+                return "table", f"{self.device} table of {model.name}"
+            ref_gflops = get_model(self.reference_model).gflops_per_sample
             return "extrapolated", (f"EXTRAPOLATED by FLOPs from {self.reference_model} on {self.device} "
-                                    f"(x{model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample:.3g}"
+                                    f"(x{model.gflops_per_sample / ref_gflops:.3g}"
                                     f" GFLOPs/sample): an estimate, not a measurement of {model.name}")
         if self.kind == "flops":
             return "flops-model", (f"FLOPs model: {self.tflops:g} TFLOP/s x efficiency {self.efficiency:g} on "
@@ -152,7 +153,7 @@ class ComputeModel:
         return {"kind": "fixed", "device": self.device, "seconds_per_iter": list(self.seconds_per_iter)}
 
     @classmethod
-    def from_json(cls, obj: object, where: str = "compute") -> "ComputeModel":
+    def from_json(cls, obj: object, where: str = "compute") -> ComputeModel:
         """Build from the JSON object of a topology file; unknown keys are an error."""
         if not isinstance(obj, dict):
             raise SimError(f"{where} must be a JSON object, got {type(obj).__name__}")

@@ -18,8 +18,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Generator
 
 import numpy as np
 import simpy
@@ -69,7 +69,7 @@ class Network:
         return "inter", self.topo.inter
 
     def transfer(self, src: int, dst: int, nbytes: float, posted: simpy.Event, done: simpy.Event,
-                 record: "_Recorder") -> Generator[simpy.Event, object, None]:
+                 record: _Recorder) -> Generator[simpy.Event, object, None]:
         """Move one message once `posted` (the receive) has fired; succeeds `done` on delivery."""
         if not posted.triggered:
             yield posted

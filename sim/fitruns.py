@@ -114,7 +114,8 @@ def _from_summary(obj: dict[str, Any], path: Path) -> MeasuredRun:
         raise SimError(f"{where}: cannot read {str(cfg_path)!r} beside it: {e}") from None
     eval_s = (obj.get("totals_mean") or {}).get("eval_s") or 0.0
     return MeasuredRun(name=str(obj.get("run_dir") or path.parent.name), model=str(obj["model"]),
-                       K=_int(where, "world_size", obj["world_size"]), B=_int(where, "batch_size", cfg.get("batch_size")),
+                       K=_int(where, "world_size", obj["world_size"]),
+                       B=_int(where, "batch_size", cfg.get("batch_size")),
                        steps=_int(where, "steps_done", obj["steps_done"]),
                        syncs_global=_int(where, "syncs.global", obj["syncs"].get("global"), 0),
                        syncs_block=_int(where, "syncs.block", obj["syncs"].get("block"), 0),

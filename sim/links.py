@@ -8,32 +8,52 @@
 # start, which is what TCP flows sharing a NIC do (the classical flow-level model of MPI simulators).
 from __future__ import annotations
 
-from typing import Hashable
+import heapq
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import simpy
 
 __all__ = ["FairLinks", "max_min_rates"]
 
 def max_min_rates(flows: dict[int, tuple[Hashable, ...]], capacity: dict[Hashable, float]) -> dict[int, float]:
-    """Max-min fair rates (bytes/s) of `flows` (id -> links it crosses) on links of `capacity` (bytes/s)."""
+    """Max-min fair rates (bytes/s) of `flows` (id -> links it crosses) on links of `capacity` (bytes/s).
+
+    Water-filling with a heap of link shares (remaining capacity / unfrozen flows), stale entries skipped.
+    """
+    if len(flows) == 1:  # the common case: a flow alone on its links gets the slowest one
+        (f, links), = flows.items()
+        return {f: min(capacity[lk] for lk in links)}
     rates: dict[int, float] = {}
-    left = {link: capacity[link] for links in flows.values() for link in links}
-    users: dict[Hashable, set[int]] = {link: set() for link in left}
+    left: dict[Hashable, float] = {}
+    users: dict[Hashable, set[int]] = {}
     for f, links in flows.items():
         for link in links:
+            if link not in users:
+                users[link], left[link] = set(), capacity[link]
             users[link].add(f)
-    while users:
-        link, share = min(((lk, left[lk] / len(us)) for lk, us in users.items()), key=lambda x: x[1])
+    version = dict.fromkeys(users, 0)
+    order = {link: i for i, link in enumerate(users)}  # a total order for ties, whatever the link keys are
+    heap = [(left[lk] / len(us), order[lk], 0, lk) for lk, us in users.items()]
+    heapq.heapify(heap)
+    while heap:
+        share, _, ver, link = heapq.heappop(heap)
+        if link not in users or ver != version[link]:
+            continue
         share = max(share, 0.0)
-        for f in list(users[link]):
+        for f in users.pop(link):
             rates[f] = share
             for other in flows[f]:
-                left[other] -= share
                 us = users.get(other)
-                if us is not None:
-                    us.discard(f)
-                    if not us:
-                        del users[other]
+                if us is None:
+                    continue
+                us.discard(f)
+                left[other] -= share
+                version[other] += 1
+                if us:
+                    heapq.heappush(heap, (left[other] / len(us), order[other], version[other], other))
+                else:
+                    del users[other]
     return rates
 
 
@@ -41,7 +61,9 @@ class FairLinks:
     """The fair-shared links of one SimPy environment; `transfer` returns an event that fires when a flow ends.
 
     Only the flows connected to a starting or ending flow (through shared links) change rate, so only that
-    component is recomputed; each flow owns one timer at its projected end, replaced when its rate changes.
+    component is recomputed, once per simulated instant however many flows start or end in it (a zero-delay
+    event collects them: no time passes before it, so no byte moves at a stale rate); each flow owns one
+    timer at its projected end, replaced when its rate changes.
     """
 
     def __init__(self, env: simpy.Environment) -> None:
@@ -55,6 +77,8 @@ class FairLinks:
         self._version: dict[int, int] = {}
         self._done: dict[int, simpy.Event] = {}
         self._next_id = 0
+        self._dirty: set[Hashable] = set()
+        self._pending = False
 
     @property
     def active(self) -> int:
@@ -74,13 +98,25 @@ class FairLinks:
         for link in links:
             self.capacity.setdefault(link, bytes_per_s)
             self._users.setdefault(link, set()).add(f)
-        self._recompute(self._component(links))
+        self._touch(links)
         return done
+
+    def _touch(self, links: tuple[Hashable, ...]) -> None:
+        """Mark the component of `links` for recomputation at the end of this instant."""
+        self._dirty.update(links)
+        if not self._pending:
+            self._pending = True
+            self.env.timeout(0).callbacks.append(self._flush)
+
+    def _flush(self, _ev: simpy.Event) -> None:
+        self._pending = False
+        links, self._dirty = tuple(self._dirty), set()
+        self._recompute(self._component(links))
 
     def _component(self, links: tuple[Hashable, ...]) -> set[int]:
         """Active flows connected to `links` through shared links."""
         seen: set[int] = set()
-        todo = [lk for lk in links]
+        todo = list(links)
         visited = set(todo)
         while todo:
             for g in self._users.get(todo.pop(), ()):
@@ -104,7 +140,11 @@ class FairLinks:
             self._version[g] += 1
             if new > 0:
                 timer = self.env.timeout(max(self._left[g], 0.0) / new)
-                timer.callbacks.append(lambda _ev, g=g, v=self._version[g]: self._finish(g, v))
+                timer.callbacks.append(self._finisher(g, self._version[g]))
+
+    def _finisher(self, f: int, version: int) -> Callable[[Any], None]:
+        """The callback of flow f's completion timer, valid only while the flow's rate version is `version`."""
+        return lambda _event: self._finish(f, version)
 
     def _finish(self, f: int, version: int) -> None:
         if self._version.get(f) != version:  # its rate changed since this timer was set: a newer one stands
@@ -115,4 +155,4 @@ class FairLinks:
         for d in (self._left, self._since, self._rate, self._version):
             del d[f]
         self._done.pop(f).succeed()
-        self._recompute(self._component(links))
+        self._touch(links)

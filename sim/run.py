@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Generator
+from typing import Any
 
 import numpy as np
 import simpy
@@ -25,8 +26,14 @@ import simpy
 from sim.collectives import ALL_ALGORITHMS, FLAT_ALGORITHMS
 from sim.compute import ModelSpec
 from sim.costs import auto_algorithm, eq6
-from sim.engine import (CollectiveResult, CountingEnvironment, Network, interval_measure, simulate_collective,
-                        start_collective)
+from sim.engine import (
+    CollectiveResult,
+    CountingEnvironment,
+    Network,
+    interval_measure,
+    simulate_collective,
+    start_collective,
+)
 from sim.errors import SimError
 from sim.jitter import StepJitter
 from sim.schedule import SyncSchedule, total_steps
@@ -234,7 +241,7 @@ def _fast(cfg: RunConfig) -> RunResult:
 
 def _event(cfg: RunConfig) -> RunResult:
     t = cfg.topology
-    K, b, nodes = cfg.K, t.gpus_per_node, cfg.nodes_used
+    K, b, _nodes = cfg.K, t.gpus_per_node, cfg.nodes_used
     T = cfg.total_steps
     n = float(cfg.wire_bytes)
     c0 = t.compute.seconds(cfg.model, cfg.B)
@@ -300,8 +307,8 @@ def _event(cfg: RunConfig) -> RunResult:
         config=cfg, engine="event", algorithms=algs, wall_s=float(acc["finish"].max()),
         compute_s=float(acc["compute"].mean()), comm_intra_s=float(acc["intra"].mean()),
         comm_inter_s=float(acc["inter"].mean()), wait_s=float(acc["wait"].mean()),
-        delay_s=float(acc["delay"].mean()), overhead_s=float(acc["overhead"].mean()), syncs_block=totals["block"],
-        syncs_global=totals["global"],
+        delay_s=float(acc["delay"].mean()), overhead_s=float(acc["overhead"].mean()),
+        syncs_block=int(totals["block"]), syncs_global=int(totals["global"]),
         bytes_intra=totals["bytes_intra"], bytes_inter=totals["bytes_inter"],
         comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events)
 

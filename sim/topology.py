@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.atomic import atomic_open
 from sim.compute import ComputeModel
 from sim.costs import LevelCost
-from sim.atomic import atomic_open
 from sim.errors import SimError
 
 __all__ = ["Level", "Topology", "LINK_SHARING", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
@@ -34,9 +34,11 @@ def _num(where: str, name: str, v: object, *, strict: bool = False) -> float:
 class Level:
     """One network level (inside a node, or between nodes).
 
-    A message of n bytes holds the sender's and receiver's ports for ``overhead_s + n / bandwidth``
-    and arrives ``latency_s`` later; the receiver reduces it in ``n * gamma_s_per_byte``. So in the
-    alpha-beta-gamma model alpha = latency_s + overhead_s, beta = 1 / bandwidth, gamma = gamma_s_per_byte.
+    A message of n bytes spends ``overhead_s`` and moves its n bytes through the sender's and
+    receiver's ports (shared fairly with concurrent messages, or held one at a time under FIFO
+    sharing: see Topology.link_sharing) and arrives ``latency_s`` later; the receiver reduces it in
+    ``n * gamma_s_per_byte``. So in the alpha-beta-gamma model alpha = latency_s + overhead_s,
+    beta = 1 / bandwidth, gamma = gamma_s_per_byte.
     ``bandwidth_GBps`` is in 1e9 bytes per second; None means unlimited (no bandwidth term, paper mode).
     """
 
@@ -119,7 +121,7 @@ class Topology:
             raise SimError(f"K must be an integer >= 1, got {K!r}")
         if K % b:
             raise SimError(f"K must be a multiple of gpus_per_node={b} on topology {self.name!r}, got {K}")
-        if K > self.gpus:
+        if self.gpus < K:
             raise SimError(f"K must be at most {self.gpus} ({self.nodes} x {b}) on topology {self.name!r}, got {K}")
         return K // b
 

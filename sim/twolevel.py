@@ -1,4 +1,4 @@
-"""Two-level calibration: intra- and inter-node alpha, beta, gamma plus a per-call overhead from level-tagged bench rows."""
+"""Two-level calibration: intra- and inter-node alpha, beta, gamma and a per-call overhead from level-tagged rows."""
 # Input: `python -m comm bench --level both` JSONL (or several files): every row carries "level": "intra" (timed
 # on the node communicators, one rank per GPU of a node) or "inter" (timed on the leader communicator, one rank
 # per node), besides the usual library, p, bytes, algorithm and t_median_s. Each level is fitted on its own:
@@ -12,8 +12,9 @@ import argparse
 import dataclasses
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
@@ -108,7 +109,8 @@ def split_levels(paths: list[str]) -> dict[str, list[dict[str, Any]]]:
 
 def two_level_topology(base: Topology, fits: dict[str, TwoLevelFit], *, name: str, nodes: int | None = None,
                        gpus_per_node: int | None = None) -> Topology:
-    """`base` with the fitted levels; a global sync is charged one call overhead per level, a block sync the intra one."""
+    """`base` with the fitted levels; a global sync is charged one call overhead per level, a block sync the intra
+    one."""
     o_intra = fits["intra"].overhead if "intra" in fits else 0.0
     o_inter = fits["inter"].overhead if "inter" in fits else 0.0
     measured = ", ".join(f"{k} (R^2 {v.r2:.4f}, {v.rows} rows, overhead {v.overhead:.3g} s per call)"

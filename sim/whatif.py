@@ -1,13 +1,15 @@
 """What-if sweeps: topologies x K x algorithms x H x Hb, each simulated as one run."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Self
 
 from atomicio import OutputError, describe_oserror
 from sim.atomic import make_temp_beside, publish
@@ -81,10 +83,8 @@ class JsonlWriter:
         self._f = os.fdopen(fd, "w")
 
     def _fail(self, e: OSError) -> OutputError:
-        try:
+        with contextlib.suppress(OSError):
             self._f.close()
-        except OSError:
-            pass
         if os.path.exists(self._tmp):
             os.unlink(self._tmp)
         return OutputError(f"cannot write {self.path}: {describe_oserror(e)}")
@@ -111,7 +111,7 @@ class JsonlWriter:
         except OSError as e:
             raise self._fail(e) from None
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

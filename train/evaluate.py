@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -112,5 +112,5 @@ class Evaluator:
             x, y = self.x[idx].to(self.device), self.y[idx].to(self.device)
             if hidden is not None:
                 hidden = tuple(h[:, :active].contiguous() for h in hidden)
-            logits, hidden = self.model.forward_carry(x, hidden)
+            logits, hidden = cast(Any, self.model).forward_carry(x, hidden)  # the LSTM's carried forward
             yield x, y, logits

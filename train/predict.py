@@ -311,7 +311,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         if compute_source == "extrapolated":
             notes.append(f"compute {compute_note}")
     g_eff = topo.gpus_per_node
-    bar_global = _barrier_s(K, topo.inter if K > g_eff else topo.intra)
+    bar_global = _barrier_s(K, topo.inter if g_eff < K else topo.intra)
     bar_block = _barrier_s(g_eff, topo.intra)
     allreduce = "hierarchical" if hier else flat
     try:
@@ -325,7 +325,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
     except SimError as e:
         raise TrainError(str(e)) from None
     n_eval = count_evals(plan, cfg.eval_every)
-    lvl = topo.inter if K > g_eff else topo.intra
+    lvl = topo.inter if g_eff < K else topo.intra
     eval_sync = 0.0 if K < 2 else (allreduce_cost(comm_auto_algorithm(payload), K, payload, lvl.cost)
                                    + EVAL_SMALL_COLLECTIVES * allreduce_cost("recursive_doubling", K, 64, lvl.cost))
     eval_s = n_eval * (math.ceil(prof.n_test / K) * eval_per_sample + eval_sync)
@@ -360,9 +360,9 @@ def format_prediction(p: dict[str, Any]) -> str:
     head = (f"prediction for {alg} | {p['model']} ({p['model_params']:,} params, "
             f"{p['gflops_per_sample']:.3g} GFLOPs/sample) | K={p['workers']} on {p['topology']}")
     lines = [head,
-             f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "
+             (f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "
              f"{p['syncs_global']} global / {p['syncs_block']} block ({p['allreduce_global']} / "
-             f"{p['allreduce_block']}, {p['wire_bytes']:,} B)",
+             f"{p['allreduce_block']}, {p['wire_bytes']:,} B)"),
              f"  {'wall time':<16}{p['wall_s']:>12.3f} s",
              row("compute", p["compute_s"]), row("comm intra", p["comm_intra_s"]), row("comm inter", p["comm_inter_s"]),
              row("waiting", p["wait_s"]), row("barriers", p["barrier_s"]), row("delays", p["delay_s"]),

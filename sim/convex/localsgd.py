@@ -195,16 +195,16 @@ def simulate(problem: Problem, protocol: Protocol, *, K: int, H: int, B: int, ru
         finite = np.isfinite(last).all(axis=0)
         gaps = checker.gaps(np.concatenate([np.where(finite, last, 0.0), np.where(finite, avg, 0.0)], axis=1))
         a = active.size
-        best = np.minimum(gaps[:a], gaps[a:])
+        best: np.ndarray = np.minimum(gaps[:a], gaps[a:])
         hit = finite & (best <= protocol.epsilon)
-        for j in np.flatnonzero(hit):
+        for j in map(int, np.flatnonzero(hit)):
             g = runs[active[j]].group
             group_stop[g] = min(group_stop[g], now)
         stopping = [j for j, r in enumerate(active)
                     if not hit[j] and finite[j] and now >= group_stop[runs[r].group]]
         if stopping:  # the exact gap where a run gives up tells the c search which way to move
             sel = np.asarray(stopping, dtype=np.int64)
-            vals = problem.objective.value(np.concatenate([last[:, sel], avg[:, sel]], axis=1))
+            vals = np.asarray(problem.objective.value(np.concatenate([last[:, sel], avg[:, sel]], axis=1)))
             best[sel] = np.minimum(vals[:sel.size], vals[sel.size:]) - problem.fstar
         keep = []
         for j, r in enumerate(active):
@@ -236,7 +236,7 @@ def trajectory(problem: Problem, protocol: Protocol, *, K: int, H: int, B: int, 
     rows: list[dict] = []
 
     def record(rnd: int, now: float, last: np.ndarray, avg: np.ndarray) -> None:
-        values = problem.objective.value(np.stack([last[:, 0], avg[:, 0]], axis=1))
+        values = np.asarray(problem.objective.value(np.stack([last[:, 0], avg[:, 0]], axis=1)))
         rows.append({"round": rnd, "time": now, "step": rnd * H, "f_last": float(values[0]),
                      "f_average": float(values[1])})
 

@@ -59,7 +59,7 @@ def test_bench_levels_tag_rows_for_the_two_level_fit(tmp_path):
     assert [r["level"] for r in rows] == ["intra"] * 6 + ["inter"] * 6
     assert all(r["p"] == 2 and r["nodes"] == 2 and r["ranks_per_node"] == 2 and r["correct"] for r in rows)
     res = subprocess.run([sys.executable, "-m", "sim", "calibrate", "--bench", str(out), "--json"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     levels = json.loads(res.stdout)["levels"]
     assert set(levels) == {"intra", "inter"} and all(v["rows"] == 6 and "r2" in v for v in levels.values())

@@ -20,7 +20,7 @@ for _k in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE
 
 def _train(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def _machine(path: Path) -> str:
@@ -45,7 +45,7 @@ def test_predict_on_paper_preset_every_algorithm(flags):
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     T = p["total_steps"]
-    assert T == math.ceil(10 * (8192 // 16) * 16 / (16 * 32))
+    assert math.ceil(10 * (8192 // 16) * 16 / (16 * 32)) == T
     if flags[1] == "minibatch":
         assert (p["syncs_global"], p["syncs_block"]) == (T, 0)
     if flags[1] == "local":
@@ -80,6 +80,8 @@ def test_summary_records_the_prediction_of_predict(tmp_path):
     r = _train("--quiet", "--out-dir", str(out), *flags)
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "summary.json").read_text())
+    # the staleness warnings name the background load sampled at each call, which moves between the two calls
+    assert s["prediction"].pop("warnings") and pred.pop("warnings")
     assert s["prediction"] == pred
     assert s["prediction"]["wall_s"] > 0 and s["wall_s"] > 0
 
@@ -88,7 +90,7 @@ def test_comm_auto_rule_matches_comm():
     code = ("from comm.allreduce import auto_algorithm as a; from train.predict import comm_auto_algorithm as b; "
             "import sys; sizes=[0, 2048, 512*1024, 512*1024+1, 4<<20]; "
             "sys.exit(0 if all(a(n) == b(n) for n in sizes) else 1)")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
 
 

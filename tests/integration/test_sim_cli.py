@@ -19,7 +19,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 def sim(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sim", *args], capture_output=True, text=True, cwd=ROOT, env=ENV,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def eq6_independent(K, S, N, B, H, Hb, C1, C2):
@@ -88,6 +88,9 @@ def test_run_human_output_and_event_engine(capsys):
     (["run", "--stragglers", "slow"], "error: stragglers must be 'none'"),
     (["cost", "--K", "6", "--servers", "4", "--N", "10", "--B", "1", "--H", "1", "--C1", "1", "--C2", "1"],
      "error: K must be a multiple of servers=4, got K=6"),
+    (["run", "--jitter", "gauss:0.1"], "error: jitter must be 'none', 'lognormal:CV'"),
+    (["run", "--jitter", "lognormal:-1"], "error: jitter cv must be a finite number >= 0, got -1.0"),
+    (["calibrate", "--runs", "nowhere.csv"], "error: cannot read runs file 'nowhere.csv'"),
     (["calibrate"], "error: calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE"),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment):
@@ -162,3 +165,28 @@ def test_postlocal_switch_defaults_to_first_lr_decay(capsys):
     assert main(["run", "--algorithm", "postlocal", "--H", "16", "--K", "16", "--epochs", "3", "--switch-epoch", "1",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["switch_step"] == math.ceil(50000 / (16 * 128))
+
+
+@pytest.mark.parametrize("H,minutes", [(1, 20.07), (16, 8.57), (1024, None)])
+def test_fitted_paper_preset_gives_a_wall_time_for_every_H(H, minutes):
+    out = sim("run", "--preset", "paper-8x2-fitted", "--K", "16", "--algorithm", "local", "--model", "resnet20",
+              "--H", str(H), "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["H"] == H and r["wall_s"] > 0 and r["link_sharing"] == "fair" and r["compute_source"] == "table"
+    if minutes is not None:
+        assert r["wall_s"] / 60 == pytest.approx(minutes, rel=1e-9)
+    else:  # 7325 steps and 8 syncs: compute plus eight fitted sync costs, below the H = 16 figure
+        assert r["syncs_global"] == 8 and r["compute_s"] < r["wall_s"] < 8.57 * 60
+
+
+def test_link_sharing_flag_and_jitter_reach_the_run():
+    base = ["run", "--K", "16", "--allreduce", "recursive_doubling", "--N", "204800", "--json"]
+    fair, fifo = (json.loads(sim(*base, "--link-sharing", m).stdout) for m in ("fair", "fifo"))
+    assert fair["link_sharing"] == "fair" and fifo["link_sharing"] == "fifo"
+    assert fair["comm_inter_s"] > fifo["comm_inter_s"]  # two ranks per node share each NIC: fifo is optimistic
+    jit = json.loads(sim(*base, "--jitter", "lognormal:0.2", "--seed", "3").stdout)
+    assert jit["jitter"] == {"kind": "lognormal", "cv": 0.2, "samples": 0, "seed": 3} and jit["wait_s"] > 0
+    assert fair["wait_s"] == 0
+    wrn = json.loads(sim("run", "--model", "wrn28-10", "--N", "20480", "--json").stdout)
+    assert wrn["compute_source"] == "extrapolated" and "EXTRAPOLATED by FLOPs from resnet20" in wrn["compute_note"]

@@ -7,13 +7,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
+import pytest
 
-from analysis.cli import main  # noqa: E402
-from analysis.errors import InputError  # noqa: E402
-from analysis.render import RenderConfig  # noqa: E402
-from analysis.simout import load_sim  # noqa: E402
-from analysis.wallplot import plot_wall  # noqa: E402
+from analysis.cli import main
+from analysis.errors import InputError
+from analysis.render import RenderConfig
+from analysis.simout import load_sim
+from analysis.wallplot import plot_wall
 
 
 def _rec(topology: str, H: int, wall: float) -> dict:

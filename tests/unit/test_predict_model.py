@@ -10,8 +10,7 @@ from train.calibrate import fit_lambda, fit_share, fit_step, step_time, sync_rou
 from train.config import TrainConfig
 from train.errors import TrainError
 from train.plan import RunPlan
-from train.predict import (MACHINE_SCHEMA, ModelProfile, count_evals, cpu_share, predict, profile_model,
-                           scheduling_wait)
+from train.predict import MACHINE_SCHEMA, ModelProfile, count_evals, cpu_share, predict, profile_model, scheduling_wait
 
 PROFILE = ModelProfile(params=20_000, gflops_per_sample=0.001, n_train=8192, n_test=2048, bytes_per_param=4)
 

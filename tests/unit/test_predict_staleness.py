@@ -8,8 +8,7 @@ import pytest
 
 from train.calibrate import step_samples
 from train.config import TrainConfig
-from train.predict import (LOAD_WARN, MACHINE_SCHEMA, ModelProfile, calibration_code_version, machine_warnings,
-                           predict)
+from train.predict import LOAD_WARN, MACHINE_SCHEMA, ModelProfile, calibration_code_version, machine_warnings, predict
 
 PROFILE = ModelProfile(params=20_000, gflops_per_sample=0.001, n_train=8192, n_test=2048, bytes_per_param=4)
 

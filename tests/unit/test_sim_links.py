@@ -51,6 +51,25 @@ def test_max_min_rates_water_filling():
     assert max_min_rates({7: ("a", "b")}, {"a": 10.0, "b": 4.0}) == pytest.approx({7: 4.0})
 
 
+def test_max_min_rates_satisfy_the_bottleneck_property_on_random_networks():
+    # Max-min fairness holds iff the rates are feasible and every flow has a saturated link on which no flow
+    # gets more than it does (Bertsekas & Gallager, Data Networks, section 6.5.2).
+    import random
+    rng = random.Random(11)
+    for _ in range(200):
+        links = [f"l{i}" for i in range(rng.randint(1, 6))]
+        cap = {lk: rng.choice([1.0, 2.0, 5.0, rng.uniform(0.5, 10)]) for lk in links}
+        flows = {f: tuple(rng.sample(links, rng.randint(1, min(2, len(links))))) for f in range(rng.randint(1, 9))}
+        rates = max_min_rates(flows, cap)
+        assert set(rates) == set(flows)
+        load = {lk: sum(rates[f] for f, ls in flows.items() if lk in ls) for lk in links}
+        assert all(load[lk] <= cap[lk] * (1 + 1e-12) for lk in links)
+        for f, ls in flows.items():
+            assert any(load[lk] >= cap[lk] * (1 - 1e-9)
+                       and all(rates[g] <= rates[f] * (1 + 1e-9) for g, gl in flows.items() if lk in gl)
+                       for lk in ls), (flows, cap, rates)
+
+
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_k_flows_through_one_nic_end_at_alpha_plus_k_m_beta(k):
     m = 3e5 + 7
