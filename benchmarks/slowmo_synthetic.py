@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=6.0)
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--seed", type=int, default=0, help="the trainer's seed (model, data order, augmentation)")
     a = p.parse_args(argv)
     out = Path(a.out)
     data = out / "data"
@@ -52,14 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     mpirun = str(Path(sys.executable).with_name("mpirun"))
     env = dict(os.environ, OMP_NUM_THREADS="1", MPIR_CVAR_ENABLE_HEAVY_YIELD="1")
     for name in a.variants.split(","):
-        run_dir = out / name.replace(" ", "_").replace("=", "")
-        cmd = [mpirun, "-n", str(a.workers), sys.executable, "-m", "mpi4py", "-m", "train", "--dataset", "cifar10",
+        run_dir = out / f"{name.replace(' ', '_').replace('=', '')}-seed{a.seed}"
+        cmd = [mpirun, "-n", str(a.workers), sys.executable, "-m", "mpi4py", "-m", "train",
+               "--dataset", "cifar10",
                "--data-dir", str(data), "--model", "resnet8", "--width", "4", "--algorithm", "local", "--H", "16",
                "--batch-size", "16", "--epochs", str(a.epochs), "--lr-warmup-epochs", "1", "--target-acc", "0.5",
-               "--seed", "0", "--quiet", "--out-dir", str(run_dir), *VARIANTS[name]]
+               "--seed", str(a.seed), "--quiet", "--out-dir", str(run_dir), *VARIANTS[name]]
         subprocess.run(cmd, check=True, env=env)
         s = json.loads((run_dir / "summary.json").read_text())
-        print(json.dumps({"variant": name, "test_acc": s["final"]["test_acc"], "best_test_acc": s["best_test_acc"],
+        print(json.dumps({"variant": name, "seed": a.seed, "test_acc": s["final"]["test_acc"],
+                          "best_test_acc": s["best_test_acc"],
                           "test_loss": s["final"]["test_loss"], "train_loss": s["final"]["train_loss"],
                           "syncs": s["syncs"], "bytes_sent_global": s["compression"]["bytes_sent"]["global"],
                           "wall_s": s["wall_s"], "time_to_50pct": s["time_to_target"]}), flush=True)

@@ -52,18 +52,19 @@ def _make_backend(backend: Any, hierarchical: bool, block_size: int | None) -> A
 
 
 def _reduce_grads(params: list[torch.nn.Parameter], buf: torch.Tensor, backend: Any) -> None:
-    views, off = [], 0
+    grads, views, off = [], [], 0
     for p in params:
         if p.grad is None:  # a parameter without gradient (unused, or zero_grad(set_to_none=True)) counts as 0
             p.grad = torch.zeros_like(p)
         n = p.numel()
         view = buf[off:off + n].view(p.shape)
         view.copy_(p.grad)
+        grads.append(p.grad)
         views.append(view)
         off += n
     backend.allreduce_mean(buf, "global")
-    for p, view in zip(params, views):
-        p.grad.copy_(view)
+    for g, view in zip(grads, views):
+        g.copy_(view)
 
 
 def average_gradients(params: Any, backend: Any = None) -> None:

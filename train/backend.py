@@ -47,8 +47,9 @@ class MPIBackend:
 
     def __init__(self, world: Any = None, *, hierarchical: bool = False, gpus_per_node: int | None = None,
                  algorithm: str = "auto", topology: Any = None) -> None:
-        import comm
         from mpi4py import MPI
+
+        import comm
 
         self._comm = comm
         self.world = world if world is not None else MPI.COMM_WORLD
@@ -110,15 +111,16 @@ class TorchBackend:
             raise TrainError("TorchBackend needs an initialised torch.distributed process group "
                              "(torch.distributed.init_process_group), found none")
         self._dist = dist
-        self.group = group if group is not None else dist.group.WORLD
+        self.group: Any = group if group is not None else dist.group.WORLD
         self.rank, self.size = dist.get_rank(self.group), dist.get_world_size(self.group)
-        self.block = None
+        self.block: Any = None
         if block_size is not None:
             if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1 \
                     or self.size % block_size:
                 raise TrainError(f"block_size must be an integer >= 1 dividing the group size {self.size}, "
                                  f"got {block_size!r}")
-            self.block, _ = dist.new_subgroups(group_size=block_size, group=group)
+            new_subgroups: Any = dist.new_subgroups  # untyped in torch
+            self.block, _ = new_subgroups(group_size=block_size, group=group)
         self.has_blocks = self.block is not None
         self.device = torch.device("cuda", torch.cuda.current_device()) \
             if dist.get_backend(self.group) == "nccl" else torch.device("cpu")

@@ -1,7 +1,7 @@
 """FlatTensors: a list of same-dtype torch tensors packed into one reused buffer (torch only, no MPI import)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -13,7 +13,13 @@ from train.metrics import write_json_atomic
 from train.sync import LEVELS
 
 if TYPE_CHECKING:
-    from train.trainer import Trainer
+    from pathlib import Path
+
+    from train.averager import LocalSGD
+    from train.config import TrainConfig
+    from train.evaluate import Evaluator
+    from train.plan import RunPlan
+    from train.sync import SyncTimer
 
 __all__ = ["RecordsMixin"]
 
@@ -21,17 +27,43 @@ __all__ = ["RecordsMixin"]
 class RecordsMixin:
     """Trainer methods that build records from its counters; every attribute they use is set in Trainer.__init__."""
 
-    def _wall(self: Trainer) -> float:
+    # declared for type checkers; Trainer.__init__ sets every one of them
+    cfg: TrainConfig
+    plan: RunPlan
+    sync: SyncTimer
+    averager: LocalSGD
+    evaluator: Evaluator
+    model: torch.nn.Module
+    data: Any
+    world: Any
+    rank: int
+    K: int
+    step: int
+    run_dir: Path
+    compute_s: float
+    eval_s: float
+    straggle_s: float
+    wall_offset: float
+    window: list[float]
+    best: dict[str, Any]
+    last_epoch: dict[str, Any] | None
+    startup_s: float | None
+    prediction: dict[str, Any] | None
+    signal: int
+    no_decay: set[str]
+    _t0: float | None
+
+    def _wall(self) -> float:
         return self.wall_offset + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
-    def _totals(self: Trainer) -> dict[str, Any]:
+    def _totals(self) -> dict[str, Any]:
         out: dict[str, Any] = {"compute_s": self.compute_s, "straggle_s": self.straggle_s, "eval_s": self.eval_s}
         for lvl in LEVELS:
             for k, v in self.sync.stats[lvl].items():
                 out[f"{k}_{lvl}"] = v
         return out
 
-    def _step_record(self: Trainer, t: int, lr: float, h: int, level: str | None, loss: float,
+    def _step_record(self, t: int, lr: float, h: int, level: str | None, loss: float,
                      acc: float) -> dict[str, Any]:
         rec = {"kind": "step", "step": t, "epoch": self.plan.epoch_after(t), "wall_s": self._wall(), "lr": lr,
                "H": h, "sync": level, "phase": "minibatch" if self.plan.grad_phase(t) else "local",
@@ -39,7 +71,7 @@ class RecordsMixin:
         rec.update(self._totals())
         return rec
 
-    def _epoch_record(self: Trainer, t: int, lr: float, h: int) -> dict[str, Any] | None:
+    def _epoch_record(self, t: int, lr: float, h: int) -> dict[str, Any] | None:
         """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
         t0 = time.perf_counter()
         test_loss, test_acc = self.evaluator.evaluate()
@@ -69,7 +101,7 @@ class RecordsMixin:
         self.last_epoch = rec
         return rec
 
-    def _summary(self: Trainer, status: str) -> dict[str, Any]:
+    def _summary(self, status: str) -> dict[str, Any]:
         last = self.last_epoch or {}
         totals = self._totals()
         summary: dict[str, Any] = {
@@ -98,7 +130,7 @@ class RecordsMixin:
         write_json_atomic(self.run_dir / "summary.json", summary)
         return summary
 
-    def _objective_record(self: Trainer, t: int) -> dict[str, Any]:
+    def _objective_record(self, t: int) -> dict[str, Any]:
         """f(w) of the synchronised model over the whole training set (rank 0; all ranks hold the same w)."""
         f = objective_value(self.model, self.data.x_train, self.data.y_train, weight_decay=self.cfg.weight_decay,
                             skip=self.no_decay)

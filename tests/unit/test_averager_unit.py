@@ -146,3 +146,31 @@ def test_simulate_api_takes_a_config_or_arguments() -> None:
     assert isinstance(res, sim.RunResult) and res.syncs_global == 10 and res.wall_s > res.compute_s > 0
     with pytest.raises(sim.SimError, match="not both"):
         sim.simulate(cfg, K=8)
+
+
+def test_trainer_creates_attributes_only_in_init() -> None:
+    """Every `self.X = ...` in Trainer (and its records mixin) assigns an attribute that __init__ creates."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "train"
+    made: set[str] = set()
+    later: dict[str, str] = {}
+    for name in ("trainer.py", "records.py"):
+        for cls in ast.walk(ast.parse((root / name).read_text())):
+            if not (isinstance(cls, ast.ClassDef) and cls.name in ("Trainer", "RecordsMixin")):
+                continue
+            for fn in cls.body:
+                if not isinstance(fn, ast.FunctionDef):
+                    continue
+                for node in ast.walk(fn):
+                    targets = node.targets if isinstance(node, ast.Assign) else \
+                        [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+                    for t in targets:
+                        for e in ast.walk(t):
+                            if isinstance(e, ast.Attribute) and isinstance(e.value, ast.Name) and e.value.id == "self":
+                                if fn.name == "__init__":
+                                    made.add(e.attr)
+                                else:
+                                    later.setdefault(e.attr, f"{name}:{fn.name}")
+    assert made and {a: w for a, w in later.items() if a not in made} == {}
