@@ -23,7 +23,7 @@ def _entry() -> int:
         if mpi is None or not mpi.Is_initialized() or mpi.COMM_WORLD.Get_rank() == 0:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
-    except BaseException as exc:  # noqa: BLE001 - every failure must take the whole job down
+    except BaseException as exc:
         mpi = sys.modules.get("mpi4py.MPI")
         size = mpi.COMM_WORLD.Get_size() if mpi is not None and mpi.Is_initialized() else 1
         code = 130 if isinstance(exc, KeyboardInterrupt) else 2 if isinstance(exc, TrainError) else 1
@@ -36,7 +36,7 @@ def _entry() -> int:
         else:
             traceback.print_exc()
             print(f"rank {rank}: aborting the MPI job after {type(exc).__name__}", file=sys.stderr, flush=True)
-        if size > 1:
+        if mpi is not None and size > 1:
             # MPI_Abort kills the job at once; give the launcher a moment to forward the message printed above
             # (without it, about one run in ten lost its only error line).
             time.sleep(0.5)

@@ -140,7 +140,7 @@ def read_rank_file(path: Path, sha256: str | None = None) -> dict[str, Any]:
                          f"latest.json ({len(blob)} bytes: truncated or overwritten)")
     try:
         return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - torch/pickle raise many kinds for a damaged file
+    except Exception as e:
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
         raise TrainError(f"checkpoint file {path} is corrupt or unreadable ({type(e).__name__}: {first})") from None
 

@@ -1,7 +1,7 @@
 """Sign compression of the model change at a sync: 1-bit packed signs (plus a float32 scale) through an all-gather."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ __all__ = ["SCHEMES", "BITORDER", "pack_signs", "unpack_signs", "payload_bytes",
 
 SCHEMES = ("none", "sign", "ef-sign")
 #: Bit k of byte j holds coordinate 8 j + k (numpy.packbits(..., bitorder="little")); part of the wire format.
-BITORDER = "little"
+BITORDER: Final = "little"
 _SCALE_BYTES = 4  # ef-sign: the float32 scale ||p||_1 / d travels in front of the packed bits
 
 

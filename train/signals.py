@@ -25,7 +25,7 @@ class EarlySignals:
             for sig in STOP_SIGNALS:
                 signal.signal(sig, self._handle)
 
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.seen:
             raise KeyboardInterrupt
         self.seen = signum

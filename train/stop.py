@@ -20,7 +20,6 @@ import threading
 from typing import Any
 
 import numpy as np
-
 from mpi4py import MPI
 
 from train.signals import EARLY, STOP_SIGNALS
@@ -58,7 +57,7 @@ class StopAgreement:
             self._previous[sig] = signal.signal(sig, self._handle)
         self.seen = self.seen or EARLY.seen  # a signal that arrived during start-up, after its last agreement
 
-    def _handle(self, signum: int, frame: Any) -> None:  # noqa: ARG002 - signal handler signature
+    def _handle(self, signum: int, frame: Any) -> None:
         if self.seen:
             raise KeyboardInterrupt   # asked twice: stop now, the job aborts
         self.seen = signum

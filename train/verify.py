@@ -22,9 +22,10 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     digests: list[str] = []
     differing: set[str] = set()
     ref: dict[str, torch.Tensor] | None = None
+    file_digests = meta.get("sha256")  # of each rank's file, checked as it is read
     for r in range(meta["world_size"]):
-        digests = meta.get("sha256")
-        model = read_rank_file(rank_file(run_dir, meta["step"], r), digests[r] if digests else None)["model"]
+        model = read_rank_file(rank_file(run_dir, meta["step"], r),
+                               file_digests[r] if file_digests else None)["model"]
         params = {k: v for k, v in model.items() if not k.endswith(("running_mean", "running_var",
                                                                      "num_batches_tracked"))}
         h = hashlib.sha256()

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ class Spy:
         self.calls: list[tuple[np.ndarray, np.ndarray, int]] = []
         self.real: Callable[..., Any] = comm.allgather
 
-    def __enter__(self) -> Spy:
+    def __enter__(self) -> Self:
         def spy(sendbuf: Any, recvbuf: Any = None, **kw: Any) -> Any:
             out = self.real(sendbuf, recvbuf, **kw)
             self.calls.append((np.array(sendbuf, copy=True), np.array(recvbuf, copy=True), kw["comm"].Get_size()))
@@ -80,6 +81,7 @@ def _check_scheme(scheme: str, **over: object) -> None:
     events = dict(tr.plan.schedule.events(T))
     nb = payload_bytes(scheme, d)
     assert tr.averager.nbytes == nb
+    anchor = params(tr)
     with Spy() as spy:
         for t in range(T):
             anchor = params(tr) if t == 0 or (t - 1) in events else anchor  # the model after the last sync

@@ -46,7 +46,7 @@ def load_w8a(data_dir: str, *, test_fraction: float) -> Dataset:
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         return Dataset(name="w8a", x_train=xt, y_train=yt, x_test=xt, y_test=yt, num_classes=2)
     perm = np.random.default_rng(0).permutation(len(y))
-    n_test = max(1, int(round(test_fraction * len(y))))
+    n_test = max(1, round(test_fraction * len(y)))
     te, tr = perm[:n_test], perm[n_test:]
     return Dataset(name="w8a", x_train=torch.from_numpy(x[tr]), y_train=torch.from_numpy(y[tr]),
                    x_test=torch.from_numpy(x[te]), y_test=torch.from_numpy(y[te]), num_classes=2)
