@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any

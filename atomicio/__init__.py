@@ -16,12 +16,14 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any
 
 __all__ = ["OutputError", "JsonlError", "EXIT_OUTPUT", "atomic_open", "atomic_write_bytes", "atomic_write_text",
-           "write_json_atomic", "write_jsonl_atomic", "fsync_dir", "clean_json", "read_jsonl", "read_jsonl_numbered", "jsonl_is_torn", "JsonlAppender",
+           "write_json_atomic", "write_jsonl_atomic", "fsync_dir", "clean_json", "read_jsonl", "read_jsonl_numbered",
+           "jsonl_is_torn", "JsonlAppender",
            "check_output_dir", "check_output_file", "describe_oserror"]
 
 log = logging.getLogger("atomicio")
@@ -54,7 +56,8 @@ def _file_mode() -> int:
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """fsync a directory so that a rename inside it survives a power cut (a no-op where directories cannot be opened)."""
+    """fsync a directory so that a rename inside it survives a power cut (a no-op where directories cannot be
+    opened)."""
     try:
         fd = os.open(os.fspath(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:

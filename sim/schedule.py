@@ -37,8 +37,8 @@ With constant warm-up this gives the SPEC counts exactly: with ``T = ceil(N / (K
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from sim.errors import SimError
 

@@ -8,9 +8,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MPIR_CVAR_ENABLE_HEAVY_YIELD", "1")
 
 
-import pytest  # noqa: E402
+import pytest
 
-from tests.fixtures.shared_data import data_root, need_data  # noqa: E402
+from tests.fixtures.shared_data import data_root, need_data
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.faults.helpers import K, PY, TINY, assert_same_final_state, kill_group, rank_pid, train
+from tests.faults.helpers import PY, TINY, K, assert_same_final_state, kill_group, rank_pid, train
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 
@@ -66,7 +66,7 @@ def test_time_based_checkpoints_are_agreed_at_a_global_sync(tmp_path: Path) -> N
     run = tmp_path / "run"
     proc = subprocess.run([MPIRUN, "-n", str(K), PY, "-m", "train", *TINY, "--checkpoint-every", "0",
                            "--checkpoint-minutes", "0.0005", "--out-dir", str(run)], cwd=REPO, env=mpi_env(),
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     latest = json.loads((run / "checkpoints" / "latest.json").read_text())
     # checks at steps 1, 17, 33 (global syncs of H = 2, at least 16 apart); the request posted at step 1 is read

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.helpers import K, PY, TINY, assert_same_final_state, needs_root
+from tests.faults.helpers import PY, TINY, K, assert_same_final_state, needs_root
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 FIXTURES = REPO / "tests" / "fixtures" / "analysis"
@@ -17,7 +17,7 @@ FIXTURES = REPO / "tests" / "fixtures" / "analysis"
 def _in_namespace(script: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """Run a shell script in a private mount namespace; its mounts vanish with it."""
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO,
-                          env=mpi_env(), capture_output=True, text=True, timeout=timeout)
+                          env=mpi_env(), capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def _lines(path: Path) -> list[str]:
@@ -56,8 +56,8 @@ def test_too_small_output_location_is_refused_at_start(tmp_path: Path) -> None:
               f"{MPIRUN} -n {K} {PY} -m train {' '.join(TINY)} --out-dir {small}/run; echo rc=$?; ls -A {small}")
     proc = _in_namespace(script)
     assert proc.stdout.split() == ["rc=2"], proc.stdout  # and `ls -A` finds nothing on the small disk
-    assert proc.stderr.splitlines() == [f"error: --out-dir {small}/run has 1.0 MiB free, at least 16.0 MiB are "
-                                        f"needed (free some space or choose another location)"], proc.stderr
+    assert proc.stderr.splitlines() == [(f"error: --out-dir {small}/run has 1.0 MiB free, at least 16.0 MiB are "
+                                        f"needed (free some space or choose another location)")], proc.stderr
 
 
 @needs_root

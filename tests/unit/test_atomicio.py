@@ -8,8 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from atomicio import (JsonlAppender, JsonlError, OutputError, atomic_open, check_output_dir, check_output_file,
-                      read_jsonl, read_jsonl_numbered, write_json_atomic)
+from atomicio import (
+    JsonlAppender,
+    JsonlError,
+    OutputError,
+    atomic_open,
+    check_output_dir,
+    check_output_file,
+    read_jsonl,
+    read_jsonl_numbered,
+    write_json_atomic,
+)
 
 
 def test_atomic_write_replaces_whole_and_keeps_umask_mode(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from train.evaluate import batch_metrics
 from train.models import build_model
 
 
-
 def _data(n: int = 60, d: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     X = (rng.random((n, d)) < 0.3).astype(np.float64) * rng.integers(1, 3, size=(n, d))

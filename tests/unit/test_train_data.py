@@ -20,7 +20,6 @@ from train.data.wikitext import load_wikitext2
 from train.errors import TrainError
 
 
-
 def _ds(n: int) -> Dataset:
     return Dataset(name="t", x_train=torch.arange(n, dtype=torch.float32).view(n, 1), y_train=torch.arange(n),
                    x_test=torch.zeros(1, 1), y_test=torch.zeros(1, dtype=torch.long), num_classes=n)
