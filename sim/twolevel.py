@@ -13,16 +13,16 @@ import dataclasses
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
 
-from sim.calibrate import FIT_ALGORITHMS, read_bench
+from sim.calibrate import FIT_ALGORITHMS, LevelFit, read_bench
 from sim.costs import terms
 from sim.errors import SimError
-from sim.topology import Level, Topology, load_topology, save_topology
+from sim.topology import Topology, load_topology, save_topology
 
 __all__ = ["LEVELS", "TwoLevelFit", "fit_with_overhead", "split_levels", "two_level_topology",
            "cmd_calibrate_bench"]
@@ -31,21 +31,11 @@ LEVELS = ("intra", "inter")
 
 
 @dataclass(kw_only=True)
-class TwoLevelFit:
-    """One level: alpha (s per message), beta and gamma (s per byte), overhead (s per call), R^2 and the worst rows."""
+class TwoLevelFit(LevelFit):
+    """One level: alpha (s per message), beta and gamma (s per byte), overhead (s per call), R^2 and the worst rows
+    (sim.calibrate.LevelFit plus the per-call overhead, which the topology charges per sync)."""
 
-    alpha: float
-    beta: float
-    gamma: float
     overhead: float
-    r2: float
-    rows: int
-    worst: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def level(self, name: str) -> Level:
-        bw = None if self.beta == 0 else 1.0 / (self.beta * 1e9)
-        return Level(name=name, latency_s=self.alpha, bandwidth_GBps=bw, gamma_s_per_byte=self.gamma)
 
     def to_json(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "bandwidth_GBps": None if self.beta == 0 else 1.0 / (self.beta * 1e9)}
