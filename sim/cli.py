@@ -12,6 +12,7 @@ from typing import Any
 
 from atomicio import EXIT_OUTPUT, OutputError, check_output_file
 from sim.calibrate import calibrated_topology, fit_level, read_bench
+from sim.clivocab import VocabParser, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
@@ -44,26 +45,32 @@ def _strs(text: str) -> list[str]:
 def _add_workload(p: argparse.ArgumentParser) -> None:
     """Flags shared by run and whatif: model, data, schedule details, all-reduce, delays, stragglers."""
     p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20)")
-    p.add_argument("--B", type=int, default=128, help="local batch per worker per step (default 128)")
+    p.add_argument("--batch-size", old=("--B",), dest="B", type=int, default=128,
+                   help="local batch per worker per step (default 128)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=float, default=None, help="epochs of the model's dataset (default 300)")
     g.add_argument("--N", type=int, default=None, help="total samples accessed by all workers together")
     p.add_argument("--switch-epoch", type=float, default=None,
                    help="postlocal: epoch of the switch to local SGD (default: the first LR decay, step ceil(T/2))")
-    p.add_argument("--warmup", choices=WARMUPS, default="constant", help="local-step warm-up shape")
-    p.add_argument("--warmup-steps", type=int, default=0, help="warm-up length in steps")
+    p.add_argument("--local-warmup", old=("--warmup",), dest="warmup", choices=WARMUPS, default="constant",
+                   help="local-step warm-up shape")
+    p.add_argument("--local-warmup-steps", old=("--warmup-steps",), dest="warmup_steps", type=int, default=0, metavar="STEPS",
+                   help="warm-up length in steps")
     p.add_argument("--allreduce", choices=ALLREDUCE_CHOICES, default="auto",
                    help="all-reduce algorithm (auto: MPICH-like, hierarchical across nodes; paper: C lg p)")
-    p.add_argument("--delay-global", type=float, default=0.0, metavar="S", help="extra seconds per global sync")
-    p.add_argument("--delay-block", type=float, default=0.0, metavar="S", help="extra seconds per block sync")
-    p.add_argument("--stragglers", default="none", help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN")
+    p.add_argument("--global-sync-delay", old=("--delay-global",), dest="delay_global", type=float, default=0.0,
+                   metavar="S", help="extra seconds per global sync")
+    p.add_argument("--block-sync-delay", old=("--delay-block",), dest="delay_block", type=float, default=0.0,
+                   metavar="S", help="extra seconds per block sync")
+    p.add_argument("--straggler", old=("--stragglers",), dest="stragglers", default="none", metavar="SPEC",
+                   help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN | RANK:SLOWDOWN (= fixed, as in train)")
     p.add_argument("--jitter", default="none", help="per-(worker, step) compute-time noise, mean 1: none | "
                    "lognormal:CV | empirical:FILE (JSON list of step seconds, or a train calibrate machine file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random stragglers and of the jitter")
     p.add_argument("--link-sharing", choices=LINK_SHARING, default=None,
                    help="how concurrent messages share a port or NIC direction: fair (max-min, the default "
                         "unless the topology file says fifo) or fifo (one message at a time)")
-    p.add_argument("--compression", choices=COMPRESSIONS, default="none",
+    p.add_argument("--compress", old=("--compression",), dest="compression", choices=COMPRESSIONS, default="none",
                    help="sign / ef-sign: syncs all-gather 1 bit per parameter (+ a scale) instead of all-reducing")
     p.add_argument("--engine", choices=ENGINES, default="fast", help="fast (memoised) or event (reference)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -71,15 +78,17 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    parser = VocabParser(prog="python -m sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("cost", help="eq. (6) of the paper from its parameters")
     for flag, kind, help_ in (("--K", int, "devices"), ("--servers", int, "servers (the paper's K')"),
-                              ("--N", int, "total samples"), ("--B", int, "local batch"), ("--H", int, "local steps"),
+                              ("--N", int, "total samples"), ("--batch-size", int, "local batch"),
+                              ("--H", int, "local steps"),
                               ("--Hb", int, "block steps"), ("--C1", float, "seconds per message inside a server"),
                               ("--C2", float, "seconds per message across servers")):
-        p.add_argument(flag, type=kind, required=flag not in ("--Hb",), default=1 if flag == "--Hb" else None,
+        p.add_argument(flag, old=("--B",) if flag == "--batch-size" else (), dest="B" if flag == "--batch-size"
+                       else flag[2:], type=kind, required=flag not in ("--Hb",), default=1 if flag == "--Hb" else None,
                        help=help_)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
@@ -325,6 +334,19 @@ def _calibrate_runs(a: argparse.Namespace) -> int:
     return 0
 
 
+#: Words of the simulator's messages that name a dest: dataclass fields and the messages' own spellings.
+_WORDS = {"delay_global_s": "delay_global", "delay_block_s": "delay_block", "straggler": "stragglers",
+          "switch-epoch": "switch_epoch"}
+#: Dests that are not configuration values (a file, a name): their words are left alone in messages.
+_NOT_VALUES = ("preset", "topology", "topologies", "out", "base", "name", "runs", "intra", "inter", "bench")
+
+
+def flag_error(e: SimError, args: argparse.Namespace) -> str:
+    """The one-line message of `e` with each value set on the command line named by the option string typed."""
+    typed = {k: v for k, v in typed_options(args).items() if k not in _NOT_VALUES}
+    return name_flags(str(e), typed, _WORDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -332,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SimError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flag_error(e, args)}", file=sys.stderr)
         return 2
     except OutputError as e:  # a write failed during the work: the temp file is gone, the target untouched
         print(f"error: {e}", file=sys.stderr)

@@ -16,6 +16,7 @@ from train.errors import AgreedInterrupt, TrainError
 from train.launch import RankZeroParser, launch_rank_size
 from train.models import MODEL_HELP
 from train.signals import EARLY
+from sim.clivocab import name_flags, typed_options
 
 #: Free space a run folder must have before a run starts (checkpoints, metrics); a later full disk is still handled.
 MIN_FREE = 16 << 20
@@ -111,6 +112,29 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
 ]
 
 
+#: --help topics: (title, flags); a flag of _FLAGS not listed here goes to the last group.
+_OTHER = "other options"
+_TOPICS: list[tuple[str, tuple[str, ...]]] = [
+    ("model & data", ("--model", "--width", "--dropout", "--dataset", "--data-dir", "--synthetic-train",
+                      "--synthetic-test", "--synthetic-classes", "--synthetic-size", "--synthetic-noise",
+                      "--test-fraction", "--bptt", "--lm-state", "--sampler", "--dtype", "--seed", "--device")),
+    ("algorithm & schedule", ("--algorithm", "--H", "--Hb", "--gpus-per-node", "--switch-step", "--switch-epoch",
+                              "--local-warmup", "--local-warmup-steps", "--local-warmup-epochs", "--epochs")),
+    ("optimisation & learning rate", ("--batch-size", "--lr", "--lr-ref-batch", "--lr-scaling",
+                                      "--lr-warmup-epochs", "--lr-decay-at", "--lr-decay-factor", "--lr-schedule",
+                                      "--lr-cap", "--momentum", "--no-nesterov", "--weight-decay",
+                                      "--clip-grad-norm", "--momentum-variant", "--global-momentum", "--slow-lr",
+                                      "--slow-momentum", "--slow-buffers")),
+    ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--global-sync-delay",
+                                    "--block-sync-delay", "--straggler")),
+    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
+    ("faults & checkpoints", ("--checkpoint-every", "--stop-at-epoch", "--resume")),
+    ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
+    ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers")),
+    (_OTHER, ()),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = RankZeroParser(prog="python -m train", description=(
         "Train with mini-batch, local, post-local or hierarchical local SGD over our MPI all-reduce. "
@@ -121,33 +145,36 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
                                 "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
+    groups = {title: run.add_argument_group(title) for title, _ in _TOPICS}
+    topic = {flag: title for title, flags in _TOPICS for flag in flags}
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         tail = "" if default is None else f" (default: {shown})"
-        run.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
-    run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
+        group = groups[topic.get(flag, _OTHER)]
+        group.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
+    groups[topic["--no-nesterov"]].add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                      help="plain (heavy-ball) momentum instead of Nesterov")
-    run.add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
+    groups[topic["--log-objective"]].add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
                      help="after every global sync record f(w) = mean training loss + wd/2 ||w||^2 "
                           "in RUN_DIR/objective.jsonl")
-    run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
+    groups[topic["--straggler"]].add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
+    groups[topic["--resume"]].add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                      "with its saved configuration; only --epochs (e.g. to extend a finished run), --stop-at-epoch, "
                      "--checkpoint-every and --data-dir may differ from it (docs/README-faults.md)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
-    run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
-    run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    run.add_argument("--predict", action="store_true", help="print the simulator's predicted wall time and its "
+    groups[topic["--quiet"]].add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    groups[topic["--json"]].add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
+    groups[topic["-v"]].add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    groups[topic["--predict"]].add_argument("--predict", action="store_true", help="print the simulator's predicted wall time and its "
                      "breakdown for this run and exit without training (needs --predict-topology)")
-    run.add_argument("--predict-topology", metavar="FILE|PRESET", help="machine file of `python -m train calibrate`, "
+    groups[topic["--predict-topology"]].add_argument("--predict-topology", metavar="FILE|PRESET", help="machine file of `python -m train calibrate`, "
                      "sim topology file or preset to predict on; on a real run the prediction goes to summary.json")
-    run.add_argument("--predict-load", type=float, metavar="L", help="machine files: other runnable processes to "
+    groups[topic["--predict-load"]].add_argument("--predict-load", type=float, metavar="L", help="machine files: other runnable processes to "
                      "share the cores with (default: the calibration's mean background load)")
-    run.add_argument("--predict-workers", type=int, metavar="K", help="--predict: workers to predict for "
+    groups[topic["--predict-workers"]].add_argument("--predict-workers", type=int, metavar="K", help="--predict: workers to predict for "
                      "(default: the launcher's world size)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
+    groups[topic["--no-progress"]].add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
                      "a terminal or runs under mpirun)")
     ver = sub.add_parser("verify", help="check that a run's latest checkpoint has bitwise identical parameters "
                                         "on every rank (exit 1 if not)")
@@ -194,6 +221,15 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(**given)
     refuse_conflicts(given, cfg)
     return cfg
+
+
+#: Words of TrainConfig's messages that are not a dest of their own (the field is `stragglers`).
+_WORDS = {"straggler": "stragglers"}
+
+
+def flag_error(e: TrainError, ns: argparse.Namespace) -> TrainError:
+    """A configuration error with each field set on the command line named by the option string typed for it."""
+    return TrainError(name_flags(str(e), typed_options(ns), _WORDS))
 
 
 def _fmt_s(v: Any) -> str:
@@ -288,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "verify":
             return _verify(ns)
         if ns.command == "calibrate":
-            return int(ns.calibrate(ns))
+            try:
+                return int(ns.calibrate(ns))
+            except TrainError as e:
+                raise flag_error(e, ns) from None
         plan = None
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
@@ -302,11 +341,17 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             cfg = plan.cfg
         else:
-            cfg = config_from_args(ns)  # validated on every rank, before MPI starts
+            try:
+                cfg = config_from_args(ns)  # validated on every rank, before MPI starts
+            except TrainError as e:
+                raise flag_error(e, ns) from None
         if ns.predict:                  # no MPI at all: the prediction is the simulator's
             return _predict(ns, cfg, size, rank)
         prediction = _run_prediction(ns, cfg, size) if ns.predict_topology and rank == 0 else None
-        cfg.check_world(size)
+        try:
+            cfg.check_world(size)
+        except TrainError as e:
+            raise flag_error(e, ns) from None
         if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
             raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
                              f"--resume {cfg.out_dir} or choose another --out-dir")
