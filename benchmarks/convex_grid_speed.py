@@ -8,7 +8,8 @@ import time
 
 __all__ = ["main"]
 
-W8A = os.path.join(os.environ.get("LOCALSGD_DATA") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"), "w8a")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+W8A = os.path.join(os.environ.get("LOCALSGD_DATA") or os.path.join(_HERE, "..", "..", "shared", "data"), "w8a")
 
 
 def _load() -> list[float]:
@@ -50,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json_atomic(args.out, grid)
     slowest = max(grid["configs"], key=lambda c: c["wall_seconds"])
-    summary = {"benchmark": "convex_grid_speed", "K": args.K, "H": Hs, "B": Bs, "seeds": seeds, "configs": len(grid["configs"]),
+    summary = {"benchmark": "convex_grid_speed", "K": args.K, "H": Hs, "B": Bs, "seeds": seeds,
+               "configs": len(grid["configs"]),
                "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2), "limit_seconds": 300,
                "within_limit": wall <= 300, "loadavg_before": load_before, "loadavg_after": _load(),
                "cpu_count": os.cpu_count(), "unreached": sum(1 for c in grid["configs"] if c["time"] is None),

@@ -16,9 +16,9 @@ from sim.clivocab import VocabParser, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
+from sim.jitter import parse_jitter
 from sim.run import ALLREDUCE_CHOICES, COMPRESSIONS, ENGINES, RunConfig, simulate
 from sim.schedule import ALGORITHMS, WARMUPS, SyncSchedule, total_steps
-from sim.jitter import parse_jitter
 from sim.stragglers import parse_stragglers
 from sim.topology import LINK_SHARING, Topology, load_topology, preset_names, save_topology
 from sim.whatif import JsonlWriter, format_table, run_sweep, sweep_points
@@ -54,8 +54,8 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
                    help="postlocal: epoch of the switch to local SGD (default: the first LR decay, step ceil(T/2))")
     p.add_argument("--local-warmup", old=("--warmup",), dest="warmup", choices=WARMUPS, default="constant",
                    help="local-step warm-up shape")
-    p.add_argument("--local-warmup-steps", old=("--warmup-steps",), dest="warmup_steps", type=int, default=0, metavar="STEPS",
-                   help="warm-up length in steps")
+    p.add_argument("--local-warmup-steps", old=("--warmup-steps",), dest="warmup_steps", type=int, default=0,
+                   metavar="STEPS", help="warm-up length in steps")
     p.add_argument("--allreduce", choices=ALLREDUCE_CHOICES, default="auto",
                    help="all-reduce algorithm (auto: MPICH-like, hierarchical across nodes; paper: C lg p)")
     p.add_argument("--global-sync-delay", old=("--delay-global",), dest="delay_global", type=float, default=0.0,
@@ -187,9 +187,9 @@ def _sharing(a: argparse.Namespace, topo: Topology) -> Topology:
 
 
 def _breakdown(r: dict[str, Any]) -> str:
-    lines = [f"{r['topology']}: K={r['K']} ({r['nodes']} x {r['gpus_per_node']}), {r['model']}, "
+    lines = [(f"{r['topology']}: K={r['K']} ({r['nodes']} x {r['gpus_per_node']}), {r['model']}, "
              f"{r['algorithm']} H={r['H']} Hb={r['Hb']}, B={r['B']}, N={r['N']} ({r['total_steps']} steps/worker), "
-             f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)",
+             f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)"),
              f"  wall time      {r['wall_s']:12.3f} s"]
     for key, label in (("compute_s", "compute"), ("comm_intra_s", "comm intra"), ("comm_inter_s", "comm inter"),
                        ("wait_s", "waiting"), ("delay_s", "delays"), ("overhead_s", "sync overhead")):
@@ -204,8 +204,8 @@ def _breakdown(r: dict[str, Any]) -> str:
                  f"{r['sync_overhead_block_s']:.4g} s block" if r["overhead_s"] else ""),
               f"  syncs          {r['syncs_block']} block, {r['syncs_global']} global",
               f"  bytes          {r['bytes_intra']:.4g} intra, {r['bytes_inter']:.4g} inter",
-              f"  comm as eq.(6) counts it (block x nodes + global): {r['comm_accounted_s']:.4f} s; "
-              f"eq. (6) with C1={r['eq6_C1_s']:.3g} s, C2={r['eq6_C2_s']:.3g} s: {r['eq6_s']:.4f} s",
+              (f"  comm as eq.(6) counts it (block x nodes + global): {r['comm_accounted_s']:.4f} s; "
+              f"eq. (6) with C1={r['eq6_C1_s']:.3g} s, C2={r['eq6_C2_s']:.3g} s: {r['eq6_s']:.4f} s"),
               f"  one worker alone {r['single_worker_s']:.3f} s -> speedup {r['speedup']:.2f}"
               if r["speedup"] is not None else "  speedup: n/a (zero wall time)",
               f"  simulated in {r['sim_seconds']:.3f} s ({r['engine']} engine)"]
@@ -360,5 +360,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_OUTPUT
     except BrokenPipeError:  # e.g. `python -m sim run | head`: the reader left, which is not an error
-        sys.stdout = open(os.devnull, "w")
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- stays open until exit: later prints must not fail
         return 0

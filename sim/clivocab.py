@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = ["VocabParser", "VocabHelpFormatter", "typed_options", "name_flags"]
 
@@ -92,6 +93,23 @@ class VocabParser(argparse.ArgumentParser):
         _allow_old(group)
         return group
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def typed_message(self, message: str) -> str:
+        """An argparse error "argument --new/--old: ..." naming only the spelling that was typed."""
+        m = re.match(r"argument ((?:-[\w-]+/)+-[\w-]+): ", message)
+        if not m:
+            return message
+        argv = getattr(self, "_argv", [])
+        spellings = m.group(1).split("/")
+        typed = [s for s in spellings if any(a == s or a.startswith(s + "=") for a in argv)]
+        return f"argument {(typed or spellings)[-1]}: " + message[m.end():]
+
+    def error(self, message: str) -> Any:
+        super().error(self.typed_message(message))
+
     def notice(self, line: str) -> None:
         """Print one line for humans on stderr (the trainer's parser prints on launch rank 0 only)."""
         print(line, file=sys.stderr, flush=True)
@@ -134,7 +152,7 @@ def name_flags(message: str, typed: Mapping[str, str], aliases: Mapping[str, str
     (a dataclass field such as `delay_global_s`, or `straggler`) to their dest. Quoted values are left alone,
     and so is a name that is part of a longer word or flag (`lr` in `lr_cap` or `--lr`).
     """
-    words = {name: flag for name, flag in typed.items()}
+    words = dict(typed.items())
     for word, dest in (aliases or {}).items():
         if dest in typed:
             words.setdefault(word, typed[dest])

@@ -7,16 +7,17 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Callable
+from typing import Any
 
-from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from atomicio import OutputError, check_output_dir
+from sim.clivocab import name_flags, typed_options
+from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
 from train.launch import RankZeroParser, launch_rank_size
 from train.models import MODEL_HELP
 from train.signals import EARLY
-from sim.clivocab import name_flags, typed_options
 
 #: Free space a run folder must have before a run starts (checkpoints, metrics); a later full disk is still handled.
 MIN_FREE = 16 << 20
@@ -112,8 +113,7 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
 ]
 
 
-#: --help topics: (title, flags); a flag of _FLAGS not listed here goes to the last group.
-_OTHER = "other options"
+#: --help topics: (title, flags); a flag not listed here stays under argparse's "options".
 _TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ("model & data", ("--model", "--width", "--dropout", "--dataset", "--data-dir", "--synthetic-train",
                       "--synthetic-test", "--synthetic-classes", "--synthetic-size", "--synthetic-noise",
@@ -131,8 +131,18 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ("faults & checkpoints", ("--checkpoint-every", "--stop-at-epoch", "--resume")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
     ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers")),
-    (_OTHER, ()),
 ]
+
+
+def group_by_topic(run: argparse.ArgumentParser) -> None:
+    """Move the `run` options into the argument groups of _TOPICS, so that --help lists them by topic."""
+    topic = {flag: title for title, flags in _TOPICS for flag in flags}
+    groups = {title: run.add_argument_group(title) for title, _ in _TOPICS}
+    for action in list(run._optionals._group_actions):
+        title = next((topic[s] for s in action.option_strings if s in topic), None)
+        if title is not None:
+            run._optionals._group_actions.remove(action)
+            groups[title]._group_actions.append(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,37 +155,35 @@ def build_parser() -> argparse.ArgumentParser:
                          epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
                                 "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
-    groups = {title: run.add_argument_group(title) for title, _ in _TOPICS}
-    topic = {flag: title for title, flags in _TOPICS for flag in flags}
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         tail = "" if default is None else f" (default: {shown})"
-        group = groups[topic.get(flag, _OTHER)]
-        group.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
-    groups[topic["--no-nesterov"]].add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
+        run.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
+    run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                      help="plain (heavy-ball) momentum instead of Nesterov")
-    groups[topic["--log-objective"]].add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
+    run.add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
                      help="after every global sync record f(w) = mean training loss + wd/2 ||w||^2 "
                           "in RUN_DIR/objective.jsonl")
-    groups[topic["--straggler"]].add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
+    run.add_argument("--straggler", dest="stragglers", type=_straggler, action="append", default=None,
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
-    groups[topic["--resume"]].add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                      "with its saved configuration; only --epochs (e.g. to extend a finished run), --stop-at-epoch, "
                      "--checkpoint-every and --data-dir may differ from it (docs/README-faults.md)")
-    groups[topic["--quiet"]].add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
-    groups[topic["--json"]].add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
-    groups[topic["-v"]].add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    groups[topic["--predict"]].add_argument("--predict", action="store_true", help="print the simulator's predicted wall time and its "
+    run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
+    run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    run.add_argument("--predict", action="store_true", help="print the simulator's predicted wall time and its "
                      "breakdown for this run and exit without training (needs --predict-topology)")
-    groups[topic["--predict-topology"]].add_argument("--predict-topology", metavar="FILE|PRESET", help="machine file of `python -m train calibrate`, "
+    run.add_argument("--predict-topology", metavar="FILE|PRESET", help="machine file of `python -m train calibrate`, "
                      "sim topology file or preset to predict on; on a real run the prediction goes to summary.json")
-    groups[topic["--predict-load"]].add_argument("--predict-load", type=float, metavar="L", help="machine files: other runnable processes to "
+    run.add_argument("--predict-load", type=float, metavar="L", help="machine files: other runnable processes to "
                      "share the cores with (default: the calibration's mean background load)")
-    groups[topic["--predict-workers"]].add_argument("--predict-workers", type=int, metavar="K", help="--predict: workers to predict for "
+    run.add_argument("--predict-workers", type=int, metavar="K", help="--predict: workers to predict for "
                      "(default: the launcher's world size)")
-    groups[topic["--no-progress"]].add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
                      "a terminal or runs under mpirun)")
+    group_by_topic(run)
     ver = sub.add_parser("verify", help="check that a run's latest checkpoint has bitwise identical parameters "
                                         "on every rank (exit 1 if not)")
     ver.add_argument("run_dir", help="the run folder")
@@ -229,7 +237,8 @@ _WORDS = {"straggler": "stragglers"}
 
 def flag_error(e: TrainError, ns: argparse.Namespace) -> TrainError:
     """A configuration error with each field set on the command line named by the option string typed for it."""
-    return TrainError(name_flags(str(e), typed_options(ns), _WORDS))
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainError(name_flags(str(e), {k: v for k, v in typed_options(ns).items() if k in names}, _WORDS))
 
 
 def _fmt_s(v: Any) -> str:
@@ -252,16 +261,16 @@ def format_summary(s: dict[str, Any]) -> str:
         ("compute (mean/rank)", _fmt_s(mean.get("compute_s"))),
         ("comm global / block", f"{_fmt_s(mean.get('comm_s_global'))} / {_fmt_s(mean.get('comm_s_block'))}"),
         ("waiting global / block", f"{_fmt_s(mean.get('wait_s_global'))} / {_fmt_s(mean.get('wait_s_block'))}"),
-        ("syncs global / block", f"{s['syncs']['global']} / {s['syncs']['block']} "
-                                 f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})"),
+        ("syncs global / block", (f"{s['syncs']['global']} / {s['syncs']['block']} "
+                                  f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})")),
         ("bytes per sync", f"{s['payload_bytes']:,}"),
     ]
     comp = s.get("compression") or {}
     if comp.get("scheme", "none") != "none":
         sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]
         full, small = comp["uncompressed_bytes"], comp["payload_bytes"]
-        rows.append(("compression", f"{comp['scheme']}: {small:,} B per sync instead of {full:,} "
-                                    f"(1/{full / small:.2f}); {sent:,} B sent by rank 0"))
+        rows.append(("compression", (f"{comp['scheme']}: {small:,} B per sync instead of {full:,} "
+                                     f"(1/{full / small:.2f}); {sent:,} B sent by rank 0")))
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))

@@ -42,5 +42,5 @@ class RankZeroParser(VocabParser):
 
     def error(self, message: str) -> NoReturn:
         if launch_rank_size()[0] == 0:
-            print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
+            print(f"error: {self.typed_message(message)} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
         sys.exit(2)

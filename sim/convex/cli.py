@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sim.convex.errors import ConvexError
 
@@ -60,7 +61,8 @@ def _experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon", type=float, default=0.005, help="target f(w) - f* <= epsilon")
     p.add_argument("--grad-cost", type=float, default=1.0, help="time units per sample gradient")
     p.add_argument("--comm-cost", type=float, default=25.0, help="time units per communication round")
-    p.add_argument("--lr-cap", old=("--gamma-cap",), dest="gamma_cap", type=float, default=32.0, help="cap of the decaying step; const step is cap*c")
+    p.add_argument("--lr-cap", old=("--gamma-cap",), dest="gamma_cap", metavar="CAP", type=float, default=32.0,
+                   help="cap of the decaying step; const step is cap*c")
     p.add_argument("--max-time", type=float, default=2.0e6, help="a run not at target by then is unreached")
     p.add_argument("--average", choices=("uniform", "linear", "quadratic"), default="quadratic",
                    help="weight s**p of the iterate after s steps in the averaged iterate")
