@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sim.clivocab import VocabParser
 from sim.convex.errors import ConvexError
 
 __all__ = ["register"]
@@ -79,7 +80,8 @@ def _experiment(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add the `convex` subcommand (with fstar/grid/speedup) to an argparse subparsers object."""
     parser = subparsers.add_parser("convex", help="convex w8a experiment (logistic regression, SPEC section 6)")
-    sub = parser.add_subparsers(dest="convex_command", required=True, metavar="{fstar,grid,speedup}")
+    sub = parser.add_subparsers(dest="convex_command", required=True, metavar="{fstar,grid,speedup}",
+                                parser_class=VocabParser)  # old spellings (old=...) whatever the caller's parser
     p = sub.add_parser("fstar", help="minimum of the objective by Newton's method (cached by sha256)")
     _common(p)
     p.add_argument("--refresh", action="store_true", help="solve again even if the cache has the value")

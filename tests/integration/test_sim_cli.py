@@ -82,14 +82,14 @@ def test_run_human_output_and_event_engine(capsys):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["run", "--K", "3"], "error: K must be a multiple of gpus_per_node=2"),
-    (["run", "--H", "0"], "error: H must be an integer >= 1, got 0"),
+    (["run", "--K", "3"], "error: --K must be a multiple of gpus_per_node=2"),
+    (["run", "--H", "0"], "error: --H must be an integer >= 1, got 0"),
     (["run", "--preset", "nowhere"], "error: unknown preset or missing topology file 'nowhere'"),
-    (["run", "--stragglers", "slow"], "error: --stragglers must be 'none'"),
+    (["run", "--straggler", "slow"], "error: --straggler must be 'none'"),
     (["cost", "--K", "6", "--servers", "4", "--N", "10", "--batch-size", "1", "--H", "1", "--C1", "1", "--C2", "1"],
-     "error: K must be a multiple of servers=4, got K=6"),
-    (["run", "--jitter", "gauss:0.1"], "error: jitter must be 'none', 'lognormal:CV'"),
-    (["run", "--jitter", "lognormal:-1"], "error: jitter cv must be a finite number >= 0, got -1.0"),
+     "error: --K must be a multiple of --servers=4, got --K=6"),
+    (["run", "--jitter", "gauss:0.1"], "error: --jitter must be 'none', 'lognormal:CV'"),
+    (["run", "--jitter", "lognormal:-1"], "error: --jitter cv must be a finite number >= 0, got -1.0"),
     (["calibrate", "--runs", "nowhere.csv"], "error: cannot read runs file 'nowhere.csv'"),
     (["calibrate"], "error: calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE"),
 ])
