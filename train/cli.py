@@ -235,9 +235,13 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
 _WORDS = {"straggler": "stragglers"}
 
 
+#: `train calibrate`'s own values named in its messages.
+_CALIBRATE_VALUES = ("steps", "probe_ranks", "probe_H", "iters")
+
+
 def flag_error(e: TrainError, ns: argparse.Namespace) -> TrainError:
     """A configuration error with each field set on the command line named by the option string typed for it."""
-    names = {f.name for f in fields(TrainConfig)}
+    names = {f.name for f in fields(TrainConfig)} | set(_CALIBRATE_VALUES)
     return TrainError(name_flags(str(e), {k: v for k, v in typed_options(ns).items() if k in names}, _WORDS))
 
 

@@ -135,7 +135,7 @@ def test_train_bad_flag_is_one_line_error_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "train", "--H", "0"], cwd=REPO, env=mpi_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: H must be an integer >= 1, got 0"
+    assert proc.stderr.strip() == "error: --H must be an integer >= 1, got 0"
 
 
 def test_train_usage_error_is_one_line_from_rank_0_under_mpirun() -> None:
@@ -165,8 +165,8 @@ def test_train_data_errors_are_one_line_on_every_rank_without_abort(tmp_path: Pa
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--straggler", "5:2"], "straggler rank must be < the number of ranks 2, got 5"),
-    (["--algorithm", "hierarchical", "--gpus-per-node", "3"], "gpus_per_node must divide the number of ranks 2"),
+    (["--straggler", "5:2"], "--straggler rank must be < the number of ranks 2, got 5"),
+    (["--algorithm", "hierarchical", "--gpus-per-node", "3"], "--gpus-per-node must divide the number of ranks 2"),
 ])
 def test_train_world_checks_before_mpi(flags: list[str], needle: str) -> None:
     proc = subprocess.run([MPIRUN, "-n", "2", sys.executable, "-m", "train", *flags], cwd=REPO, env=mpi_env(),
