@@ -159,6 +159,11 @@ def test_train_straggler_form_is_accepted_by_the_simulator():
     assert parse_stragglers("3:2").to_json() == parse_stragglers("fixed:3:2").to_json()
 
 
+def test_train_model_name_is_accepted_by_the_simulator():
+    from sim.compute import get_model
+    assert get_model("wideresnet28-10") is get_model("wrn28-10")
+
+
 def test_trainer_parser_warns_on_launch_rank_zero_only(monkeypatch, capsys):
     from train.launch import RankZeroParser
     for rank, lines in (("1", 0), ("0", 1)):
