@@ -137,9 +137,9 @@ class ComputeModel:
         if self.kind == "table":
             if model.name == self.reference_model:
                 return "table", f"{self.device} table of {model.name}"
+            ratio = model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample
             return "extrapolated", (f"EXTRAPOLATED by FLOPs from {self.reference_model} on {self.device} "
-                                    f"(x{model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample:.3g}"
-                                    f" GFLOPs/sample): an estimate, not a measurement of {model.name}")
+                                    f"(x{ratio:.3g} GFLOPs/sample): an estimate, not a measurement of {model.name}")
         if self.kind == "flops":
             return "flops-model", (f"FLOPs model: {self.tflops:g} TFLOP/s x efficiency {self.efficiency:g} on "
                                    f"{self.device}, not a measurement")
@@ -156,7 +156,7 @@ class ComputeModel:
         return {"kind": "fixed", "device": self.device, "seconds_per_iter": list(self.seconds_per_iter)}
 
     @classmethod
-    def from_json(cls, obj: object, where: str = "compute") -> "ComputeModel":
+    def from_json(cls, obj: object, where: str = "compute") -> ComputeModel:
         """Build from the JSON object of a topology file; unknown keys are an error."""
         if not isinstance(obj, dict):
             raise SimError(f"{where} must be a JSON object, got {type(obj).__name__}")

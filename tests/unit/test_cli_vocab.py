@@ -207,8 +207,8 @@ def test_sim_error_names_the_spelling_typed(capsys, flags, value, needle):
     (["--algorithm", "local", "--H", "0"], "error: --H must be an integer >= 1, got 0"),
     (["--lr", "-1"], "error: --lr must be a finite number > 0"),
     (["--switch-epoch", "5", "--epochs", "4"],
-     "error: --switch-epoch 5 is not before --epochs 4: the run would end before post-local SGD starts; lower "
-     "--switch-epoch or raise --epochs"),
+     ("error: --switch-epoch 5 is not before --epochs 4: the run would end before post-local SGD starts; lower "
+     "--switch-epoch or raise --epochs")),
     (["--global-sync-delay", "-1"], "error: --global-sync-delay must be a finite number >= 0"),
     (["--local-warmup", "bogus"], "error: --local-warmup must be one of"),
     (["--straggler", "5:2"], "error: --straggler rank must be < the number of ranks 1, got 5"),
