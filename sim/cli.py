@@ -12,7 +12,7 @@ from typing import Any
 
 from atomicio import EXIT_OUTPUT, OutputError, check_output_file
 from sim.calibrate import calibrated_topology, fit_level, read_bench
-from sim.clivocab import VocabParser, name_flags, typed_options
+from sim.clivocab import VocabParser, group_by_topic, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
@@ -78,6 +78,18 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
+#: --help topics of `sim run`, as in `python -m train --help`.
+_RUN_TOPICS = [
+    ("machine", ("--preset", "--topology", "--K", "--link-sharing")),
+    ("model & data", ("--model", "--batch-size", "--epochs", "--N", "--seed")),
+    ("algorithm & schedule", ("--algorithm", "--H", "--Hb", "--switch-epoch", "--local-warmup",
+                              "--local-warmup-steps")),
+    ("communication & slow-downs", ("--allreduce", "--compress", "--global-sync-delay", "--block-sync-delay",
+                                    "--straggler", "--jitter")),
+    ("output", ("--engine", "--json", "--quiet")),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = VocabParser(prog="python -m sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--H", type=int, default=1, help="local steps between syncs")
     p.add_argument("--Hb", type=int, default=1, help="hierarchical: block syncs per global sync")
     _add_workload(p)
+    group_by_topic(p, _RUN_TOPICS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("whatif", help="sweep topologies x K x algorithms x H x Hb")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["VocabParser", "VocabHelpFormatter", "typed_options", "name_flags"]
+__all__ = ["VocabParser", "VocabHelpFormatter", "group_by_topic", "typed_options", "name_flags"]
 
 _TYPED = "_typed_options"  # namespace attribute: {dest: option string as typed}
 _WARNED = "_warned_options"
@@ -135,6 +135,19 @@ def _allow_old(group: Any) -> None:
             return sub
 
         group.add_mutually_exclusive_group = add_mutually_exclusive_group
+
+
+def group_by_topic(parser: argparse.ArgumentParser, topics: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Move a parser's options into argument groups, one per (title, flags) topic, so that --help lists them by
+    topic; an option in no topic stays under argparse's "options"."""
+    topic = {flag: title for title, flags in topics for flag in flags}
+    groups = {title: parser.add_argument_group(title) for title, _ in topics}
+    default = parser._optionals._group_actions
+    for action in list(default):
+        title = next((topic[s] for s in action.option_strings if s in topic), None)
+        if title is not None:
+            default.remove(action)
+            groups[title]._group_actions.append(action)
 
 
 def typed_options(ns: argparse.Namespace) -> dict[str, str]:

@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from atomicio import OutputError, check_output_dir
-from sim.clivocab import name_flags, typed_options
+from sim.clivocab import group_by_topic, name_flags, typed_options
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
 from train.launch import RankZeroParser, launch_rank_size
@@ -134,17 +134,6 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def group_by_topic(run: argparse.ArgumentParser) -> None:
-    """Move the `run` options into the argument groups of _TOPICS, so that --help lists them by topic."""
-    topic = {flag: title for title, flags in _TOPICS for flag in flags}
-    groups = {title: run.add_argument_group(title) for title, _ in _TOPICS}
-    for action in list(run._optionals._group_actions):
-        title = next((topic[s] for s in action.option_strings if s in topic), None)
-        if title is not None:
-            run._optionals._group_actions.remove(action)
-            groups[title]._group_actions.append(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = RankZeroParser(prog="python -m train", description=(
         "Train with mini-batch, local, post-local or hierarchical local SGD over our MPI all-reduce. "
@@ -183,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the launcher's world size)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
                      "a terminal or runs under mpirun)")
-    group_by_topic(run)
+    group_by_topic(run, _TOPICS)
     ver = sub.add_parser("verify", help="check that a run's latest checkpoint has bitwise identical parameters "
                                         "on every rank (exit 1 if not)")
     ver.add_argument("run_dir", help="the run folder")

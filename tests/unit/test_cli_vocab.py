@@ -78,6 +78,15 @@ def test_train_help_is_grouped_by_topic_and_every_run_flag_has_a_topic():
         < text.index("  --Hb") < text.index("prediction:") < text.index("  --predict-load")
 
 
+def test_sim_run_help_is_grouped_like_train():
+    from sim.cli import build_parser
+    run = _sub(build_parser(), "run")
+    ungrouped = [s for a in run._optionals._group_actions for s in a.option_strings if s not in ("-h", "--help")]
+    assert not ungrouped, f"add {ungrouped} to a topic of sim.cli._RUN_TOPICS"
+    text = run.format_help()
+    assert text.index("communication & slow-downs:") < text.index("  --global-sync-delay") < text.index("output:")
+
+
 def test_old_spellings_are_hidden_from_help():
     from sim.cli import build_parser
     text = _sub(build_parser(), "run").format_help()
