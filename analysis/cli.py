@@ -13,12 +13,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: must precede any pyplot import anywhere in the process
 
-from matplotlib.figure import Figure  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from matplotlib.figure import Figure
+from tqdm import tqdm
 
-from analysis.errors import AnalysisError, InputError  # noqa: E402
-from atomicio import EXIT_OUTPUT, OutputError, check_output_dir, check_output_file  # noqa: E402
-from analysis.render import RenderConfig, parse_formats, save_figure  # noqa: E402
+from analysis.errors import AnalysisError, InputError
+from analysis.render import RenderConfig, parse_formats, save_figure
+from atomicio import EXIT_OUTPUT, OutputError, check_output_dir, check_output_file
 
 __all__ = ["build_parser", "main"]
 
@@ -92,8 +92,13 @@ def _cmd_speedup(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figur
 
 
 def _cmd_convex(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
-    from analysis.convexplot import (convex_speedup_lines, grid_cells, load_convex_rows, plot_convex_grid,
-                                     plot_convex_speedup)
+    from analysis.convexplot import (
+        convex_speedup_lines,
+        grid_cells,
+        load_convex_rows,
+        plot_convex_grid,
+        plot_convex_speedup,
+    )
     if not args.grid and not args.speedup:
         raise InputError("convex needs --grid FILE (sim convex grid) or --speedup FILE, got neither")
     out: dict[str, Figure] = {}

@@ -1,7 +1,6 @@
 """Benchmark: wall time of the full convex grid of issue 5 (K=16, H 1..16, B_loc 1..256) on this machine."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -21,11 +20,12 @@ def _load() -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    from sim.clivocab import VocabParser
+    parser = VocabParser(description=__doc__)
     parser.add_argument("--data", default=W8A)
     parser.add_argument("--K", type=int, default=16)
     parser.add_argument("--H", default="1,2,4,8,16")
-    parser.add_argument("--B", default="1,2,4,8,16,32,64,128,256")
+    parser.add_argument("--batch-size", old=("--B",), dest="B", default="1,2,4,8,16,32,64,128,256")
     parser.add_argument("--seeds", default="0", help="comma-separated sampler seeds (one c search each)")
     parser.add_argument("--out", default=None, help="also write the grid JSON here")
     parser.add_argument("--json", action="store_true")

@@ -8,7 +8,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 from mpi4py import MPI
@@ -67,7 +67,7 @@ class BenchConfig:
             raise CommError(f"level must be one of {', '.join(BENCH_LEVELS)}; got {self.level!r}")
         if self.level != "world" and "hierarchical" in self.algorithms:
             raise CommError("--level times flat algorithms on the node and leader communicators; drop hierarchical "
-                            "from --algorithms")
+                            "from --allreduce")
         for s in self.sizes:
             if s < 0:
                 raise CommError(f"message size must be >= 0 bytes; got {s}")
@@ -200,12 +200,26 @@ class _Parser(argparse.ArgumentParser):
         raise CommError(f"{message} (see `{self.prog} --help`)")
 
 
+class _OldSpelling(argparse.Action):
+    """An old option spelling (`--algorithms`, kept for one release): stores like the new one, warns on rank 0."""
+
+    NEW: ClassVar[dict[str, str]] = {"--algorithms": "--allreduce"}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            print(f"warning: {option_string} is deprecated; use {self.NEW.get(str(option_string))}", file=sys.stderr,
+                  flush=True)
+        setattr(namespace, self.dest, values)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="python -m comm bench", description=__doc__)
     ap.add_argument("--sizes", default=None,
                     help="comma-separated message sizes (4K,1M,...); default 4K..128M doubling")
-    ap.add_argument("--algorithms", default=None, help="comma-separated; default: all (all but hierarchical with "
-                    "--level)")
+    ap.add_argument("--allreduce", default=None, help="comma-separated all-reduce algorithms (as the trainer's "
+                    "--allreduce); default: all (all but hierarchical with --level)")
+    ap.add_argument("--algorithms", dest="allreduce", action=_OldSpelling, help=argparse.SUPPRESS)
     ap.add_argument("--level", default="world", help="world (default) | intra (node communicators) | inter (node "
                     "leaders) | both: rows tagged with their level for `python -m sim calibrate --bench`")
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per cell (default 3)")
@@ -225,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else default_sizes()
         default = [a for a in BENCH_ALGORITHMS if args.level == "world" or a != "hierarchical"]
-        algs = [a.strip() for a in args.algorithms.split(",") if a.strip()] if args.algorithms else default
+        algs = [a.strip() for a in args.allreduce.split(",") if a.strip()] if args.allreduce else default
         cfg = BenchConfig(sizes=sizes, algorithms=algs, warmup=args.warmup, iters=args.iters, dtype=args.dtype,
                           gpus_per_node=args.gpus_per_node, out=args.out, level=args.level)
         if cfg.gpus_per_node and world.Get_size() % cfg.gpus_per_node and (

@@ -12,12 +12,13 @@ from typing import Any
 
 from atomicio import EXIT_OUTPUT, OutputError, check_output_file
 from sim.calibrate import calibrated_topology, fit_level, read_bench
+from sim.clivocab import VocabParser, group_by_topic, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
+from sim.jitter import parse_jitter
 from sim.run import ALLREDUCE_CHOICES, COMPRESSIONS, ENGINES, RunConfig, simulate
 from sim.schedule import ALGORITHMS, WARMUPS, SyncSchedule, total_steps
-from sim.jitter import parse_jitter
 from sim.stragglers import parse_stragglers
 from sim.topology import LINK_SHARING, Topology, load_topology, preset_names, save_topology
 from sim.whatif import JsonlWriter, format_table, run_sweep, sweep_points
@@ -43,43 +44,64 @@ def _strs(text: str) -> list[str]:
 
 def _add_workload(p: argparse.ArgumentParser) -> None:
     """Flags shared by run and whatif: model, data, schedule details, all-reduce, delays, stragglers."""
-    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20)")
-    p.add_argument("--B", type=int, default=128, help="local batch per worker per step (default 128)")
+    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20); "
+                   "wideresnet28-10, as train spells it, is wrn28-10")
+    p.add_argument("--batch-size", old=("--B",), dest="B", type=int, default=128,
+                   help="local batch per worker per step (default 128)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=float, default=None, help="epochs of the model's dataset (default 300)")
     g.add_argument("--N", type=int, default=None, help="total samples accessed by all workers together")
     p.add_argument("--switch-epoch", type=float, default=None,
                    help="postlocal: epoch of the switch to local SGD (default: the first LR decay, step ceil(T/2))")
-    p.add_argument("--warmup", choices=WARMUPS, default="constant", help="local-step warm-up shape")
-    p.add_argument("--warmup-steps", type=int, default=0, help="warm-up length in steps")
+    p.add_argument("--local-warmup", old=("--warmup",), dest="warmup", choices=WARMUPS, default="constant",
+                   help="local-step warm-up shape")
+    p.add_argument("--local-warmup-steps", old=("--warmup-steps",), dest="warmup_steps", type=int, default=0,
+                   metavar="STEPS", help="warm-up length in steps")
     p.add_argument("--allreduce", choices=ALLREDUCE_CHOICES, default="auto",
                    help="all-reduce algorithm (auto: MPICH-like, hierarchical across nodes; paper: C lg p)")
-    p.add_argument("--delay-global", type=float, default=0.0, metavar="S", help="extra seconds per global sync")
-    p.add_argument("--delay-block", type=float, default=0.0, metavar="S", help="extra seconds per block sync")
-    p.add_argument("--stragglers", default="none", help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN")
+    p.add_argument("--global-sync-delay", old=("--delay-global",), dest="delay_global", type=float, default=0.0,
+                   metavar="S", help="extra seconds per global sync")
+    p.add_argument("--block-sync-delay", old=("--delay-block",), dest="delay_block", type=float, default=0.0,
+                   metavar="S", help="extra seconds per block sync")
+    p.add_argument("--straggler", old=("--stragglers",), dest="stragglers", default="none", metavar="SPEC",
+                   help="none | random:PROB:SLOWDOWN | fixed:RANK:SLOWDOWN | RANK:SLOWDOWN (= fixed, as in train)")
     p.add_argument("--jitter", default="none", help="per-(worker, step) compute-time noise, mean 1: none | "
                    "lognormal:CV | empirical:FILE (JSON list of step seconds, or a train calibrate machine file)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random stragglers and of the jitter")
     p.add_argument("--link-sharing", choices=LINK_SHARING, default=None,
                    help="how concurrent messages share a port or NIC direction: fair (max-min, the default "
                         "unless the topology file says fifo) or fifo (one message at a time)")
-    p.add_argument("--compression", choices=COMPRESSIONS, default="none",
+    p.add_argument("--compress", old=("--compression",), dest="compression", choices=COMPRESSIONS, default="none",
                    help="sign / ef-sign: syncs all-gather 1 bit per parameter (+ a scale) instead of all-reducing")
     p.add_argument("--engine", choices=ENGINES, default="fast", help="fast (memoised) or event (reference)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
 
 
+#: --help topics of `sim run`, as in `python -m train --help`.
+_RUN_TOPICS = [
+    ("machine", ("--preset", "--topology", "--K", "--link-sharing")),
+    ("model & data", ("--model", "--batch-size", "--epochs", "--N", "--seed")),
+    ("algorithm & schedule", ("--algorithm", "--H", "--Hb", "--switch-epoch", "--local-warmup",
+                              "--local-warmup-steps")),
+    ("communication & slow-downs", ("--allreduce", "--compress", "--global-sync-delay", "--block-sync-delay",
+                                    "--straggler", "--jitter")),
+    ("output", ("--engine", "--json", "--quiet")),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__)
+    parser = VocabParser(prog="python -m sim", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("cost", help="eq. (6) of the paper from its parameters")
     for flag, kind, help_ in (("--K", int, "devices"), ("--servers", int, "servers (the paper's K')"),
-                              ("--N", int, "total samples"), ("--B", int, "local batch"), ("--H", int, "local steps"),
+                              ("--N", int, "total samples"), ("--batch-size", int, "local batch"),
+                              ("--H", int, "local steps"),
                               ("--Hb", int, "block steps"), ("--C1", float, "seconds per message inside a server"),
                               ("--C2", float, "seconds per message across servers")):
-        p.add_argument(flag, type=kind, required=flag not in ("--Hb",), default=1 if flag == "--Hb" else None,
+        p.add_argument(flag, old=("--B",) if flag == "--batch-size" else (), dest="B" if flag == "--batch-size"
+                       else flag[2:], type=kind, required=flag not in ("--Hb",), default=1 if flag == "--Hb" else None,
                        help=help_)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
@@ -88,11 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--preset", default=None, help=f"one of {', '.join(preset_names())} (default {DEFAULT_PRESET})")
     g.add_argument("--topology", default=None, help="topology JSON file (e.g. written by calibrate)")
-    p.add_argument("--algorithm", choices=ALGORITHMS, default="local")
-    p.add_argument("--K", type=int, default=16)
-    p.add_argument("--H", type=int, default=1)
-    p.add_argument("--Hb", type=int, default=1)
+    p.add_argument("--algorithm", choices=ALGORITHMS, default="local", help="sync algorithm, as in train")
+    p.add_argument("--K", type=int, default=16, help="workers")
+    p.add_argument("--H", type=int, default=1, help="local steps between syncs")
+    p.add_argument("--Hb", type=int, default=1, help="hierarchical: block syncs per global sync")
     _add_workload(p)
+    group_by_topic(p, _RUN_TOPICS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("whatif", help="sweep topologies x K x algorithms x H x Hb")
@@ -178,9 +201,9 @@ def _sharing(a: argparse.Namespace, topo: Topology) -> Topology:
 
 
 def _breakdown(r: dict[str, Any]) -> str:
-    lines = [f"{r['topology']}: K={r['K']} ({r['nodes']} x {r['gpus_per_node']}), {r['model']}, "
+    lines = [(f"{r['topology']}: K={r['K']} ({r['nodes']} x {r['gpus_per_node']}), {r['model']}, "
              f"{r['algorithm']} H={r['H']} Hb={r['Hb']}, B={r['B']}, N={r['N']} ({r['total_steps']} steps/worker), "
-             f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)",
+             f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)"),
              f"  wall time      {r['wall_s']:12.3f} s"]
     for key, label in (("compute_s", "compute"), ("comm_intra_s", "comm intra"), ("comm_inter_s", "comm inter"),
                        ("wait_s", "waiting"), ("delay_s", "delays"), ("overhead_s", "sync overhead")):
@@ -195,8 +218,8 @@ def _breakdown(r: dict[str, Any]) -> str:
                  f"{r['sync_overhead_block_s']:.4g} s block" if r["overhead_s"] else ""),
               f"  syncs          {r['syncs_block']} block, {r['syncs_global']} global",
               f"  bytes          {r['bytes_intra']:.4g} intra, {r['bytes_inter']:.4g} inter",
-              f"  comm as eq.(6) counts it (block x nodes + global): {r['comm_accounted_s']:.4f} s; "
-              f"eq. (6) with C1={r['eq6_C1_s']:.3g} s, C2={r['eq6_C2_s']:.3g} s: {r['eq6_s']:.4f} s",
+              (f"  comm as eq.(6) counts it (block x nodes + global): {r['comm_accounted_s']:.4f} s; "
+              f"eq. (6) with C1={r['eq6_C1_s']:.3g} s, C2={r['eq6_C2_s']:.3g} s: {r['eq6_s']:.4f} s"),
               f"  one worker alone {r['single_worker_s']:.3f} s -> speedup {r['speedup']:.2f}"
               if r["speedup"] is not None else "  speedup: n/a (zero wall time)",
               f"  simulated in {r['sim_seconds']:.3f} s ({r['engine']} engine)"]
@@ -325,6 +348,19 @@ def _calibrate_runs(a: argparse.Namespace) -> int:
     return 0
 
 
+#: Words of the simulator's messages that name a dest: dataclass fields and the messages' own spellings.
+_WORDS = {"delay_global_s": "delay_global", "delay_block_s": "delay_block", "straggler": "stragglers",
+          "switch-epoch": "switch_epoch"}
+#: Dests that are not configuration values (a file, a name): their words are left alone in messages.
+_NOT_VALUES = ("preset", "topology", "topologies", "out", "base", "name", "runs", "intra", "inter", "bench")
+
+
+def flag_error(e: SimError, args: argparse.Namespace) -> str:
+    """The one-line message of `e` with each value set on the command line named by the option string typed."""
+    typed = {k: v for k, v in typed_options(args).items() if k not in _NOT_VALUES}
+    return name_flags(str(e), typed, _WORDS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -332,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SimError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {flag_error(e, args)}", file=sys.stderr)
         return 2
     except OutputError as e:  # a write failed during the work: the temp file is gone, the target untouched
         print(f"error: {e}", file=sys.stderr)

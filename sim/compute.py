@@ -8,7 +8,7 @@ from typing import Any
 
 from sim.errors import SimError
 
-__all__ = ["ModelSpec", "MODELS", "ComputeModel", "get_model", "BYTES_PER_PARAM"]
+__all__ = ["ModelSpec", "MODELS", "MODEL_ALIASES", "ComputeModel", "get_model", "BYTES_PER_PARAM"]
 
 #: float32 parameters on the wire.
 BYTES_PER_PARAM = 4
@@ -52,10 +52,14 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in (
 )}
 
 
+#: The trainer's spellings of the same models (`python -m train --model`).
+MODEL_ALIASES = {"wideresnet28-10": "wrn28-10"}
+
+
 def get_model(name: str) -> ModelSpec:
-    """The ModelSpec called `name`, or a one-line error listing the valid names."""
+    """The ModelSpec called `name` (or the trainer's name for it), or a one-line error listing the valid names."""
     try:
-        return MODELS[name]
+        return MODELS[MODEL_ALIASES.get(name, name)]
     except KeyError:
         raise SimError(f"model must be one of {', '.join(MODELS)}, got {name!r}") from None
 
@@ -133,10 +137,9 @@ class ComputeModel:
         if self.kind == "table":
             if model.name == self.reference_model:
                 return "table", f"{self.device} table of {model.name}"
-            ref_gflops = get_model(self.reference_model).gflops_per_sample
+            ratio = model.gflops_per_sample / get_model(self.reference_model).gflops_per_sample
             return "extrapolated", (f"EXTRAPOLATED by FLOPs from {self.reference_model} on {self.device} "
-                                    f"(x{model.gflops_per_sample / ref_gflops:.3g}"
-                                    f" GFLOPs/sample): an estimate, not a measurement of {model.name}")
+                                    f"(x{ratio:.3g} GFLOPs/sample): an estimate, not a measurement of {model.name}")
         if self.kind == "flops":
             return "flops-model", (f"FLOPs model: {self.tflops:g} TFLOP/s x efficiency {self.efficiency:g} on "
                                    f"{self.device}, not a measurement")

@@ -75,7 +75,7 @@ class Stragglers:
 
 
 def parse_stragglers(text: str | None, seed: int = 0) -> Stragglers:
-    """Parse the CLI form: "none", "random:PROB:SLOWDOWN" or "fixed:RANK:SLOWDOWN"."""
+    """Parse the CLI form: "none", "random:PROB:SLOWDOWN", "fixed:RANK:SLOWDOWN" or "RANK:SLOWDOWN" (fixed)."""
     if text is None or text == "none":
         return Stragglers(seed=seed)
     parts = text.split(":")
@@ -84,7 +84,10 @@ def parse_stragglers(text: str | None, seed: int = 0) -> Stragglers:
             return Stragglers(kind="random", prob=float(parts[1]), slowdown=float(parts[2]), seed=seed)
         if parts[0] == "fixed" and len(parts) == 3:
             return Stragglers(kind="fixed", rank=int(parts[1]), slowdown=float(parts[2]), seed=seed)
+        if len(parts) == 2:  # the trainer's --straggler RANK:FACTOR
+            return Stragglers(kind="fixed", rank=int(parts[0]), slowdown=float(parts[1]), seed=seed)
     except ValueError as e:
         if isinstance(e, SimError):
             raise
-    raise SimError(f"stragglers must be 'none', 'random:PROB:SLOWDOWN' or 'fixed:RANK:SLOWDOWN', got {text!r}")
+    raise SimError(f"straggler must be 'none', 'random:PROB:SLOWDOWN', 'fixed:RANK:SLOWDOWN' or 'RANK:SLOWDOWN', "
+                   f"got {text!r}")

@@ -212,7 +212,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         bench = work / "bench_p2.jsonl"
         load_bench = background_load()
         _run([mpirun, "-n", "2", sys.executable, "-m", "mpi4py", "-m", "comm", "bench", "--sizes", ns.bench_sizes,
-              "--algorithms", "recursive_doubling,rabenseifner,ring", "--iters", str(ns.iters), "--out", str(bench)],
+              "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters", str(ns.iters), "--out", str(bench)],
              "comm bench (2 ranks)", env)
         try:
             fit = fit_level(read_bench(bench))

@@ -7,10 +7,13 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
 
-from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from atomicio import OutputError, check_output_dir
+from sim.clivocab import group_by_topic, name_flags, typed_options
+from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
 from train.launch import RankZeroParser, launch_rank_size
 from train.models import MODEL_HELP
@@ -52,36 +55,36 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--synthetic-noise", "synthetic_noise", float, "noise std around the synthetic class templates"),
     ("--test-fraction", "test_fraction", float, "w8a: share held out as the test set (fixed split)"),
     ("--bptt", "bptt", int, "LSTM sequence length (backpropagation through time)"),
-    ("--lm-state", "lm_state", str, "LSTM hidden state: carry (from batch to batch over contiguous text, truncated "
+    ("--lm-state", "lm_state", str, ("LSTM hidden state: carry (from batch to batch over contiguous text, truncated "
                                     "BPTT), reset (zero for every sequence; sequences shuffled like images), auto "
-                                    "(carry on wikitext2, reset on synthetic)"),
+                                    "(carry on wikitext2, reset on synthetic)")),
     ("--algorithm", "algorithm", str, "minibatch, local, postlocal or hierarchical"),
     ("--H", "H", int, "local steps between syncs (target H after the local-step warm-up)"),
     ("--Hb", "Hb", int, "hierarchical: block syncs per global sync (1 = plain local SGD)"),
-    ("--gpus-per-node", "gpus_per_node", int, "hierarchical: virtual blocks of this many consecutive ranks "
-                                              "(default: the real shared-memory nodes)"),
+    ("--gpus-per-node", "gpus_per_node", int, ("hierarchical: virtual blocks of this many consecutive ranks "
+                                              "(default: the real shared-memory nodes)")),
     ("--switch-step", "switch_step", int, "postlocal: first local step (default: the first lr decay)"),
     ("--switch-epoch", "switch_epoch", float, "postlocal: switch at this epoch instead"),
     ("--local-warmup", "local_warmup", str, "local-step warm-up shape: constant, linear or exponential"),
     ("--local-warmup-steps", "local_warmup_steps", int, "local-step warm-up length in steps"),
     ("--local-warmup-epochs", "local_warmup_epochs", float, "local-step warm-up length in epochs"),
-    ("--momentum-variant", "momentum_variant", str, f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2; "
-                                                    "slowmo: docs/README-averager.md)"),
+    ("--momentum-variant", "momentum_variant", str, (f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2; "
+                                                    "slowmo: docs/README-averager.md)")),
     ("--global-momentum", "global_momentum", float, "m_g of the global and hybrid momentum variants"),
-    ("--slow-lr", "slow_lr", float, "slowmo: slow learning rate alpha (alpha = 1 is hybrid momentum with "
-                                    "m_g = --slow-momentum)"),
+    ("--slow-lr", "slow_lr", float, ("slowmo: slow learning rate alpha (alpha = 1 is hybrid momentum with "
+                                    "m_g = --slow-momentum)")),
     ("--slow-momentum", "slow_momentum", float, "slowmo: slow momentum beta (docs/README-averager.md)"),
-    ("--slow-buffers", "slow_buffers", str, "slowmo: keep or reset the local momentum buffers at each global "
-                                            "sync"),
+    ("--slow-buffers", "slow_buffers", str, ("slowmo: keep or reset the local momentum buffers at each global "
+                                            "sync")),
     ("--allreduce", "allreduce", str, "comm algorithm: auto, recursive_doubling, rabenseifner, ring, native"),
-    ("--compress", "compress", str, "none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
-                                    "the packed 1-bit signs of the model change (docs/README-compress.md)"),
+    ("--compress", "compress", str, ("none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
+                                    "the packed 1-bit signs of the model change (docs/README-compress.md)")),
     ("--sign-scale", "sign_scale", float, "sign: the majority vote moves each coordinate by SIGN_SCALE * lr"),
-    ("--sampler", "sampler", str, "stream (per-epoch shuffled slices), or iid / shuffle: the convex simulator's "
-                                  "shared sampler (sim.convex.sampler)"),
+    ("--sampler", "sampler", str, ("stream (per-epoch shuffled slices), or iid / shuffle: the convex simulator's "
+                                  "shared sampler (sim.convex.sampler)")),
     ("--dtype", "dtype", str, "float32 or float64 parameters and data"),
-    ("--lr-schedule", "lr_schedule", str, "protocol (SPEC section 3), or the convex rules with c = --lr: decay "
-                                          "(min(--lr-cap, c n/(t+1))) or const (--lr-cap * c)"),
+    ("--lr-schedule", "lr_schedule", str, ("protocol (SPEC section 3), or the convex rules with c = --lr: decay "
+                                          "(min(--lr-cap, c n/(t+1))) or const (--lr-cap * c)")),
     ("--lr-cap", "lr_cap", float, "cap of the decay and const learning-rate schedules"),
     ("--batch-size", "batch_size", int, "per-worker batch: B (minibatch) or B_loc (local variants)"),
     ("--epochs", "epochs", float, "epochs of data the K workers access together (may be fractional)"),
@@ -93,22 +96,44 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--lr-decay-factor", "lr_decay_factor", float, "divisor at each decay"),
     ("--momentum", "momentum", float, "local Nesterov momentum"),
     ("--weight-decay", "weight_decay", float, "weight decay (never on BatchNorm parameters)"),
-    ("--clip-grad-norm", "clip_grad_norm", float, "clip each step's gradient to this L2 norm (after a mini-batch step's all-reduce; per worker in local steps); none by default"),
-    ("--bn-eval", "bn_eval", str, f"BatchNorm statistics for evaluation: {' or '.join(BN_EVAL)} "
-                                  "(average = mean of the workers' statistics; rank0 = rank 0's)"),
+    ("--clip-grad-norm", "clip_grad_norm", float, ("clip each step's gradient to this L2 norm (after a mini-batch step's "
+                                                   "all-reduce; per worker in local steps); none by default")),
+    ("--bn-eval", "bn_eval", str, (f"BatchNorm statistics for evaluation: {' or '.join(BN_EVAL)} "
+                                  "(average = mean of the workers' statistics; rank0 = rank 0's)")),
     ("--eval-every", "eval_every", float, "epochs between evaluations of the synchronised model"),
     ("--log-every", "log_every", int, "steps between step records in metrics.jsonl"),
     ("--target-acc", "target_acc", float, "test accuracy for the time-to-accuracy figure (0..1)"),
     ("--global-sync-delay", "global_sync_delay", float, "seconds added to every global sync (slow network)"),
     ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
-    ("--checkpoint-every", "checkpoint_every", float, "epochs between checkpoints, the last two kept (0: only at "
-                                                      "the end and at a pause or stop)"),
-    ("--checkpoint-minutes", "checkpoint_minutes", float, "also checkpoint at the first global-sync check this "
-                                                          "many minutes after the last checkpoint (0: off)"),
+    ("--checkpoint-every", "checkpoint_every", float, ("epochs between checkpoints, the last two kept (0: only at "
+                                                      "the end and at a pause or stop)")),
+    ("--checkpoint-minutes", "checkpoint_minutes", float, ("also checkpoint at the first global-sync check this "
+                                                          "many minutes after the last checkpoint (0: off)")),
     ("--stop-at-epoch", "stop_at_epoch", float, "pause at this epoch: checkpoint and exit (continue with --resume)"),
     ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
     ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),
     ("--out-dir", "out_dir", str, "run folder (default runs/train-<UTC time>-<algorithm>-K<ranks>)"),
+]
+
+
+#: --help topics: (title, flags); a flag not listed here stays under argparse's "options".
+_TOPICS: list[tuple[str, tuple[str, ...]]] = [
+    ("model & data", ("--model", "--width", "--dropout", "--dataset", "--data-dir", "--synthetic-train",
+                      "--synthetic-test", "--synthetic-classes", "--synthetic-size", "--synthetic-noise",
+                      "--test-fraction", "--bptt", "--lm-state", "--sampler", "--dtype", "--seed", "--device")),
+    ("algorithm & schedule", ("--algorithm", "--H", "--Hb", "--gpus-per-node", "--switch-step", "--switch-epoch",
+                              "--local-warmup", "--local-warmup-steps", "--local-warmup-epochs", "--epochs")),
+    ("optimisation & learning rate", ("--batch-size", "--lr", "--lr-ref-batch", "--lr-scaling",
+                                      "--lr-warmup-epochs", "--lr-decay-at", "--lr-decay-factor", "--lr-schedule",
+                                      "--lr-cap", "--momentum", "--no-nesterov", "--weight-decay",
+                                      "--clip-grad-norm", "--momentum-variant", "--global-momentum", "--slow-lr",
+                                      "--slow-momentum", "--slow-buffers")),
+    ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--global-sync-delay",
+                                    "--block-sync-delay", "--straggler")),
+    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
+    ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
+    ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
+    ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers")),
 ]
 
 
@@ -150,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the launcher's world size)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
                      "a terminal or runs under mpirun)")
+    group_by_topic(run, _TOPICS)
     ver = sub.add_parser("verify", help="check that a run's latest checkpoint has bitwise identical parameters "
                                         "on every rank (exit 1 if not)")
     ver.add_argument("run_dir", help="the run folder")
@@ -197,6 +223,20 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+#: Words of TrainConfig's messages that are not a dest of their own (the field is `stragglers`).
+_WORDS = {"straggler": "stragglers"}
+
+
+#: `train calibrate`'s own values named in its messages.
+_CALIBRATE_VALUES = ("steps", "probe_ranks", "probe_H", "iters")
+
+
+def flag_error(e: TrainError, ns: argparse.Namespace) -> TrainError:
+    """A configuration error with each field set on the command line named by the option string typed for it."""
+    names = {f.name for f in fields(TrainConfig)} | set(_CALIBRATE_VALUES)
+    return TrainError(name_flags(str(e), {k: v for k, v in typed_options(ns).items() if k in names}, _WORDS))
+
+
 def _fmt_s(v: Any) -> str:
     return "-" if v is None else f"{v:.2f} s"
 
@@ -217,16 +257,16 @@ def format_summary(s: dict[str, Any]) -> str:
         ("compute (mean/rank)", _fmt_s(mean.get("compute_s"))),
         ("comm global / block", f"{_fmt_s(mean.get('comm_s_global'))} / {_fmt_s(mean.get('comm_s_block'))}"),
         ("waiting global / block", f"{_fmt_s(mean.get('wait_s_global'))} / {_fmt_s(mean.get('wait_s_block'))}"),
-        ("syncs global / block", f"{s['syncs']['global']} / {s['syncs']['block']} "
-                                 f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})"),
+        ("syncs global / block", (f"{s['syncs']['global']} / {s['syncs']['block']} "
+                                  f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})")),
         ("bytes per sync", f"{s['payload_bytes']:,}"),
     ]
     comp = s.get("compression") or {}
     if comp.get("scheme", "none") != "none":
         sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]
         full, small = comp["uncompressed_bytes"], comp["payload_bytes"]
-        rows.append(("compression", f"{comp['scheme']}: {small:,} B per sync instead of {full:,} "
-                                    f"(1/{full / small:.2f}); {sent:,} B sent by rank 0"))
+        rows.append(("compression", (f"{comp['scheme']}: {small:,} B per sync instead of {full:,} "
+                                     f"(1/{full / small:.2f}); {sent:,} B sent by rank 0")))
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
@@ -289,7 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "verify":
             return _verify(ns)
         if ns.command == "calibrate":
-            return int(ns.calibrate(ns))
+            try:
+                return int(ns.calibrate(ns))
+            except TrainError as e:
+                raise flag_error(e, ns) from None
         plan = None
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
@@ -303,11 +346,17 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             cfg = plan.cfg
         else:
-            cfg = config_from_args(ns)  # validated on every rank, before MPI starts
+            try:
+                cfg = config_from_args(ns)  # validated on every rank, before MPI starts
+            except TrainError as e:
+                raise flag_error(e, ns) from None
         if ns.predict:                  # no MPI at all: the prediction is the simulator's
             return _predict(ns, cfg, size, rank)
         prediction = _run_prediction(ns, cfg, size) if ns.predict_topology and rank == 0 else None
-        cfg.check_world(size)
+        try:
+            cfg.check_world(size)
+        except TrainError as e:
+            raise flag_error(e, ns) from None
         if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
             raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
                              f"--resume {cfg.out_dir} or choose another --out-dir")

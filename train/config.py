@@ -9,8 +9,8 @@ from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "TrainConfig",
-           "parse_straggler"]
+__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES",
+           "LR_SCHEDULES", "LM_STATES", "TrainConfig", "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
 MOMENTUM_VARIANTS = ("local", "global", "hybrid", "slowmo")
@@ -74,7 +74,7 @@ class TrainConfig:
     synthetic_noise: float = 6.0         # noise std around the class templates (harder when larger)
     test_fraction: float = 0.2           # w8a has no test file: this share is held out (0: none, test = train)
     bptt: int = 30
-    lm_state: str = "auto"               # LSTM: carry (truncated BPTT over contiguous text), reset, auto (carry on wikitext2)
+    lm_state: str = "auto"               # LSTM: carry (truncated BPTT over contiguous text), reset, auto
     # algorithm (SPEC section 2)
     algorithm: str = "postlocal"
     H: int = 8

@@ -9,11 +9,12 @@ and every rank exits 2 before MPI starts (nothing collective has begun, so nothi
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from typing import NoReturn
+
+from sim.clivocab import VocabParser
 
 __all__ = ["launch_rank_size", "RankZeroParser", "process_age"]
 
@@ -32,12 +33,17 @@ def launch_rank_size() -> tuple[int, int]:
     return 0, 1
 
 
-class RankZeroParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on launch rank 0, and exit 2 on every rank."""
+class RankZeroParser(VocabParser):
+    """An ArgumentParser whose usage errors and notices (old option spellings) are one line on launch rank 0,
+    and whose errors exit 2 on every rank."""
+
+    def notice(self, line: str) -> None:
+        if launch_rank_size()[0] == 0:
+            print(line, file=sys.stderr, flush=True)
 
     def error(self, message: str) -> NoReturn:
         if launch_rank_size()[0] == 0:
-            print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
+            print(f"error: {self.typed_message(message)} (see `{self.prog} --help`)", file=sys.stderr, flush=True)
         sys.exit(2)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from sim.clivocab import VocabParser
 from sim.convex.errors import ConvexError
 
 __all__ = ["register"]
@@ -60,11 +62,13 @@ def _experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epsilon", type=float, default=0.005, help="target f(w) - f* <= epsilon")
     p.add_argument("--grad-cost", type=float, default=1.0, help="time units per sample gradient")
     p.add_argument("--comm-cost", type=float, default=25.0, help="time units per communication round")
-    p.add_argument("--gamma-cap", type=float, default=32.0, help="cap of the decaying step; const step is cap*c")
+    p.add_argument("--lr-cap", old=("--gamma-cap",), dest="gamma_cap", metavar="CAP", type=float, default=32.0,
+                   help="cap of the decaying step; const step is cap*c")
     p.add_argument("--max-time", type=float, default=2.0e6, help="a run not at target by then is unreached")
     p.add_argument("--average", choices=("uniform", "linear", "quadratic"), default="quadratic",
                    help="weight s**p of the iterate after s steps in the averaged iterate")
-    p.add_argument("--sampling", choices=("iid", "shuffle"), default="iid", help="see sim/convex/sampler.py")
+    p.add_argument("--sampler", old=("--sampling",), dest="sampling", choices=("iid", "shuffle"), default="iid",
+                   help="see sim/convex/sampler.py")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (ignored with --seeds)")
     p.add_argument("--seeds", type=_seed_list, default=None,
                    help="comma-separated seeds: one c search per seed, time = mean of their best times")
@@ -76,7 +80,8 @@ def _experiment(p: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add the `convex` subcommand (with fstar/grid/speedup) to an argparse subparsers object."""
     parser = subparsers.add_parser("convex", help="convex w8a experiment (logistic regression, SPEC section 6)")
-    sub = parser.add_subparsers(dest="convex_command", required=True, metavar="{fstar,grid,speedup}")
+    sub = parser.add_subparsers(dest="convex_command", required=True, metavar="{fstar,grid,speedup}",
+                                parser_class=VocabParser)  # old spellings (old=...) whatever the caller's parser
     p = sub.add_parser("fstar", help="minimum of the objective by Newton's method (cached by sha256)")
     _common(p)
     p.add_argument("--refresh", action="store_true", help="solve again even if the cache has the value")
@@ -85,11 +90,12 @@ def register(subparsers: Any) -> None:
     _experiment(p)
     p.add_argument("--K", type=_positive_int, default=16)
     p.add_argument("--H", type=_int_list, default=_int_list(_GRID_H))
-    p.add_argument("--B", type=_int_list, default=_int_list(_GRID_B))
+    p.add_argument("--batch-size", old=("--B",), dest="B", type=_int_list, default=_int_list(_GRID_B),
+                   help="local batches B_loc to try")
     p.set_defaults(func=_guard(_cmd_grid))
     p = sub.add_parser("speedup", help="speedup over K at fixed B_loc for each H (Figure 7(b))")
     _experiment(p)
-    p.add_argument("--B", type=_positive_int, default=16)
+    p.add_argument("--batch-size", old=("--B",), dest="B", type=_positive_int, default=16, help="local batch B_loc")
     p.add_argument("--H", type=_int_list, default=_int_list(_GRID_H))
     p.add_argument("--K", type=_int_list, default=_int_list(_SPEEDUP_K))
     p.add_argument("--k1-comm", action="store_true", help="charge the communication cost at K = 1 too")

@@ -42,6 +42,8 @@ def test_bench_bad_input_one_line_error_and_no_file(tmp_path):
         assert len(errors) == 1 and needle in errors[0], res.stdout[-2000:]
         assert "usage:" not in res.stdout  # one line, not a usage block from every rank
         assert not out.exists()
+        # --algorithms is the old spelling of --allreduce: it still works and warns once (rank 0 only)
+        assert res.stdout.count("warning: --algorithms is deprecated; use --allreduce") == (args[0] == "--algorithms")
 
 
 def test_bench_help_is_printed_once():
@@ -54,7 +56,7 @@ def test_bench_levels_tag_rows_for_the_two_level_fit(tmp_path):
     import sys
     out = tmp_path / "levels.jsonl"
     mpirun(4, ["-m", "comm", "bench", "--level", "both", "--gpus-per-node", "2", "--sizes", "1K,8K", "--iters", "2",
-               "--warmup", "0", "--algorithms", "recursive_doubling,rabenseifner,ring", "--out", str(out)], timeout=120)
+               "--warmup", "0", "--allreduce", "recursive_doubling,rabenseifner,ring", "--out", str(out)], timeout=120)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["level"] for r in rows] == ["intra"] * 6 + ["inter"] * 6
     assert all(r["p"] == 2 and r["nodes"] == 2 and r["ranks_per_node"] == 2 and r["correct"] for r in rows)
@@ -63,6 +65,6 @@ def test_bench_levels_tag_rows_for_the_two_level_fit(tmp_path):
     assert res.returncode == 0, res.stderr
     levels = json.loads(res.stdout)["levels"]
     assert set(levels) == {"intra", "inter"} and all(v["rows"] == 6 and "r2" in v for v in levels.values())
-    bad = mpirun(2, ["-m", "comm", "bench", "--level", "both", "--algorithms", "hierarchical"], timeout=60, check=False)
+    bad = mpirun(2, ["-m", "comm", "bench", "--level", "both", "--allreduce", "hierarchical"], timeout=60, check=False)
     errors = [line for line in bad.stdout.splitlines() if line.startswith("error:")]
     assert bad.returncode != 0 and len(errors) == 1 and "drop hierarchical" in errors[0]

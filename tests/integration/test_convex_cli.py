@@ -14,7 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _sim(*argv: str, cache: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "XDG_CACHE_HOME": cache}
-    return subprocess.run([sys.executable, "-m", "sim", "convex", *argv], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "sim", "convex", *argv], cwd=ROOT, env=env, check=False,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -33,7 +33,7 @@ def test_fstar_json_and_cache(tmp_path, w8a):
 def test_small_grid_and_speedup_on_w8a(tmp_path, w8a):
     W8A = str(w8a)
     out = tmp_path / "grid.json"
-    run = _sim("grid", "--data", W8A, "--K", "4", "--H", "1,4", "--B", "16,64", "--out", str(out),
+    run = _sim("grid", "--data", W8A, "--K", "4", "--H", "1,4", "--batch-size", "16,64", "--out", str(out),
                cache=str(tmp_path))
     assert run.returncode == 0, run.stderr
     assert "relative" in run.stdout and f"wrote {out}" in run.stdout
@@ -44,7 +44,7 @@ def test_small_grid_and_speedup_on_w8a(tmp_path, w8a):
     for c in grid["configs"]:
         assert c["reached"] and c["time"] % (c["H"] * c["B"] + 25) == 0
         assert c["relative"] == pytest.approx(c["time"] / grid["best"]["time"])
-    sp = _sim("speedup", "--data", W8A, "--B", "16", "--H", "4", "--K", "4", "--json", "--fstar", "paper",
+    sp = _sim("speedup", "--data", W8A, "--batch-size", "16", "--H", "4", "--K", "4", "--json", "--fstar", "paper",
               cache=str(tmp_path))
     assert sp.returncode == 0, sp.stderr
     res = json.loads(sp.stdout)
@@ -69,6 +69,7 @@ def test_convex_modules_never_import_torch_or_mpi4py():
             " 'target'):\n"
             "    importlib.import_module('sim.convex.' + m)\n"
             "print(sorted(m for m in ('torch', 'mpi4py') if m in sys.modules))\n")
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         check=False)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"

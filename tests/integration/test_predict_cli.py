@@ -97,4 +97,4 @@ def test_comm_auto_rule_matches_comm():
 def test_calibrate_bad_probe_ranks_exits_2(tmp_path):
     r = _train("calibrate", "--out", str(tmp_path / "m.json"), "--probe-ranks", "1")
     assert r.returncode == 2
-    assert r.stderr.strip() == "error: probe_ranks must be integers >= 2 like 3,6, got [1]"
+    assert r.stderr.strip() == "error: --probe-ranks must be integers >= 2 like 3,6, got [1]"

@@ -33,7 +33,7 @@ def random_cost_args(rng: random.Random) -> tuple[list[str], tuple]:
     K = S * rng.choice([1, 2, 3, 4])
     N, B, H, Hb = rng.randint(1, 10**7), rng.randint(1, 512), rng.randint(1, 32), rng.randint(1, 8)
     C1, C2 = rng.uniform(1e-5, 1e-2), rng.uniform(1e-3, 1.0)
-    args = ["cost", "--K", str(K), "--servers", str(S), "--N", str(N), "--B", str(B), "--H", str(H),
+    args = ["cost", "--K", str(K), "--servers", str(S), "--N", str(N), "--batch-size", str(B), "--H", str(H),
             "--Hb", str(Hb), "--C1", repr(C1), "--C2", repr(C2), "--json"]
     return args, eq6_independent(K, S, N, B, H, Hb, C1, C2)
 
@@ -76,20 +76,20 @@ def test_run_json_is_consistent(capsys):
 
 def test_run_human_output_and_event_engine(capsys):
     assert main(["run", "--K", "4", "--H", "4", "--epochs", "0.5", "--engine", "event",
-                 "--stragglers", "random:0.2:2", "--seed", "3", "--delay-global", "0.1"]) == 0
+                 "--straggler", "random:0.2:2", "--seed", "3", "--global-sync-delay", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "wall time" in out and "speedup" in out and "(event engine)" in out
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["run", "--K", "3"], "error: K must be a multiple of gpus_per_node=2"),
-    (["run", "--H", "0"], "error: H must be an integer >= 1, got 0"),
+    (["run", "--K", "3"], "error: --K must be a multiple of gpus_per_node=2"),
+    (["run", "--H", "0"], "error: --H must be an integer >= 1, got 0"),
     (["run", "--preset", "nowhere"], "error: unknown preset or missing topology file 'nowhere'"),
-    (["run", "--stragglers", "slow"], "error: stragglers must be 'none'"),
-    (["cost", "--K", "6", "--servers", "4", "--N", "10", "--B", "1", "--H", "1", "--C1", "1", "--C2", "1"],
-     "error: K must be a multiple of servers=4, got K=6"),
-    (["run", "--jitter", "gauss:0.1"], "error: jitter must be 'none', 'lognormal:CV'"),
-    (["run", "--jitter", "lognormal:-1"], "error: jitter cv must be a finite number >= 0, got -1.0"),
+    (["run", "--straggler", "slow"], "error: --straggler must be 'none'"),
+    (["cost", "--K", "6", "--servers", "4", "--N", "10", "--batch-size", "1", "--H", "1", "--C1", "1", "--C2", "1"],
+     "error: --K must be a multiple of --servers=4, got --K=6"),
+    (["run", "--jitter", "gauss:0.1"], "error: --jitter must be 'none', 'lognormal:CV'"),
+    (["run", "--jitter", "lognormal:-1"], "error: --jitter cv must be a finite number >= 0, got -1.0"),
     (["calibrate", "--runs", "nowhere.csv"], "error: cannot read runs file 'nowhere.csv'"),
     (["calibrate"], "error: calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE"),
 ])

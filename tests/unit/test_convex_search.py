@@ -95,12 +95,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_cli_register_builds_three_commands_with_handlers(tmp_path, capsys):
     parser = _parser()
-    args = parser.parse_args(["convex", "grid", "--data", "x", "--H", "1,4", "--B", "8"])
+    args = parser.parse_args(["convex", "grid", "--data", "x", "--H", "1,4", "--batch-size", "8"])
     assert args.H == [1, 4] and args.B == [8] and args.K == 16 and callable(args.func)
     args = parser.parse_args(["convex", "speedup", "--data", "x"])
     assert args.K == [1, 2, 4, 8, 16, 32, 64] and args.B == 16 and args.k1_comm is False
     with pytest.raises(SystemExit) as exc:
-        parser.parse_args(["convex", "grid", "--data", "x", "--B", "0,2"])
+        parser.parse_args(["convex", "grid", "--data", "x", "--batch-size", "0,2"])
     assert exc.value.code == 2
     assert "integers >= 1, got '0,2'" in capsys.readouterr().err
 
@@ -130,7 +130,7 @@ def test_cli_grid_end_to_end_on_a_small_file(tmp_path, capsys, monkeypatch):
     data.write_text("\n".join(lines) + "\n")
     out = tmp_path / "grid.json"
     args = _parser().parse_args(["convex", "grid", "--data", str(data), "--cache-dir", str(tmp_path / "c"),
-                                 "--K", "2", "--H", "1,2", "--B", "1,4", "--epsilon", "0.02",
+                                 "--K", "2", "--H", "1,2", "--batch-size", "1,4", "--epsilon", "0.02",
                                  "--max-time", "5000", "--out", str(out), "--quiet", "--json"])
     assert args.func(args) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -154,7 +154,7 @@ def test_cli_seeds_average_independent_single_seed_runs(tmp_path, capsys):
     data.write_text("".join(f"{y:+d} " + " ".join(f"{j + 1}:1" for j in np.flatnonzero(r)) + "\n"
                             for y, r in zip(labels, rows)))
     common = ["convex", "grid", "--data", str(data), "--cache-dir", str(tmp_path / "c"), "--K", "2",
-              "--H", "1,3", "--B", "2", "--epsilon", "0.01", "--max-time", "3000", "--quiet", "--json"]
+              "--H", "1,3", "--batch-size", "2", "--epsilon", "0.01", "--max-time", "3000", "--quiet", "--json"]
     parser = _parser()
 
     def run(*extra):

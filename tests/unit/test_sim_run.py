@@ -142,7 +142,7 @@ def test_bad_run_config(kwargs, fragment):
 @pytest.mark.parametrize("text, fragment", [
     ("random:2:3", "prob must be a number in [0, 1], got 2.0"),
     ("fixed:1:0.5", "slowdown must be a finite number >= 1, got 0.5"),
-    ("slow", "stragglers must be 'none'"),
+    ("slow", "straggler must be 'none'"),
 ])
 def test_bad_stragglers(text, fragment):
     with pytest.raises(SimError) as exc:
