@@ -29,7 +29,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests
 
 bench: bench-comm bench-sim bench-convex

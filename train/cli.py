@@ -96,8 +96,8 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--lr-decay-factor", "lr_decay_factor", float, "divisor at each decay"),
     ("--momentum", "momentum", float, "local Nesterov momentum"),
     ("--weight-decay", "weight_decay", float, "weight decay (never on BatchNorm parameters)"),
-    ("--clip-grad-norm", "clip_grad_norm", float, ("clip each step's gradient to this L2 norm (after a mini-batch step's "
-                                                   "all-reduce; per worker in local steps); none by default")),
+    ("--clip-grad-norm", "clip_grad_norm", float, ("clip each step's gradient to this L2 norm (after a mini-batch "
+                                                   "step's all-reduce; per worker in local steps); none by default")),
     ("--bn-eval", "bn_eval", str, (f"BatchNorm statistics for evaluation: {' or '.join(BN_EVAL)} "
                                   "(average = mean of the workers' statistics; rank0 = rank 0's)")),
     ("--eval-every", "eval_every", float, "epochs between evaluations of the synchronised model"),
