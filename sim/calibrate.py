@@ -1,6 +1,7 @@
 """Fit alpha, beta, gamma per network level from `python -m comm bench` JSON lines by least squares."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -16,7 +17,7 @@ from sim.costs import terms
 from sim.errors import SimError
 from sim.topology import Level, Topology
 
-__all__ = ["FIT_ALGORITHMS", "LevelFit", "read_bench", "fit_level", "calibrated_topology"]
+__all__ = ["FIT_ALGORITHMS", "LevelFit", "read_bench", "fit_level", "calibrated_topology", "report_fits"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,24 @@ def calibrated_topology(base: Topology, fits: dict[str, LevelFit], *, name: str,
     return Topology(name=name, description=desc, nodes=base.nodes if nodes is None else nodes,
                     gpus_per_node=base.gpus_per_node if gpus_per_node is None else gpus_per_node,
                     intra=intra, inter=inter, compute=base.compute)
+
+
+def report_fits(fits: dict[str, LevelFit], out: str | None, as_json: bool) -> int:
+    """Print fitted levels as `sim calibrate` does (one JSON object, or a line per level with its worst rows)."""
+    if as_json:
+        print(json.dumps({"levels": {k: v.to_json() for k, v in fits.items()}, "out": out}))
+        return 0
+    for k, v in fits.items():
+        bw = "unlimited" if v.beta == 0 else f"{1 / v.beta / 1e9:.4g} GB/s"
+        overhead = getattr(v, "overhead", None)  # the two-level fit's per-call overhead
+        head = "" if overhead is None else f"overhead {overhead:.4g} s per call, "
+        print(f"{k}: {head}alpha {v.alpha:.4g} s, beta {v.beta:.4g} s/B ({bw}), gamma {v.gamma:.4g} s/B, "
+              f"R^2 {v.r2:.5f} over {v.rows} rows")
+        for w in v.worst:
+            print(f"  worst: p={w['p']} {w['bytes']} B {w['algorithm']}: measured {w['t_median_s']:.4g} s, "
+                  f"fit {w['t_fit_s']:.4g} s ({100 * w['rel_residual']:+.1f} %)")
+        for note in v.notes:
+            print(f"  note: {note}")
+    if out:
+        print(f"wrote topology {out}")
+    return 0

@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from atomicio import EXIT_OUTPUT, OutputError, check_output_file
-from sim.calibrate import calibrated_topology, fit_level, read_bench
+from sim.calibrate import calibrated_topology, fit_level, read_bench, report_fits
 from sim.clivocab import VocabParser, group_by_topic, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
@@ -307,22 +307,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     topo = calibrated_topology(load_topology(a.base), fits, name=a.name, nodes=a.nodes, gpus_per_node=a.gpus_per_node)
     if a.out:
         save_topology(topo, a.out)
-    report = {"levels": {k: v.to_json() for k, v in fits.items()}, "out": a.out}
-    if a.json:
-        print(json.dumps(report))
-        return 0
-    for k, v in fits.items():
-        bw = "unlimited" if v.beta == 0 else f"{1 / v.beta / 1e9:.4g} GB/s"
-        print(f"{k}: alpha {v.alpha:.4g} s, beta {v.beta:.4g} s/B ({bw}), gamma {v.gamma:.4g} s/B, "
-              f"R^2 {v.r2:.5f} over {v.rows} rows")
-        for w in v.worst:
-            print(f"  worst: p={w['p']} {w['bytes']} B {w['algorithm']}: measured {w['t_median_s']:.4g} s, "
-                  f"fit {w['t_fit_s']:.4g} s ({100 * w['rel_residual']:+.1f} %)")
-        for note in v.notes:
-            print(f"  note: {note}")
-    if a.out:
-        print(f"wrote topology {a.out}")
-    return 0
+    return report_fits(fits, a.out, a.json)
 
 
 def _calibrate_runs(a: argparse.Namespace) -> int:

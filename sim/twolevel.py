@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from sim.calibrate import FIT_ALGORITHMS, LevelFit, read_bench
+from sim.calibrate import FIT_ALGORITHMS, LevelFit, read_bench, report_fits
 from sim.costs import terms
 from sim.errors import SimError
 from sim.topology import Topology, load_topology, save_topology
@@ -125,18 +124,4 @@ def cmd_calibrate_bench(a: argparse.Namespace) -> int:
     topo = two_level_topology(load_topology(a.base), fits, name=a.name, nodes=a.nodes, gpus_per_node=a.gpus_per_node)
     if a.out:
         save_topology(topo, a.out)
-    if a.json:
-        print(json.dumps({"levels": {k: v.to_json() for k, v in fits.items()}, "out": a.out}))
-        return 0
-    for k, v in fits.items():
-        bw = "unlimited" if v.beta == 0 else f"{1 / v.beta / 1e9:.4g} GB/s"
-        print(f"{k}: overhead {v.overhead:.4g} s per call, alpha {v.alpha:.4g} s, beta {v.beta:.4g} s/B ({bw}), "
-              f"gamma {v.gamma:.4g} s/B, R^2 {v.r2:.5f} over {v.rows} rows")
-        for w in v.worst:
-            print(f"  worst: p={w['p']} {w['bytes']} B {w['algorithm']}: measured {w['t_median_s']:.4g} s, "
-                  f"fit {w['t_fit_s']:.4g} s ({100 * w['rel_residual']:+.1f} %)")
-        for note in v.notes:
-            print(f"  note: {note}")
-    if a.out:
-        print(f"wrote topology {a.out}")
-    return 0
+    return report_fits(dict(fits), a.out, a.json)

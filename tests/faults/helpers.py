@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.fixtures.checkpoints import rank_states, same
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 __all__ = ["TINY", "K", "train", "states", "same", "assert_same_final_state", "needs_root", "rank_pid",
@@ -45,19 +45,7 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def states(run: Path, n: int = K) -> list[dict]:
-    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
-    return [torch.load(run / "checkpoints" / latest["dir"] / f"rank-{r:04d}.pt", weights_only=False)
-            for r in range(n)]
-
-
-def same(a: object, b: object) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
+    return rank_states(run, n)
 
 
 def assert_same_final_state(ref: Path, other: Path) -> None:

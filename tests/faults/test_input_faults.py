@@ -74,10 +74,10 @@ def test_corrupt_libsvm_file_is_one_line_from_rank_0(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("flags, message", [
     (["--switch-epoch", "1000", "--epochs", "2"],
-     "switch_epoch 1000 is not before epochs 2: the run would end before post-local SGD starts"),
+     "--switch-epoch 1000 is not before --epochs 2: the run would end before post-local SGD starts"),
     (["--algorithm", "minibatch", "--H", "16"], "--H 16 does not apply to --algorithm minibatch"),
-    (["--algorithm", "local", "--Hb", "4"], "Hb must be 1 unless algorithm is hierarchical, got Hb=4 with local"),
-    (["--stop-at-epoch", "5", "--epochs", "2"], "stop_at_epoch 5 is not before epochs 2"),
+    (["--algorithm", "local", "--Hb", "4"], "--Hb must be 1 unless --algorithm is hierarchical, got --Hb=4 with local"),
+    (["--stop-at-epoch", "5", "--epochs", "2"], "--stop-at-epoch 5 is not before --epochs 2"),
     (["--momentum-variant", "local", "--global-momentum", "0.5"],
      "--global-momentum 0.5 does not apply to --momentum-variant local"),
     (["--sign-scale", "2"], "--sign-scale 2.0 only applies to --compress sign, got --compress none"),

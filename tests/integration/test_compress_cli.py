@@ -39,10 +39,10 @@ def test_compress_cli_bytes_follow_the_formula(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--compress", "bits"], "error: compress must be one of none, sign, ef-sign, got 'bits'"),
+    (["--compress", "bits"], "error: --compress must be one of none, sign, ef-sign, got 'bits'"),
     (["--compress", "sign", "--algorithm", "local", "--momentum-variant", "global"],
-     "error: compress 'sign' needs momentum_variant local, got 'global'"),
-    (["--sampler", "random"], "error: sampler must be one of stream, iid, shuffle, got 'random'"),
+     "error: --compress 'sign' needs --momentum-variant local, got 'global'"),
+    (["--sampler", "random"], "error: --sampler must be one of stream, iid, shuffle, got 'random'"),
 ])
 def test_compress_cli_bad_flags_exit_2(flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     from train.cli import main  # in process: the flags are checked before MPI starts
@@ -54,4 +54,4 @@ def test_compress_cli_bad_flag_exits_2_from_the_shell() -> None:
     res = subprocess.run([sys.executable, "-m", "train", "--compress", "bits"], cwd=REPO, env=mpi_env(),
                          capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 2
-    assert res.stderr.strip() == "error: compress must be one of none, sign, ef-sign, got 'bits'"
+    assert res.stderr.strip() == "error: --compress must be one of none, sign, ef-sign, got 'bits'"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.fixtures.checkpoints import rank_states, same
 from tests.fixtures.fake_wikitext import write_fake_wikitext
 from tests.parallel.harness import MPIRUN, REPO, mpi_env, mpirun
 
@@ -20,20 +21,6 @@ TINY = ["--model", "resnet8", "--width", "4", "--synthetic-train", "256", "--syn
         "--synthetic-size", "8", "--batch-size", "8", "--lr-warmup-epochs", "0.5", "--quiet"]
 
 
-def _states(run: Path, K: int) -> list[dict]:
-    latest = json.loads((run / "checkpoints" / "latest.json").read_text())
-    return [torch.load(run / "checkpoints" / latest["dir"] / f"rank-{r:04d}.pt", weights_only=False)
-            for r in range(K)]
-
-
-def _same(a: object, b: object) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def test_train_default_16_rank_run(tmp_path: Path) -> None:
@@ -48,7 +35,7 @@ def test_train_default_16_rank_run(tmp_path: Path) -> None:
     assert summary["final"]["test_acc"] > 0.8, summary["final"]   # chance is 0.1
     assert summary["startup_s"] > 0 and summary["startup_s"] + summary["wall_s"] < elapsed
     assert "test acc (final/best)" in out and "syncs global / block" in out
-    states = _states(tmp_path, 16)
+    states = rank_states(tmp_path, 16)
     for st in states[1:]:
         for name, p in states[0]["model"].items():
             if "running" not in name and "num_batches" not in name:
@@ -91,13 +78,13 @@ def test_train_resume_is_bit_identical(tmp_path: Path) -> None:
     mpirun(2, ["-m", "train", "--resume", str(part), "--quiet"], timeout=120)
     end = subprocess.run(verify, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=60, check=False)
     assert end.returncode == 0 and "bitwise identical" in end.stdout, end.stdout
-    a, b = _states(full, 2), _states(part, 2)
+    a, b = rank_states(full, 2), rank_states(part, 2)
     for r in range(2):
         assert a[r]["step"] == b[r]["step"]
         for key in ("model", "opt", "gen", "torch_rng", "window"):
-            assert _same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
+            assert same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
         for key in ("anchor", "momentum_buf"):  # global-momentum state (timers in "stats" differ, of course)
-            assert a[r]["sync"][key] is not None and _same(a[r]["sync"][key], b[r]["sync"][key]), key
+            assert a[r]["sync"][key] is not None and same(a[r]["sync"][key], b[r]["sync"][key]), key
         for key in ("syncs", "bytes"):
             assert a[r]["sync"]["stats"]["global"][key] == b[r]["sync"]["stats"]["global"][key]
     fa = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
@@ -116,14 +103,14 @@ def test_train_lstm_carried_state_resumes_bit_identical(tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     mpirun(2, [*args, "--out-dir", str(full)], timeout=180)
     mpirun(2, [*args, "--out-dir", str(part), "--stop-at-epoch", "0.6"], timeout=180)
-    mid = _states(part, 2)
+    mid = rank_states(part, 2)
     assert all(st["lm_state"]["hidden"] is not None for st in mid)  # paused with a state to carry on from
     mpirun(2, ["-m", "train", "--resume", str(part), "--quiet"], timeout=180)
-    a, b = _states(full, 2), _states(part, 2)
+    a, b = rank_states(full, 2), rank_states(part, 2)
     for r in range(2):
         for key in ("model", "opt", "lm_state", "torch_rng"):
-            assert _same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
-    assert not _same(a[0]["lm_state"], a[1]["lm_state"])  # each worker carries its own text's state
+            assert same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
+    assert not same(a[0]["lm_state"], a[1]["lm_state"])  # each worker carries its own text's state
     fa = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
     fb = [json.loads(x) for x in (part / "metrics.jsonl").read_text().splitlines()]
     assert [r.get("test_loss") for r in fa] == [r.get("test_loss") for r in fb]
