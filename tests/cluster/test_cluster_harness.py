@@ -55,14 +55,17 @@ def test_links_are_shaped_and_really_crossed(cluster_available, state_dir):
     spec = ClusterSpec(nodes=2, ranks_per_node=1, rate_bits=1e8)
     code = ("import numpy as np, time; from mpi4py import MPI; c = MPI.COMM_WORLD; x = np.ones(1_000_000, 'f4'); "
             "c.Barrier(); t = time.perf_counter(); c.Allreduce(MPI.IN_PLACE, x); t = time.perf_counter() - t; "
-            "assert x[0] == 2; print('TIME', c.rank, MPI.Get_processor_name(), t, flush=True)")
+            "assert x[0] == 2; got = c.gather((MPI.Get_processor_name(), t), root=0); "
+            "c.rank == 0 and print('TIMES', ' '.join(f'{h}={s}' for h, s in got), flush=True)")
     with Cluster(spec) as cluster:
         assert cluster.hostfile.read_text() == "node0:1\nnode1:1\n"
         before = cluster.network.link_bytes()
         res = cluster.run([sys.executable, "-c", code], timeout=60, capture=True)
         moved = [a["sent"] - b["sent"] for a, b in zip(cluster.network.link_bytes(), before)]
     assert res.returncode == 0, res.stdout[-3000:]
-    times = {line.split()[2]: float(line.split()[3]) for line in res.stdout.splitlines() if line.startswith("TIME")}
+    # One line from rank 0 (two ranks printing at once can interleave their lines).
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("TIMES "))
+    times = {h: float(t) for h, t in (pair.split("=") for pair in line.split()[1:])}
     assert set(times) == {"node0", "node1"}, res.stdout
     # Each node sends at least half of the 4 MB vector (recursive halving); over 100 Mbit/s that is >= 0.16 s.
     assert min(moved) >= 2e6, f"traffic did not cross the links: {moved} bytes"
