@@ -17,7 +17,8 @@ from sim.costs import terms
 from sim.errors import SimError
 from sim.topology import Level, Topology
 
-__all__ = ["FIT_ALGORITHMS", "LevelFit", "read_bench", "fit_level", "calibrated_topology", "report_fits"]
+__all__ = ["FIT_ALGORITHMS", "LevelFit", "read_bench", "usable_rows", "solve_relative", "fit_level",
+           "calibrated_topology", "report_fits"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,46 @@ class LevelFit:
                 "rows": self.rows, "worst": self.worst, "notes": self.notes}
 
 
+def usable_rows(rows: Iterable[dict[str, Any]], intercept: bool = False
+                ) -> tuple[list[dict[str, Any]], list[tuple[float, ...]], list[float], int]:
+    """The bench rows a fit can use (our flat algorithms, p >= 2, a finite time, a correct result): the rows, their
+    cost-form terms (alpha, beta, gamma; a leading 1 for a per-call overhead with intercept=True), their times, and
+    how many rows were skipped."""
+    used: list[dict[str, Any]] = []
+    X: list[tuple[float, ...]] = []
+    y: list[float] = []
+    skipped = 0
+    for r in rows:
+        p, n, t = r.get("p"), r.get("bytes"), r.get("t_median_s")
+        if r.get("library") != "localsgd" or r.get("algorithm") not in FIT_ALGORITHMS or r.get("correct") is False \
+                or not (isinstance(p, int) and p >= 2 and isinstance(n, (int, float)) and n >= 0
+                        and isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            skipped += 1
+            continue
+        used.append(r)
+        cost = tuple(terms(r["algorithm"], p, float(n)))
+        X.append((1.0, *cost) if intercept else cost)
+        y.append(float(t))
+    return used, X, y, skipped
+
+
+def solve_relative(A: np.ndarray, t: np.ndarray, cols: list[int], scale: np.ndarray, used: list[dict[str, Any]],
+                   n_worst: int) -> tuple[np.ndarray, float, list[dict[str, Any]]]:
+    """Non-negative least squares of t on the columns `cols` of A, residuals relative to t (the rows of W = A / t
+    are scaled by `scale`): the coefficients (zero outside cols), R^2 on t, and the n_worst rows by |residual|."""
+    c, _ = nnls((A / t[:, None])[:, cols] / scale[cols], np.ones(len(t)))
+    coef = np.zeros(A.shape[1])
+    coef[cols] = c / scale[cols]
+    pred = A @ coef
+    ss_res, ss_tot = float(((t - pred) ** 2).sum()), float(((t - t.mean()) ** 2).sum())
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
+    rel = (pred - t) / t
+    worst = [{"p": used[i]["p"], "bytes": used[i]["bytes"], "algorithm": used[i]["algorithm"],
+              "t_median_s": float(t[i]), "t_fit_s": float(pred[i]), "rel_residual": float(rel[i])}
+             for i in np.argsort(-np.abs(rel))[:n_worst]]
+    return coef, r2, worst
+
+
 def fit_level(rows: Iterable[dict[str, Any]], n_worst: int = 3) -> LevelFit:
     """Non-negative least squares on each algorithm's cost form, weighted by 1/t (relative residuals).
 
@@ -67,20 +108,7 @@ def fit_level(rows: Iterable[dict[str, Any]], n_worst: int = 3) -> LevelFit:
     used. If the rows cannot separate beta from gamma (Rabenseifner and ring carry them in a fixed
     2:1 ratio; recursive doubling rows break it), gamma is fixed at 0 and a note says so.
     """
-    used, X, y = [], [], []
-    skipped = 0
-    for r in rows:
-        if r.get("library") != "localsgd" or r.get("algorithm") not in FIT_ALGORITHMS or r.get("correct") is False:
-            skipped += 1
-            continue
-        p, n, t = r["p"], r["bytes"], r["t_median_s"]
-        if not (isinstance(p, int) and p >= 2 and isinstance(n, (int, float)) and n >= 0
-                and isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            skipped += 1
-            continue
-        used.append(r)
-        X.append(terms(r["algorithm"], p, float(n)))
-        y.append(float(t))
+    used, X, y, skipped = usable_rows(rows)
     if len(used) < 2:
         raise SimError(f"calibration needs at least 2 usable bench rows (localsgd {', '.join(FIT_ALGORITHMS)}, "
                        f"p >= 2), got {len(used)}")
@@ -95,17 +123,7 @@ def fit_level(rows: Iterable[dict[str, Any]], n_worst: int = 3) -> LevelFit:
     if np.linalg.matrix_rank(W / scale) < 3:
         cols = [0, 1]
         notes.append("beta and gamma are not separable from these rows (add recursive_doubling rows); gamma fixed at 0")
-    coef_s, _ = nnls(W[:, cols] / scale[cols], np.ones(len(t)))
-    coef = np.zeros(3)
-    coef[cols] = coef_s / scale[cols]
-    pred = A @ coef
-    ss_res = float(((t - pred) ** 2).sum())
-    ss_tot = float(((t - t.mean()) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
-    rel = (pred - t) / t
-    order = np.argsort(-np.abs(rel))[:n_worst]
-    worst = [{"p": used[i]["p"], "bytes": used[i]["bytes"], "algorithm": used[i]["algorithm"],
-              "t_median_s": float(t[i]), "t_fit_s": float(pred[i]), "rel_residual": float(rel[i])} for i in order]
+    coef, r2, worst = solve_relative(A, t, cols, scale, used, n_worst)
     log.info("fit over %d rows: alpha=%g beta=%g gamma=%g R2=%.4f", len(used), *coef, r2)
     return LevelFit(alpha=float(coef[0]), beta=float(coef[1]), gamma=float(coef[2]), r2=r2, rows=len(used),
                     worst=worst, notes=notes)

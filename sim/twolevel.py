@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import nnls
 
-from sim.calibrate import FIT_ALGORITHMS, LevelFit, read_bench, report_fits
-from sim.costs import terms
+from sim.calibrate import FIT_ALGORITHMS, LevelFit, read_bench, report_fits, solve_relative, usable_rows
 from sim.errors import SimError
 from sim.topology import Topology, load_topology, save_topology
 
@@ -42,18 +39,7 @@ class TwoLevelFit(LevelFit):
 
 def fit_with_overhead(rows: Iterable[dict[str, Any]], n_worst: int = 3) -> TwoLevelFit:
     """Fit (o, alpha, beta, gamma) to our flat algorithms' rows with p >= 2 and correct results."""
-    used, X, y = [], [], []
-    skipped = 0
-    for r in rows:
-        p, n, t = r.get("p"), r.get("bytes"), r.get("t_median_s")
-        if r.get("library") != "localsgd" or r.get("algorithm") not in FIT_ALGORITHMS or r.get("correct") is False \
-                or not (isinstance(p, int) and p >= 2 and isinstance(n, (int, float)) and n >= 0
-                        and isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            skipped += 1
-            continue
-        used.append(r)
-        X.append((1.0, *terms(r["algorithm"], p, float(n))))
-        y.append(float(t))
+    used, X, y, skipped = usable_rows(rows, intercept=True)
     if len(used) < 4:
         raise SimError(f"a level needs at least 4 usable bench rows (localsgd {', '.join(FIT_ALGORITHMS)}, p >= 2) "
                        f"to fit overhead, alpha, beta and gamma, got {len(used)}")
@@ -69,16 +55,7 @@ def fit_with_overhead(rows: Iterable[dict[str, Any]], n_worst: int = 3) -> TwoLe
         if np.linalg.matrix_rank(W[:, cols] / scale[cols], tol=1e-9) < 3:
             cols = [1, 2]
             notes.append("the per-call overhead is not separable from alpha (one algorithm and one p): fixed at 0")
-    c, _ = nnls(W[:, cols] / scale[cols], np.ones(len(t)))
-    coef = np.zeros(4)
-    coef[cols] = c / scale[cols]
-    pred = A @ coef
-    ss_res, ss_tot = float(((t - pred) ** 2).sum()), float(((t - t.mean()) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else (1.0 if ss_res == 0 else 0.0)
-    rel = (pred - t) / t
-    worst = [{"p": used[i]["p"], "bytes": used[i]["bytes"], "algorithm": used[i]["algorithm"],
-              "t_median_s": float(t[i]), "t_fit_s": float(pred[i]), "rel_residual": float(rel[i])}
-             for i in np.argsort(-np.abs(rel))[:n_worst]]
+    coef, r2, worst = solve_relative(A, t, cols, scale, used, n_worst)
     return TwoLevelFit(overhead=float(coef[0]), alpha=float(coef[1]), beta=float(coef[2]), gamma=float(coef[3]),
                        r2=r2, rows=len(used), worst=worst, notes=notes)
 

@@ -7,12 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.checkpoints import rank_states, same
+from tests.fixtures.checkpoints import rank_pid, rank_states, same
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 __all__ = ["TINY", "K", "train", "states", "same", "assert_same_final_state", "needs_root", "rank_pid",
@@ -59,23 +58,6 @@ def assert_same_final_state(ref: Path, other: Path) -> None:
     rb = [json.loads(x) for x in (other / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in ra] == [r["step"] for r in rb]
     assert [r.get("test_loss") for r in ra] == [r.get("test_loss") for r in rb]
-
-
-def rank_pid(run: Path, rank: int, timeout: float = 60) -> int:
-    """The pid of one rank of the job writing to `run` (its command line names the folder; PMI_RANK says which)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for d in Path("/proc").iterdir():
-            try:
-                args = (d / "cmdline").read_bytes().split(b"\0")
-                env = (d / "environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if str(run).encode() in args and Path(args[0].decode()).name.startswith("python") \
-                    and f"PMI_RANK={rank}".encode() in env:
-                return int(d.name)
-        time.sleep(0.1)
-    raise AssertionError(f"rank {rank} of the job in {run} not found")
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:

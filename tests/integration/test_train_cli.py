@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fixtures.checkpoints import rank_states, same
+from tests.fixtures.checkpoints import rank_pid, rank_states, same
 from tests.fixtures.fake_wikitext import write_fake_wikitext
 from tests.parallel.harness import MPIRUN, REPO, mpi_env, mpirun
 
@@ -221,27 +221,13 @@ def test_train_ctrl_c_leaves_consistent_run_dir(tmp_path: Path) -> None:
     assert resumed["status"] == "paused" and resumed["steps_done"] > latest["step"] + 1
 
 
-def _rank_pid(run: Path, rank: int) -> int:
-    """The pid of one rank of the job writing to `run` (its command line names the folder; PMI_RANK says which)."""
-    for d in Path("/proc").iterdir():
-        try:
-            args = (d / "cmdline").read_bytes().split(b"\0")
-            env = (d / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if str(run).encode() in args and Path(args[0].decode()).name.startswith("python") \
-                and f"PMI_RANK={rank}".encode() in env:
-            return int(d.name)
-    raise AssertionError(f"rank {rank} of the job in {run} not found")
-
-
 @pytest.mark.parametrize("target", ["rank 1 only", "the launcher"])
 def test_train_sigterm_stops_every_rank_at_a_global_sync(tmp_path: Path, target: str) -> None:
     """A batch system's SIGTERM, to one rank only (rank 1 of 3) or to mpiexec (which forwards it), during local
     SGD with H = 4: every rank stops at the same global sync, checkpoints there, and the job exits 143 instead of
     hanging or aborting."""
     run = tmp_path / "run"
-    send = (lambda _pid: os.kill(_rank_pid(run, 1), signal.SIGTERM)) if target == "rank 1 only" else \
+    send = (lambda _pid: os.kill(rank_pid(run, 1), signal.SIGTERM)) if target == "rank 1 only" else \
         (lambda pid: os.kill(pid, signal.SIGTERM))
     code, out = _signal_mid_run(3, ["--algorithm", "local", "--H", "4", "--epochs", "400"], run, send)
     assert code == 143, out[-3000:]
