@@ -31,4 +31,7 @@ def test_two_level_fit_sees_the_link(cluster_available, state_dir, tmp_path: Pat
     # Sizes well above the token bucket's 32 KiB burst (which lets shorter messages through at veth speed); TCP
     # and a shared CPU can only slow the link down.
     assert 0.25 * wire < levels["inter"]["bandwidth_GBps"] < 1.5 * wire, levels["inter"]
-    assert levels["intra"]["bandwidth_GBps"] > 5 * wire, levels["intra"]  # shared memory is not the link
+    # Shared memory is not the link: far faster, or so fast next to the per-call costs that the fit puts no time
+    # on the bytes at all (bandwidth None, "unlimited": seen on a cold first run of a fresh clone).
+    intra = levels["intra"]["bandwidth_GBps"]
+    assert intra is None or intra > 5 * wire, levels["intra"]
