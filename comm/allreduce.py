@@ -9,7 +9,7 @@ from mpi4py import MPI
 from .algorithms import ALGORITHM_FUNCS
 from .buffers import adapt
 from .errors import CommError
-from .nodes import leader_allreduce, multinode_choice, node_layout, rail_allreduce, rail_inter_algorithm
+from .nodes import MPI_OPS, leader_allreduce, multinode_choice, node_layout, rail_allreduce, rail_inter_algorithm
 
 __all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algorithm", "private_comm",
            "check_args", "reduce_work"]
@@ -31,7 +31,6 @@ def _threshold_from_env(default: int = 512 * 1024) -> int:
 
 AUTO_THRESHOLD_BYTES = _threshold_from_env()
 
-_MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 _KEYVAL: int | None = None
 
 
@@ -119,7 +118,7 @@ def reduce_work(work: Any, op: str, algorithm: str, comm: Any) -> None:
             leader_allreduce(work, node_layout(private), op, auto_algorithm(work.count * _itemsize(work.dtype)))
         elif algorithm == "native":
             work.ops.sync()
-            private.Allreduce(MPI.IN_PLACE, work.array, op=_MPI_OPS[op])
+            private.Allreduce(MPI.IN_PLACE, work.array, op=MPI_OPS[op])
         else:
             ALGORITHM_FUNCS[algorithm](private, work.array, work.ops, op)
     if op == "mean":

@@ -10,9 +10,10 @@ from mpi4py import MPI
 from .algorithms import ALGORITHM_FUNCS, chunk_bounds
 
 __all__ = ["NodeLayout", "node_layout", "rail_allreduce", "leader_allreduce", "rail_inter_algorithm",
-           "MULTINODE_THRESHOLDS", "multinode_choice"]
+           "MULTINODE_THRESHOLDS", "multinode_choice", "MPI_OPS"]
 
-_MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+# Our op names as MPI ops ("mean" sums; the caller divides): shared by every module of comm that calls MPI itself.
+MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 _KEYVAL: int | None = None
 
 
@@ -29,10 +30,6 @@ class NodeLayout:
     leaders: Any | None               # the node leaders (node rank 0); None on the other ranks
     n_nodes: int
     ranks_per_node: tuple[int, ...]   # per node, in node order
-
-    @property
-    def multi_node(self) -> bool:
-        return self.n_nodes > 1
 
     @property
     def shared_nics(self) -> bool:
@@ -93,7 +90,7 @@ def rail_allreduce(work: Any, layout: NodeLayout, op: str, inter: str) -> None:
     shard = work.ops.scratch("rail", work.array, counts[r])
     work.ops.sync()
     if q > 1:
-        node.Reduce_scatter(work.array, shard, counts, op=_MPI_OPS[op])
+        node.Reduce_scatter(work.array, shard, counts, op=MPI_OPS[op])
     else:
         shard[:] = work.array
     if rail.Get_size() > 1 and counts[r] > 0:
@@ -109,7 +106,7 @@ def leader_allreduce(work: Any, layout: NodeLayout, op: str, inter: str) -> None
     """The classic hierarchical all-reduce on the real nodes: reduce to the node leader (shared memory), all-reduce
     among the leaders with `inter`, broadcast inside the node (comm.hierarchical_allreduce's shape)."""
     node = layout.node
-    mpi_op = _MPI_OPS[op]
+    mpi_op = MPI_OPS[op]
     work.ops.sync()
     if node.Get_size() > 1:
         if node.Get_rank() == 0:

@@ -9,10 +9,10 @@ from mpi4py import MPI
 from .allreduce import _resolve_comm, check_args, private_comm, reduce_work
 from .buffers import adapt
 from .errors import CommError
+from .nodes import MPI_OPS
 
 __all__ = ["Topology", "hierarchical_allreduce", "block_allreduce"]
 
-_MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 
 
 @dataclass(kw_only=True, eq=False)
@@ -81,7 +81,7 @@ def hierarchical_allreduce(buf: Any, topology: Topology, *, op: str = "sum", alg
         raise CommError(f"op 'mean' needs a floating dtype; got {work.dtype}")
     if work.count > 0 and topology.world.Get_size() > 1:
         node = private_comm(topology.node_comm)
-        mpi_op = _MPI_OPS[op]
+        mpi_op = MPI_OPS[op]
         work.ops.sync()
         if node.Get_size() > 1:
             if topology.is_leader:
