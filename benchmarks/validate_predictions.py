@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from atomicio import write_jsonl_atomic  # noqa: E402
 from train.calibrate import background_load, mpirun_path  # noqa: E402
 
-__all__ = ["MATRIX", "main"]
+__all__ = ["MATRIX", "main", "row", "print_table", "render_figure"]
 
 #: (name, ranks, trainer flags). K in {2, 4, 8, 16}; mini-batch and local with H in {4, 16}; hierarchical on
 #: virtual 2-GPU nodes; one run with --global-sync-delay. The calibration probes (1, 3 and 6 ranks) are not here.
@@ -52,7 +52,8 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     write_jsonl_atomic(path, rows)
 
 
-def _row(name: str, K: int, flags: list[str], summary: dict[str, Any], load: float) -> dict[str, Any]:
+def row(name: str, K: int, flags: list[str], summary: dict[str, Any], load: float) -> dict[str, Any]:
+    """One table row: the prediction recorded in summary.json next to the measured wall time and splits."""
     pred, tot = summary["prediction"], summary["totals_mean"]
     meas = summary["wall_s"]
     return {
@@ -68,6 +69,28 @@ def _row(name: str, K: int, flags: list[str], summary: dict[str, Any], load: flo
                      "startup_s": summary.get("startup_s")},
         "run_dir": summary["run_dir"],
     }
+
+
+def print_table(rows: list[dict[str, Any]], took_s: float, table: str) -> None:
+    """The human table and the median and worst |error|."""
+    errs = [abs(r["rel_error"]) for r in rows]
+    print(f"{'run':<40}{'K':>3}{'load':>6}{'predicted s':>13}{'measured s':>12}{'error':>9}")
+    for r in rows:
+        print(f"{r['name']:<40}{r['K']:>3}{r['sampled_load']:>6.2f}{r['predicted_s']:>13.2f}"
+              f"{r['measured_s']:>12.2f}{100 * r['rel_error']:>+8.1f}%")
+    print(f"median |error| {100 * statistics.median(errs):.1f} %, worst {100 * max(errs):.1f} % over {len(rows)} "
+          f"runs; matrix took {took_s:.0f} s; table {table}")
+
+
+def render_figure(table: str, figure_dir: str) -> bool:
+    """`python -m analysis predict` on the table; False (with one error line) if it fails."""
+    fig = subprocess.run([sys.executable, "-m", "analysis", "predict", "--table", table, "--out-dir", figure_dir,
+                          "--formats", "png", "--quiet"], cwd=ROOT, capture_output=True, text=True, check=False)
+    if fig.returncode != 0:
+        print(f"error: analysis predict failed: {fig.stderr.strip()}", file=sys.stderr)
+        return False
+    print(f"figure {Path(figure_dir) / 'predict.png'}")
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,23 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: run {name!r} failed with exit status {proc.returncode}: {tail[0]}", file=sys.stderr)
             return 1
         summary = json.loads((out / "summary.json").read_text())
-        rows.append(_row(name, K, flags, summary, load))
+        rows.append(row(name, K, flags, summary, load))
         _write_jsonl(Path(ns.table), rows)
-    errs = [abs(r["rel_error"]) for r in rows]
-    print(f"{'run':<40}{'K':>3}{'load':>6}{'predicted s':>13}{'measured s':>12}{'error':>9}")
-    for r in rows:
-        print(f"{r['name']:<40}{r['K']:>3}{r['sampled_load']:>6.2f}{r['predicted_s']:>13.2f}"
-              f"{r['measured_s']:>12.2f}{100 * r['rel_error']:>+8.1f}%")
-    print(f"median |error| {100 * statistics.median(errs):.1f} %, worst {100 * max(errs):.1f} % over {len(rows)} "
-          f"runs; matrix took {time.time() - t0:.0f} s; table {ns.table}")
-    if ns.figure_dir:
-        fig = subprocess.run([sys.executable, "-m", "analysis", "predict", "--table", ns.table, "--out-dir",
-                              ns.figure_dir, "--formats", "png", "--quiet"], cwd=ROOT, capture_output=True, text=True,
-                             check=False)
-        if fig.returncode != 0:
-            print(f"error: analysis predict failed: {fig.stderr.strip()}", file=sys.stderr)
-            return 1
-        print(f"figure {Path(ns.figure_dir) / 'predict.png'}")
+    print_table(rows, time.time() - t0, ns.table)
+    if ns.figure_dir and not render_figure(ns.table, ns.figure_dir):
+        return 1
     return 0
 
 

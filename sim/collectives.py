@@ -9,12 +9,15 @@ from __future__ import annotations
 from sim.costs import FLAT_ALGORITHMS, auto_algorithm, pof2_floor
 from sim.errors import SimError
 
-__all__ = ["Round", "Program", "flat_programs", "hierarchical_programs", "allgather_programs", "ALL_ALGORITHMS"]
+__all__ = ["Round", "Program", "flat_programs", "hierarchical_programs", "rail_programs", "allgather_programs",
+           "ALL_ALGORITHMS", "NODE_ALGORITHMS"]
 
 Round = tuple[tuple[tuple[int, float], ...], tuple[tuple[int, float, bool], ...]]
 Program = list[Round]
 
-ALL_ALGORITHMS = FLAT_ALGORITHMS + ("hierarchical",)
+#: Two-level all-reduces that need whole nodes of b consecutive ranks (comm/topology.py, comm/nodes.py).
+NODE_ALGORITHMS = ("hierarchical", "rail")
+ALL_ALGORITHMS = FLAT_ALGORITHMS + NODE_ALGORITHMS
 
 
 def _rnd(sends=(), recvs=()) -> Round:
@@ -71,16 +74,18 @@ def _rab_core(q: int, n: float) -> list[Program]:
     return progs
 
 
-def _ring(p: int, n: float) -> list[Program]:
+def _ring_phase(p: int, chunk: float, reduce: bool) -> list[Program]:
+    """One half of the ring: p - 1 rounds of `chunk` bytes to the next rank (reduce-scatter, or all-gather)."""
     progs: list[Program] = [[] for _ in range(p)]
-    if p == 1:
-        return progs
-    chunk = n / p
-    for step in range(2 * (p - 1)):
-        reduce = step < p - 1
+    for _ in range(p - 1):
         for i in range(p):
             progs[i].append(_rnd([((i + 1) % p, chunk)], [((i - 1) % p, chunk, reduce)]))
     return progs
+
+
+def _ring(p: int, n: float) -> list[Program]:
+    chunk = n / p
+    return [a + b for a, b in zip(_ring_phase(p, chunk, True), _ring_phase(p, chunk, False))]
 
 
 def _binomial_reduce(p: int, n: float) -> list[Program]:
@@ -128,21 +133,40 @@ def flat_programs(algorithm: str, p: int, n: float) -> list[Program]:
     raise SimError(f"all-reduce algorithm must be one of {', '.join(ALL_ALGORITHMS)}, got {algorithm!r}")
 
 
+def _place(progs: list[Program], local: list[Program], rank_of) -> None:
+    """Append a sub-group's programs (local ranks 0..len(local)-1) to `progs`, mapped by `rank_of`."""
+    for j, prog in enumerate(local):
+        progs[rank_of(j)].extend(
+            _rnd([(rank_of(d), m) for d, m in s], [(rank_of(x), m, red) for x, m, red in r]) for s, r in prog)
+
+
 def hierarchical_programs(nodes: int, b: int, n: float, leader_algorithm: str = "auto") -> list[Program]:
     """Programs for nodes*b ranks (node-major): reduce in node, all-reduce among leaders, broadcast."""
     alg = auto_algorithm(n) if leader_algorithm == "auto" else leader_algorithm
     progs: list[Program] = [[] for _ in range(nodes * b)]
 
-    def place(local: list[Program], rank_of) -> None:
-        for j, prog in enumerate(local):
-            progs[rank_of(j)].extend(
-                _rnd([(rank_of(d), m) for d, m in s], [(rank_of(x), m, red) for x, m, red in r]) for s, r in prog)
+    for node in range(nodes):
+        _place(progs, _binomial_reduce(b, n), lambda j, node=node: node * b + j)
+    _place(progs, flat_programs(alg, nodes, n), lambda j: j * b)
+    for node in range(nodes):
+        _place(progs, _binomial_bcast(b, n), lambda j, node=node: node * b + j)
+    return progs
+
+
+def rail_programs(nodes: int, b: int, n: float, rail_algorithm: str = "ring") -> list[Program]:
+    """comm's rail all-reduce on nodes*b ranks (node-major), as comm/nodes.py runs it:
+    reduce-scatter inside each node (b - 1 ring rounds of n/b), an all-reduce of its n/b shard among the ranks of
+    equal node rank on every node (`rail_algorithm`, the b rails at once, sharing each node's NIC), and an
+    all-gather inside the node (b - 1 rounds of n/b)."""
+    progs: list[Program] = [[] for _ in range(nodes * b)]
+    shard = n / b
 
     for node in range(nodes):
-        place(_binomial_reduce(b, n), lambda j, node=node: node * b + j)
-    place(flat_programs(alg, nodes, n), lambda j: j * b)
+        _place(progs, _ring_phase(b, shard, True), lambda j, node=node: node * b + j)
+    for r in range(b):
+        _place(progs, flat_programs(rail_algorithm, nodes, shard), lambda j, r=r: j * b + r)
     for node in range(nodes):
-        place(_binomial_bcast(b, n), lambda j, node=node: node * b + j)
+        _place(progs, _ring_phase(b, shard, False), lambda j, node=node: node * b + j)
     return progs
 
 

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from sim.collectives import Program, allgather_programs, flat_programs, hierarchical_programs
+from sim.collectives import (
+    NODE_ALGORITHMS,
+    Program,
+    allgather_programs,
+    flat_programs,
+    hierarchical_programs,
+    rail_programs,
+)
 from sim.errors import SimError
 from sim.links import FairLinks
 from sim.topology import Level, Topology
@@ -173,17 +180,17 @@ class CollectiveResult:
 
 
 def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b: int) -> list[Program]:
-    """Programs for a group of global `ranks`; hierarchical needs whole nodes of b consecutive ranks.
+    """Programs for a group of global `ranks`; hierarchical and rail need whole nodes of b consecutive ranks.
 
     "allgather" gathers `nbytes` from every rank (compressed syncs) instead of reducing `nbytes`.
     """
     p = len(ranks)
     if algorithm == "allgather":
         return allgather_programs(p, nbytes)
-    if algorithm == "hierarchical":
+    if algorithm in NODE_ALGORITHMS:
         if p % b or any(r != ranks[0] + i for i, r in enumerate(ranks)) or ranks[0] % b:
-            raise SimError(f"hierarchical all-reduce needs whole nodes of {b} consecutive ranks, got {p} ranks")
-        return hierarchical_programs(p // b, b, nbytes)
+            raise SimError(f"{algorithm} all-reduce needs whole nodes of {b} consecutive ranks, got {p} ranks")
+        return (hierarchical_programs if algorithm == "hierarchical" else rail_programs)(p // b, b, nbytes)
     return flat_programs(algorithm, p, nbytes)
 
 

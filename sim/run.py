@@ -117,7 +117,7 @@ def resolve_allreduce(choice: str, nodes: int, b: int, nbytes: float) -> tuple[s
     if choice in ("auto", "hierarchical"):
         glob = "hierarchical" if nodes > 1 and b > 1 else auto_algorithm(nbytes)
         return glob, block
-    if choice not in FLAT_ALGORITHMS:
+    if choice not in FLAT_ALGORITHMS + ("rail",):
         raise SimError(f"allreduce must be one of {', '.join(ALLREDUCE_CHOICES)}, got {choice!r}")
     return choice, block
 

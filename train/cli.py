@@ -15,7 +15,7 @@ from atomicio import OutputError, check_output_dir
 from sim.clivocab import group_by_topic, name_flags, typed_options
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
-from train.launch import RankZeroParser, launch_rank_size
+from train.launch import RankZeroParser, launch_nodes, launch_rank_size
 from train.models import MODEL_HELP
 from train.signals import EARLY
 
@@ -133,7 +133,8 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
-    ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers")),
+    ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers", "--predict-nodes",
+                    "--predict-network")),
 ]
 
 
@@ -173,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "share the cores with (default: the calibration's mean background load)")
     run.add_argument("--predict-workers", type=int, metavar="K", help="--predict: workers to predict for "
                      "(default: the launcher's world size)")
+    run.add_argument("--predict-nodes", type=int, metavar="N", help="machine files: nodes the workers sit on, "
+                     "equal ranks each (default: from the launcher's ranks per node on a real run, else 1)")
+    run.add_argument("--predict-network", metavar="FILE|PRESET", help="machine files: the links between nodes, the "
+                     "inter level of a sim topology (`python -m sim calibrate --bench` on `comm bench --level inter` "
+                     "across the nodes)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (it is on when rank 0 writes to "
                      "a terminal or runs under mpirun)")
     group_by_topic(run, _TOPICS)
@@ -301,7 +307,8 @@ def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> 
         raise TrainError("--predict needs --predict-topology FILE|PRESET: a machine file from `python -m train "
                          "calibrate`, a sim topology file or a preset such as paper-8x2-10gbps")
     K = ns.predict_workers if ns.predict_workers is not None else size
-    pred = predict(cfg, K, ns.predict_topology, load=ns.predict_load)
+    pred = predict(cfg, K, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
+                   launcher_nodes=launch_nodes(size) if size == K else None, network=ns.predict_network)
     if rank == 0:
         print(json.dumps(pred, indent=2) if ns.json else format_prediction(pred), flush=True)
     return 0
@@ -310,7 +317,8 @@ def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> 
 def _run_prediction(ns: argparse.Namespace, cfg: TrainConfig, size: int) -> dict[str, Any]:
     """Rank 0, before a real run: the prediction that summary.json records next to the measurement."""
     from train.predict import predict
-    return predict(cfg, size, ns.predict_topology, load=ns.predict_load)
+    return predict(cfg, size, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
+                   launcher_nodes=launch_nodes(size), network=ns.predict_network)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 
 from sim.compute import ComputeModel, ModelSpec
 from sim.costs import allreduce_cost
+from sim.engine import simulate_collective
 from sim.errors import SimError
 from sim.jitter import StepJitter
 from sim.run import RunConfig, simulate
@@ -51,6 +52,9 @@ PREDICTION_SCHEMA = "train.prediction/1"
 #: comm's "auto" rule (comm/allreduce.py): recursive doubling up to this many bytes, Rabenseifner above. Repeated
 #: here because importing comm starts MPI; tests/unit/test_predict_model.py checks both agree.
 COMM_AUTO_THRESHOLD_DEFAULT = 512 * 1024
+#: comm's multi-node rule (comm/nodes.py, multinode_choice): where several nodes hold more than one rank each, the
+#: ring up to this many bytes and the rail all-reduce above (LOCALSGD_AUTO_MULTINODE_RING_MAX_BYTES overrides).
+COMM_MULTINODE_RING_MAX_DEFAULT = 256 * 1024
 #: Shapes g(s) of the scheduling wait per message round once ranks outnumber the cores: lam * (1 - 1/s) * g(s).
 WAIT_FORMS = ("const", "sqrt", "linear")
 #: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
@@ -116,10 +120,19 @@ def scheduling_wait(s: float, lam: float, form: str) -> float:
     return lam * (1.0 - 1.0 / s) * (1.0 if form == "const" else math.sqrt(s) if form == "sqrt" else s)
 
 
-def comm_auto_algorithm(nbytes: int) -> str:
-    """The algorithm comm's "auto" picks for `nbytes` (LOCALSGD_AUTO_THRESHOLD_BYTES overrides the threshold)."""
-    text = os.environ.get("LOCALSGD_AUTO_THRESHOLD_BYTES", "")
-    limit = int(text) if text.isdigit() else COMM_AUTO_THRESHOLD_DEFAULT
+def _env_bytes(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    return int(text) if text.isdigit() else default
+
+
+def comm_auto_algorithm(nbytes: int, nodes: int = 1, per_node: int = 1) -> str:
+    """The algorithm comm's "auto" picks for `nbytes` on `nodes` nodes of `per_node` ranks each: on nodes that share
+    a NIC among several ranks the ring or the rail all-reduce, else recursive doubling or Rabenseifner (the
+    LOCALSGD_AUTO_* variables override the thresholds as they do in comm)."""
+    if nodes > 1 and per_node > 1:
+        ring_max = _env_bytes("LOCALSGD_AUTO_MULTINODE_RING_MAX_BYTES", COMM_MULTINODE_RING_MAX_DEFAULT)
+        return "ring" if nbytes <= ring_max else "rail"
+    limit = _env_bytes("LOCALSGD_AUTO_THRESHOLD_BYTES", COMM_AUTO_THRESHOLD_DEFAULT)
     return "recursive_doubling" if nbytes <= limit else "rabenseifner"
 
 
@@ -229,6 +242,21 @@ def _machine_level(m: dict[str, Any], s: float) -> Level:
                  bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
 
 
+def _network_level(spec: str, s: float, m: dict[str, Any]) -> tuple[Level, float, str]:
+    """The links between nodes: the inter level of the sim topology `spec` (a `sim calibrate --bench` fit of
+    `comm bench --level inter` across the nodes), its rounds waiting for an oversubscribed partner as on the machine
+    (the same scheduling wait as the intra level), and its per-call overhead (the global sync's minus the block's)."""
+    try:
+        net = load_topology(spec)
+    except SimError as e:
+        raise TrainError(f"--predict-network: {e}") from None
+    lv = net.inter
+    wait = scheduling_wait(s, float(m.get("oversubscribed_latency_s", 0.0)), m.get("oversubscribed_form", "const"))
+    level = Level(name="inter", latency_s=lv.latency_s + wait, overhead_s=lv.overhead_s,
+                  bandwidth_GBps=lv.bandwidth_GBps, gamma_s_per_byte=lv.gamma_s_per_byte)
+    return level, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
+
+
 def _machine_step_s(m: dict[str, Any], cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> float:
     """Single-rank seconds per step for cfg's model and batch: measured, or scaled by FLOPs from what was measured."""
     st = m["step"]
@@ -252,12 +280,16 @@ def _stragglers(cfg: TrainConfig, notes: list[str]) -> Stragglers:
 
 def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,
             engine: str = "fast", load: float | None = None, load_now: float | None = None,
-            sample_load: bool = True) -> dict[str, Any]:
+            sample_load: bool = True, nodes: int | None = None, launcher_nodes: int | None = None,
+            network: str | None = None) -> dict[str, Any]:
     """The simulator's prediction of the run `cfg` on K ranks, on a machine file, a topology file or a preset.
 
     `load`: other runnable processes on this machine (machine files only; default: the calibration's mean).
     `load_now`: the load right now, for the staleness warning (default: sampled for half a second when
     `sample_load`).
+    `nodes` (machine files): the K ranks sit on this many nodes, K / nodes each (default 1), all on this machine's
+    cores; `network` is a sim topology whose inter level is the links between them (default: this machine's level).
+    `launcher_nodes`: the nodes the launcher reports for this job, used for machine files when `nodes` is None.
     """
     if isinstance(K, bool) or not isinstance(K, int) or K < 1:
         raise TrainError(f"workers must be an integer >= 1, got {K!r}")
@@ -265,6 +297,12 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         raise TrainError(f"background load must be a finite number >= 0, got {load!r}")
     cfg.check_world(K)
     kind, src = load_source(source)
+    if kind != "machine" and (nodes is not None or network is not None):
+        raise TrainError(f"--predict-nodes and --predict-network apply to machine files; {source!r} is a topology "
+                         f"and has its own nodes and links")
+    n_nodes = nodes if nodes is not None else launcher_nodes if launcher_nodes is not None and kind == "machine" else 1
+    if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 1 or K % n_nodes:
+        raise TrainError(f"nodes must be an integer >= 1 that divides the {K} workers, got {n_nodes!r}")
     prof = profile or profile_model(cfg)
     L = 0.0
     plan = RunPlan.build(cfg, workers=K, n_train=prof.n_train)
@@ -277,15 +315,31 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
     compress = getattr(cfg, "compress", "none")
     if cfg.allreduce == "native":
         notes.append("native MPI_Allreduce is simulated as MPICH's choice (recursive doubling / Rabenseifner)")
-    flat = comm_auto_algorithm(payload) if cfg.allreduce in ("auto", "native") else cfg.allreduce
+    per_node = K // n_nodes if kind == "machine" else 1
+    flat = comm_auto_algorithm(payload, n_nodes, per_node) if cfg.allreduce in ("auto", "native") else cfg.allreduce
     if kind == "machine":
         L = float(src["background_load"]) if load is None else load
         s = cpu_share(K, int(src["cpu_count"]), L)
-        g = (cfg.gpus_per_node or K) if hier else K
+        if n_nodes > 1:
+            if hier and cfg.gpus_per_node not in (None, per_node):
+                raise TrainError(f"gpus_per_node must be the {per_node} ranks of each of the {n_nodes} nodes or be "
+                                 f"left out when predicting across nodes, got {cfg.gpus_per_node}")
+            g = per_node
+        else:
+            g = (cfg.gpus_per_node or K) if hier else K
         level = _machine_level(src, s)
+        inter, o_inter = Level(name="inter", **level.to_json()), 0.0
+        if network is not None:
+            inter, o_inter, net_name = _network_level(network, s, src)
+            notes.append(f"links between the {n_nodes} nodes: the inter level of {net_name!r}, plus the scheduling "
+                         f"wait of this machine's ranks")
+        elif n_nodes > 1:
+            notes.append(f"no --predict-network: the links between the {n_nodes} nodes are modelled as this machine's "
+                         f"shared memory")
         step_s = _machine_step_s(src, cfg, prof, notes) * s
-        topo = Topology(name=f"{src.get('name', 'machine')} ({K} ranks, CPU share x{s:.3g})", nodes=K // g,
-                        gpus_per_node=g, intra=level, inter=Level(name="inter", **level.to_json()),
+        where = f"{n_nodes} nodes x {per_node}" if n_nodes > 1 else f"{K} ranks"
+        topo = Topology(name=f"{src.get('name', 'machine')} ({where}, CPU share x{s:.3g})", nodes=K // g,
+                        gpus_per_node=g, intra=level, inter=inter, sync_overhead_s=(o_inter, 0.0),
                         compute=ComputeModel(kind="fixed", device="cpu", seconds_per_iter=(step_s,)))
         eval_per_sample = float(src["step"]["eval_s_per_sample"]) * s
         if load_now is None and sample_load:
@@ -326,14 +380,22 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         raise TrainError(str(e)) from None
     n_eval = count_evals(plan, cfg.eval_every)
     lvl = topo.inter if g_eff < K else topo.intra
-    eval_sync = 0.0 if K < 2 else (allreduce_cost(comm_auto_algorithm(payload), K, payload, lvl.cost)
-                                   + EVAL_SMALL_COLLECTIVES * allreduce_cost("recursive_doubling", K, 64, lvl.cost))
+    eval_sync = 0.0
+    if K >= 2 and n_nodes > 1:  # the model average as the run's own sync all-reduce, simulated on the nodes
+        alg = comm_auto_algorithm(payload, n_nodes, per_node)
+        eval_sync = (simulate_collective(topo, tuple(range(K)), alg, float(payload)).duration_s
+                     + EVAL_SMALL_COLLECTIVES * allreduce_cost(comm_auto_algorithm(64, n_nodes, per_node), K, 64,
+                                                               lvl.cost))
+    elif K >= 2:
+        eval_sync = (allreduce_cost(comm_auto_algorithm(payload), K, payload, lvl.cost)
+                     + EVAL_SMALL_COLLECTIVES * allreduce_cost("recursive_doubling", K, 64, lvl.cost))
     eval_s = n_eval * (math.ceil(prof.n_test / K) * eval_per_sample + eval_sync)
     barrier_s = res.syncs_global * bar_global + res.syncs_block * bar_block
     out = res.to_json()
     return {
         "schema": PREDICTION_SCHEMA, "source": kind, "source_spec": source, "topology": topo.name,
-        "workers": K, "nodes": out["nodes"], "gpus_per_node": out["gpus_per_node"], "cpu_share": s,
+        "workers": K, "nodes": out["nodes"], "real_nodes": n_nodes, "gpus_per_node": out["gpus_per_node"],
+        "cpu_share": s,
         "background_load": L if kind == "machine" else None,
         "algorithm": cfg.algorithm, "H": cfg.H, "Hb": cfg.Hb, "batch_size": cfg.batch_size,
         "total_steps": plan.total_steps, "model": cfg.model, "model_params": prof.params,

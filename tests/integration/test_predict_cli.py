@@ -87,9 +87,13 @@ def test_summary_records_the_prediction_of_predict(tmp_path):
 
 
 def test_comm_auto_rule_matches_comm():
-    code = ("from comm.allreduce import auto_algorithm as a; from train.predict import comm_auto_algorithm as b; "
-            "import sys; sizes=[0, 2048, 512*1024, 512*1024+1, 4<<20]; "
-            "sys.exit(0 if all(a(n) == b(n) for n in sizes) else 1)")
+    # one node, and nodes of 1, 2 and 3 ranks (the multi-node rule: ring, then rail where ranks share a NIC)
+    code = ("from comm.allreduce import auto_algorithm as a; from comm.nodes import NodeLayout as L; "
+            "from train.predict import comm_auto_algorithm as b; import sys; "
+            "sizes=[0, 2048, 256*1024, 256*1024+1, 512*1024, 512*1024+1, 4<<20]; "
+            "lays=[(4, 1), (4, 2), (2, 3), (1, 4)]; "
+            "ok = all(a(n) == b(n) for n in sizes) and all(a(n, L(node=None, rail=None, leaders=None, n_nodes=k, "
+            "ranks_per_node=(q,) * k)) == b(n, k, q) for n in sizes for k, q in lays); sys.exit(0 if ok else 1)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
 

@@ -190,3 +190,58 @@ def test_every_preset_and_algorithm(preset, kwargs):
     assert (p["syncs_global"], p["syncs_block"]) == (counts["global"], counts["block"])
     assert p["compute_s"] == pytest.approx(plan.total_steps * p["step_s"], rel=1e-9)
     assert p["wall_s"] > p["compute_s"] > 0
+
+
+def _network(path, *, alpha: float, o_global: float, bandwidth=None) -> str:
+    lvl = {"latency_s": alpha, "bandwidth_GBps": bandwidth, "overhead_s": 0.0, "gamma_s_per_byte": 0.0}
+    obj = {"name": "links", "nodes": 4, "gpus_per_node": 1, "intra": lvl, "inter": lvl,
+           "compute": {"kind": "fixed", "seconds_per_iter": [0.01]},
+           "sync_overhead_s": {"global": o_global, "block": 0.0}}
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+def test_machine_prediction_across_nodes_charges_the_network_level(tmp_path):
+    # 4 nodes x 1 rank: every message crosses the links. Recursive doubling (80 KB) and the barrier each take
+    # lg 4 rounds of the network's alpha plus the machine's scheduling wait; each sync pays the per-call overhead.
+    t, alpha, lam, a_net, o_net = 0.004, 2e-4, 3e-4, 5e-3, 1e-3
+    m = _machine(tmp_path / "m.json", t_alone=t, alpha=alpha, lam=lam, load=0.0)
+    net = _network(tmp_path / "n.json", alpha=a_net, o_global=o_net)
+    cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
+    p = predict(cfg, 4, m, profile=PROFILE, nodes=4, network=net)
+    s = 2.0
+    a = a_net + lam * (1 - 1 / s) * math.sqrt(s)
+    T = math.ceil((8192 // 4) * 4 / (4 * 32))
+    assert (p["real_nodes"], p["nodes"], p["gpus_per_node"], p["allreduce_global"]) == (4, 4, 1, "recursive_doubling")
+    assert p["train_s"] == pytest.approx(T * (t * s + 2 * a + 2 * a + o_net), rel=1e-9)
+    assert p["comm_intra_s"] == 0.0 and p["comm_inter_s"] > 0
+    # the same ranks on one node: the machine's level, no overhead
+    one = predict(cfg, 4, m, profile=PROFILE)
+    assert one["real_nodes"] == 1 and one["comm_inter_s"] == 0.0 and one["train_s"] < p["train_s"]
+    # the launcher's node count is used for machine files when nodes is not given
+    assert predict(cfg, 4, m, profile=PROFILE, launcher_nodes=4, network=net)["train_s"] == p["train_s"]
+
+
+def test_machine_prediction_across_nodes_of_two_picks_comms_multinode_rule(tmp_path):
+    m = _machine(tmp_path / "m.json", t_alone=0.004, alpha=2e-4, lam=3e-4, load=0.0)
+    net = _network(tmp_path / "n.json", alpha=5e-3, o_global=0.0, bandwidth=0.0125)
+    big = ModelProfile(params=300_000, gflops_per_sample=0.001, n_train=8192, n_test=2048, bytes_per_param=4)
+    cfg = TrainConfig(algorithm="local", H=4, epochs=1, eval_every=1)
+    assert predict(cfg, 8, m, profile=big, nodes=4, network=net)["allreduce_global"] == "rail"
+    assert predict(cfg, 8, m, profile=PROFILE, nodes=4, network=net)["allreduce_global"] == "ring"
+    hier = predict(TrainConfig(algorithm="hierarchical", H=2, Hb=2, epochs=1), 8, m, profile=big, nodes=4,
+                   network=net)
+    assert (hier["allreduce_global"], hier["nodes"], hier["gpus_per_node"]) == ("hierarchical", 4, 2)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"nodes": 3}, "nodes must be an integer >= 1 that divides the 8 workers, got 3"),
+    ({"nodes": 4, "network": "no-such-file"}, "--predict-network: unknown preset or missing topology file"),
+])
+def test_bad_nodes_or_network_is_one_line(tmp_path, kwargs, match):
+    m = _machine(tmp_path / "m.json", t_alone=0.004, alpha=2e-4, lam=3e-4, load=0.0)
+    with pytest.raises(TrainError, match=match) as e:
+        predict(TrainConfig(), 8, m, profile=PROFILE, **kwargs)
+    assert "\n" not in str(e.value)
+    with pytest.raises(TrainError, match="apply to machine files"):
+        predict(TrainConfig(), 16, "paper-8x2-10gbps", profile=PROFILE, nodes=8)

@@ -145,3 +145,32 @@ def test_link_sharing_is_validated_and_round_trips():
     t = topo(2, 2, "fifo")
     back = topology_from_json(t.to_json())
     assert back.link_sharing == "fifo" and back.to_json() == t.to_json()
+
+
+@pytest.mark.parametrize("nodes,b", [(4, 2), (3, 2), (4, 3), (2, 4)])
+def test_rail_allreduce_shares_each_nic_among_its_rails(nodes, b):
+    # comm's rail all-reduce: a free intra level leaves the b rails' rings, run at once through each node's NIC.
+    # Each of the 2 (nodes - 1) ring steps sends b chunks of n / (b nodes) through every NIC: with fair sharing a
+    # step takes alpha + n beta / nodes (each chunk pays its own latency and overhead; gamma on the received chunk).
+    free = Level(latency_s=0.0, bandwidth_GBps=None)
+    t = dataclasses.replace(topo(nodes, b), intra=free)
+    n = 3.0e6
+    chunk = n / (b * nodes)
+    step = INTER.overhead_s + INTER.latency_s + b * chunk * INTER.beta
+    reduce_steps = nodes - 1
+    want = 2 * (nodes - 1) * step + reduce_steps * chunk * INTER.gamma_s_per_byte
+    res = simulate_collective(t, tuple(range(nodes * b)), "rail", n)
+    assert res.duration_s == pytest.approx(want, rel=1e-9)
+    assert res.bytes_inter == pytest.approx(nodes * b * 2 * (nodes - 1) * chunk)
+
+
+def test_rail_inside_nodes_is_a_reduce_scatter_and_an_all_gather():
+    # One rank per node: the rail is a ring over the nodes; one node: only the intra phases (2 (b - 1) rounds).
+    t = topo(1, 4)
+    n = 1.0e6
+    res = simulate_collective(t, (0, 1, 2, 3), "rail", n)
+    ring = simulate_collective(t, (0, 1, 2, 3), "ring", n)
+    assert res.duration_s == pytest.approx(ring.duration_s, rel=1e-12)
+    t4 = topo(4, 1)
+    assert simulate_collective(t4, (0, 1, 2, 3), "rail", n).duration_s == pytest.approx(
+        simulate_collective(t4, (0, 1, 2, 3), "ring", n).duration_s, rel=1e-12)

@@ -1,0 +1,147 @@
+"""Predictions on the emulated cluster: calibrate, then run a matrix of real trainer runs across 4 nodes, each
+predicted before it starts; write the JSONL table and the `analysis predict` figure. As root (python -m cluster)."""
+# Usage (from the repository root, as root; about 25 minutes on the 2-core machine):
+#   python benchmarks/validate_cluster_predictions.py --work-dir runs/cluster-validate \
+#       --table docs/predict-cluster-table.jsonl --figure-dir docs/img/cluster
+# 1. Calibration, nothing of it in the matrix:
+#    * this machine (`python -m train calibrate` with the matrix's model): its step time alone, the 2-rank shared-
+#      memory bench, and timed trainer probes at 3, 6 and 12 ranks on one node (the matrix runs 4 and 8 ranks);
+#    * the links, at each rate of the matrix: `comm bench --level inter` on 4 nodes x 1 rank at message sizes that
+#      are not the model's (24 KiB to 1.5 MiB), fitted by `python -m sim calibrate --bench` (alpha, beta, gamma and
+#      a per-call overhead).
+# 2. The matrix: each run is `python -m cluster run ... -- python -m train ... --predict-topology MACHINE
+#    --predict-network NET`, so rank 0 predicts it before it starts (the nodes come from the launcher) and
+#    summary.json records the prediction next to the measured wall time. The background load is sampled for two
+#    seconds before each run and passed as --predict-load, as the calibration did for its probes.
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from validate_predictions import print_table, render_figure, row  # noqa: E402
+
+from atomicio import write_jsonl_atomic  # noqa: E402
+from train.calibrate import background_load  # noqa: E402
+
+__all__ = ["MODEL", "MATRIX", "BENCH_SIZES", "main"]
+
+#: A network-bound model: multinomial logistic regression on 3 x 64 x 64 synthetic images, 122,890 parameters
+#: (491,560 bytes per sync) and 0.12 MFLOPs per sample: at 100-400 Mbit/s a sync costs 10-60 times a step.
+MODEL = ["--model", "logreg", "--synthetic-size", "64", "--synthetic-train", "4096", "--eval-every", "4"]
+#: Message sizes of the link bench: none is the model's 491,560 bytes.
+BENCH_SIZES = "24K,48K,96K,192K,384K,768K,1536K"
+#: (name, nodes, ranks per node, rate, trainer flags). 4 x 1 and 4 x 2 at 100-400 Mbit/s: mini-batch, local
+#: H = 4 and 16, post-local, hierarchical H = 2, Hb = 4 on the real nodes, one with --global-sync-delay, one with a
+#: straggler.
+MATRIX: list[tuple[str, int, int, str, list[str]]] = [
+    ("4x1 100mbit minibatch", 4, 1, "100mbit", ["--algorithm", "minibatch", "--epochs", "6"]),
+    ("4x1 100mbit local H=4", 4, 1, "100mbit", ["--algorithm", "local", "--H", "4", "--epochs", "12"]),
+    ("4x1 200mbit local H=16", 4, 1, "200mbit", ["--algorithm", "local", "--H", "16", "--epochs", "24"]),
+    ("4x1 400mbit postlocal H=8", 4, 1, "400mbit", ["--algorithm", "postlocal", "--H", "8", "--switch-epoch", "4",
+                                                    "--epochs", "16"]),
+    ("4x1 400mbit minibatch", 4, 1, "400mbit", ["--algorithm", "minibatch", "--epochs", "12"]),
+    ("4x2 100mbit minibatch", 4, 2, "100mbit", ["--algorithm", "minibatch", "--epochs", "8"]),
+    ("4x2 100mbit local H=4", 4, 2, "100mbit", ["--algorithm", "local", "--H", "4", "--epochs", "16"]),
+    ("4x2 200mbit local H=16", 4, 2, "200mbit", ["--algorithm", "local", "--H", "16", "--epochs", "32"]),
+    ("4x2 200mbit postlocal H=8", 4, 2, "200mbit", ["--algorithm", "postlocal", "--H", "8", "--switch-epoch", "4",
+                                                    "--epochs", "16"]),
+    ("4x2 100mbit hierarchical H=2 Hb=4", 4, 2, "100mbit", ["--algorithm", "hierarchical", "--H", "2", "--Hb", "4",
+                                                            "--epochs", "16"]),
+    ("4x2 400mbit hierarchical H=2 Hb=4 delay 0.05 s", 4, 2, "400mbit",
+     ["--algorithm", "hierarchical", "--H", "2", "--Hb", "4", "--global-sync-delay", "0.05", "--epochs", "16"]),
+    ("4x2 200mbit local H=4 straggler 3:2", 4, 2, "200mbit", ["--algorithm", "local", "--H", "4", "--straggler",
+                                                              "3:2", "--epochs", "16"]),
+    ("4x2 400mbit minibatch", 4, 2, "400mbit", ["--algorithm", "minibatch", "--epochs", "12"]),
+]
+
+
+def _run(cmd: list[str], what: str, env: dict[str, str]) -> None:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:] or ["(no output)"]
+        raise SystemExit(f"error: {what} failed with exit status {proc.returncode}: {' | '.join(tail)}")
+
+
+def _cluster(nodes: int, per_node: int, rate: str) -> list[str]:
+    return [sys.executable, "-m", "cluster", "run", "--nodes", str(nodes), "--ranks-per-node", str(per_node),
+            "--rate", rate, "--"]
+
+
+def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path | None) -> tuple[Path, dict[str, Path]]:
+    """The machine file (unless given) and one inter-level fit per link rate."""
+    if machine is None:
+        machine = work / "machine.json"
+        print(f"calibrating this machine with the matrix's model -> {machine}", flush=True)
+        mflags = [f for f in MODEL if f not in ("--eval-every", "4")]
+        _run([sys.executable, "-m", "train", "calibrate", "--out", str(machine), "--name",
+              "2-core box (emulated cluster)", *mflags], "train calibrate", env)
+    nets: dict[str, Path] = {}
+    for rate in rates:
+        bench, net = work / f"bench-inter-{rate}.jsonl", work / f"net-{rate}.json"
+        print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
+        _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter", "--sizes",
+              BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters", "7", "--warmup", "2",
+              "--out", str(bench)], f"link bench at {rate}", env)
+        _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}", "--out",
+              str(net)], f"sim calibrate --bench at {rate}", env)
+        nets[rate] = net
+    return machine, nets
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work-dir", default=None, help="folder for the calibration files and the run folders "
+                    "(default: a new one under runs/)")
+    ap.add_argument("--machine", default=None, help="an existing machine file (made with the matrix's model) "
+                    "instead of calibrating this machine again")
+    ap.add_argument("--table", default="runs/predict-cluster-table.jsonl", help="JSONL table to write")
+    ap.add_argument("--figure-dir", default=None, help="write the `analysis predict` figure here (predict.png)")
+    ap.add_argument("--only", default=None, help="comma-separated row numbers (0-based) of the matrix to run")
+    ns = ap.parse_args(argv)
+    matrix = MATRIX
+    if ns.only:
+        try:
+            matrix = [MATRIX[int(i)] for i in ns.only.split(",")]
+        except (ValueError, IndexError):
+            print(f"error: --only must be row numbers 0..{len(MATRIX) - 1}, got {ns.only!r}", file=sys.stderr)
+            return 2
+    if ns.machine and not Path(ns.machine).is_file():
+        print(f"error: machine file {ns.machine!r} does not exist; leave --machine out to calibrate", file=sys.stderr)
+        return 2
+    work = Path(ns.work_dir or f"runs/cluster-validate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    t0 = time.time()
+    machine, nets = calibrate(work, sorted({m[3] for m in matrix}), env, Path(ns.machine) if ns.machine else None)
+    print(f"calibration took {time.time() - t0:.0f} s", flush=True)
+    rows = []
+    t1 = time.time()
+    for i, (name, nodes, per_node, rate, flags) in enumerate(matrix):
+        load = background_load(seconds=2.0, samples=40)
+        out = work / f"{i:02d}-{name.replace(' ', '_').replace('=', '').replace(':', '-')}"
+        print(f"[{i + 1}/{len(matrix)}] {name} (load {load:.2f}) -> {out}", flush=True)
+        _run([*_cluster(nodes, per_node, rate), "python", "-m", "train", "--quiet", "--out-dir", str(out),
+              "--predict-topology", str(machine), "--predict-network", str(nets[rate]), "--predict-load",
+              f"{load:.3f}", *MODEL, *flags], f"run {name!r}", env)
+        summary = json.loads((out / "summary.json").read_text())
+        r = row(name, nodes * per_node, flags, summary, load)
+        r.update(nodes=nodes, ranks_per_node=per_node, rate=rate, model_flags=" ".join(MODEL))
+        rows.append(r)
+        write_jsonl_atomic(Path(ns.table), rows)
+    print_table(rows, time.time() - t1, ns.table)
+    if ns.figure_dir and not render_figure(ns.table, ns.figure_dir):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
