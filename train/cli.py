@@ -360,6 +360,14 @@ def main(argv: list[str] | None = None) -> int:
                 raise flag_error(e, ns) from None
         if ns.predict:                  # no MPI at all: the prediction is the simulator's
             return _predict(ns, cfg, size, rank)
+        if ns.predict_topology:         # every rank reads the files; rank 0 alone runs the simulator
+            from train.predict import load_source
+            for flag, spec in (("--predict-topology", ns.predict_topology), ("--predict-network", ns.predict_network)):
+                try:
+                    if spec:
+                        load_source(spec)
+                except TrainError as e:
+                    raise TrainError(f"{flag}: {e}") from None
         prediction = _run_prediction(ns, cfg, size) if ns.predict_topology and rank == 0 else None
         try:
             cfg.check_world(size)

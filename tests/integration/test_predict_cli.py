@@ -14,7 +14,8 @@ from train.predict import MACHINE_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-for _k in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+for _k in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+           "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
     ENV.pop(_k, None)
 
 
@@ -102,3 +103,23 @@ def test_calibrate_bad_probe_ranks_exits_2(tmp_path):
     r = _train("calibrate", "--out", str(tmp_path / "m.json"), "--probe-ranks", "1")
     assert r.returncode == 2
     assert r.stderr.strip() == "error: --probe-ranks must be integers >= 2 like 3,6, got [1]"
+
+
+def test_predict_across_nodes_and_a_bad_network_file(tmp_path):
+    m = _machine(tmp_path / "m.json")
+    lvl = {"latency_s": 1e-4, "bandwidth_GBps": 0.0125, "overhead_s": 0.0, "gamma_s_per_byte": 0.0}
+    net = tmp_path / "net.json"
+    net.write_text(json.dumps({"name": "links", "nodes": 4, "gpus_per_node": 1, "intra": lvl, "inter": lvl,
+                               "compute": {"kind": "fixed", "seconds_per_iter": [0.01]}}))
+    r = _train("--predict", "--predict-topology", m, "--predict-workers", "8", "--predict-nodes", "4",
+               "--predict-network", str(net), "--width", "16", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert (p["real_nodes"], p["gpus_per_node"], p["allreduce_global"]) == (4, 2, "rail")
+    assert p["comm_inter_s"] > p["comm_intra_s"] > 0
+    # a real run checks the files on every rank before MPI starts: one line naming the flag, exit 2
+    r = _train("--predict-topology", m, "--predict-network", str(tmp_path / "nosuch.json"), "--out-dir",
+               str(tmp_path / "run"))
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: --predict-network: unknown preset or missing topology file")
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
