@@ -28,6 +28,7 @@ EPILOG = """examples (as root):
   python -m cluster check
   python -m cluster run --nodes 4 --ranks-per-node 2 --rate 200mbit -- python -m comm bench --sizes 8M
   python -m cluster run --nodes 2 --ranks-per-node 2 --rate 1gbit --no-mpirun -- bash my_launch_script.sh
+  python -m cluster run --nodes 4 --rate 500mbit --mtu 1500 -- python -m comm bench --sizes 8M   # standard frames
   python -m cluster cleanup            # remove what a killed run left behind
 """
 

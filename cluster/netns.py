@@ -27,8 +27,9 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit)?(?:/s)?\s*$
 # bucket (at least 32 KiB), which drops any packet larger than its burst.
 MIN_MTU, MAX_MTU = 1280, 9216
 # Jumbo frames by default: with 8 ranks and every node's TCP work on a few cores, the kernel's per-packet work
-# and 1500-byte frames' headers (5 % of the wire) kept large messages at 57-80 % of the shaped rate; at 9000 the
-# headers are 1 % and the same all-reduce reached 85-90 % (docs/README-cluster.md). The rate is tbf's either way.
+# and 1500-byte frames' headers (5 % of the wire) kept large messages well below the shaped rate (bench-cluster at
+# >= 8 MiB: 73-88 % at 1500, 80-97 % at 9000, where headers are 1 %; docs/README-cluster.md). tbf sets the rate
+# either way.
 DEFAULT_MTU = 9000
 _UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 
