@@ -22,8 +22,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cluster import Cluster, ClusterSpec, parse_rate, unavailable_reason  # noqa: E402
-from cluster.netns import format_rate  # noqa: E402
+from cluster import Cluster, ClusterError, ClusterSpec, parse_rate, unavailable_reason  # noqa: E402
+from cluster.netns import DEFAULT_MTU, MAX_MTU, MIN_MTU, check_mtu, format_rate  # noqa: E402
 
 
 def fmt_size(n: int) -> str:
@@ -32,7 +32,7 @@ def fmt_size(n: int) -> str:
 
 def run_cells(layout: str, rate: str, algorithm: str, args: argparse.Namespace) -> list[dict]:
     nodes, ppn = (int(x) for x in layout.lower().split("x"))
-    spec = ClusterSpec(nodes=nodes, ranks_per_node=ppn, rate_bits=parse_rate(rate))
+    spec = ClusterSpec(nodes=nodes, ranks_per_node=ppn, rate_bits=parse_rate(rate), mtu=args.mtu)
     with tempfile.TemporaryDirectory() as tmp, Cluster(spec) as cluster:
         wout = os.path.join(tmp, "cells.jsonl")
         cmd = [sys.executable, "-m", "mpi4py", str(REPO / "benchmarks" / "allreduce_vs_native.py"), "--worker",
@@ -45,7 +45,7 @@ def run_cells(layout: str, rate: str, algorithm: str, args: argparse.Namespace) 
         rows = [json.loads(line) for line in Path(wout).read_text().splitlines()]
     for row in rows:
         share = 2 * (nodes - 1) / nodes * row["bytes"] if nodes > 1 else 0.0
-        row.update(layout=layout, nodes=nodes, ranks_per_node=ppn, rate_bits=spec.rate_bits,
+        row.update(layout=layout, nodes=nodes, ranks_per_node=ppn, rate_bits=spec.rate_bits, mtu=spec.mtu,
                    link_util_native=share / row["t_native_median_s"] / (spec.rate_bits / 8),
                    link_util_ours=share / row["t_ours_median_s"] / (spec.rate_bits / 8))
     return rows
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layouts", default="4x2,4x1", help="NODESxRANKS, comma-separated (default 4x2,4x1)")
     ap.add_argument("--rates", default="100mbit,500mbit", help="link rates (default 100mbit,500mbit)")
     ap.add_argument("--sizes", default="1M,4M,16M,64M", help="message sizes (default 1M,4M,16M,64M)")
+    ap.add_argument("--mtu", type=int, default=DEFAULT_MTU,
+                    help=f"link MTU in bytes, {MIN_MTU}-{MAX_MTU} (default {DEFAULT_MTU}, as `python -m cluster run`)")
     ap.add_argument("--ours", default="auto", help="our algorithm(s), comma-separated (default auto)")
     ap.add_argument("--scale", type=float, default=0.5, help="multiply the number of pairs per cell (default 0.5)")
     ap.add_argument("--timeout", type=float, default=1200, help="seconds per cluster job")
@@ -70,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"error: {reason}", file=sys.stderr)
         return 2
+    try:
+        check_mtu(args.mtu)
+    except ClusterError as exc:
+        print(f"error: --{exc}", file=sys.stderr)
+        return 2
     load = os.getloadavg()[0]
     cells = []
     for algorithm in args.ours.split(","):
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             for rate in args.rates.split(","):
                 cells += run_cells(layout, rate, algorithm, args)
     print(f"ours / native MPI_Allreduce across emulated nodes, median of per-pair ratios (< 1.0: ours faster); "
-          f"load average {load:.1f} at start on {os.cpu_count()} cores")
+          f"MTU {args.mtu}; load average {load:.1f} at start on {os.cpu_count()} cores")
     print(f"{'layout':>6} {'rate':>8} {'size':>7} {'ours':>13} {'chose':>10} {'ratio':>7} {'t native':>10} "
           f"{'t ours':>10} {'link use':>9}")
     for c in cells:

@@ -3,6 +3,6 @@ from __future__ import annotations
 
 from .errors import ClusterError
 from .launch import Cluster
-from .netns import ClusterSpec, cleanup_stale, parse_rate, unavailable_reason
+from .netns import ClusterSpec, check_mtu, cleanup_stale, parse_rate, unavailable_reason
 
-__all__ = ["Cluster", "ClusterSpec", "ClusterError", "cleanup_stale", "parse_rate", "unavailable_reason"]
+__all__ = ["Cluster", "ClusterSpec", "ClusterError", "check_mtu", "cleanup_stale", "parse_rate", "unavailable_reason"]

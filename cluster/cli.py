@@ -10,7 +10,17 @@ from typing import Any
 
 from .errors import ClusterError
 from .launch import Cluster
-from .netns import ClusterSpec, cleanup_stale, format_rate, parse_rate, unavailable_reason
+from .netns import (
+    DEFAULT_MTU,
+    MAX_MTU,
+    MIN_MTU,
+    ClusterSpec,
+    check_mtu,
+    cleanup_stale,
+    format_rate,
+    parse_rate,
+    unavailable_reason,
+)
 
 __all__ = ["main", "build_parser"]
 
@@ -18,6 +28,7 @@ EPILOG = """examples (as root):
   python -m cluster check
   python -m cluster run --nodes 4 --ranks-per-node 2 --rate 200mbit -- python -m comm bench --sizes 8M
   python -m cluster run --nodes 2 --ranks-per-node 2 --rate 1gbit --no-mpirun -- bash my_launch_script.sh
+  python -m cluster run --nodes 4 --rate 500mbit --mtu 1500 -- python -m comm bench --sizes 8M   # standard frames
   python -m cluster cleanup            # remove what a killed run left behind
 """
 
@@ -36,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MPI ranks per node (default 1)")
     run.add_argument("--rate", default="1gbit", help="each node's link rate per direction, e.g. 200mbit, 1gbit "
                                                      "(default 1gbit)")
+    run.add_argument("--mtu", default=str(DEFAULT_MTU), metavar="BYTES",
+                     help=f"MTU of every link, {MIN_MTU}-{MAX_MTU} (default {DEFAULT_MTU}, jumbo frames; 1500 for "
+                          "standard Ethernet frames)")
     run.add_argument("--timeout", type=float, default=None, metavar="S",
                      help="stop the job after S seconds (exit 124)")
     run.add_argument("--no-mpirun", action="store_true",
@@ -60,13 +74,27 @@ def _terminate(signum: int, frame: Any) -> None:
     raise _Stopped(signum)
 
 
+def _mtu(text: str) -> int:
+    """--mtu as typed: an integer in range, else one error line that names the value and what is valid."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise ClusterError(f"--mtu must be an integer from {MIN_MTU} to {MAX_MTU} bytes (1500: standard Ethernet, "
+                           f"9000: jumbo frames); got {text!r}") from None
+    try:
+        return check_mtu(value)
+    except ClusterError as exc:
+        raise ClusterError(f"--{exc}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise ClusterError("run needs a command after --, e.g. -- python -m comm bench")
     if args.timeout is not None and not args.timeout > 0:
         raise ClusterError(f"--timeout must be a positive number of seconds; got {args.timeout}")
-    spec = ClusterSpec(nodes=args.nodes, ranks_per_node=args.ranks_per_node, rate_bits=parse_rate(args.rate))
+    spec = ClusterSpec(nodes=args.nodes, ranks_per_node=args.ranks_per_node, rate_bits=parse_rate(args.rate),
+                       mtu=_mtu(args.mtu))
     reason = unavailable_reason()
     if reason:
         raise ClusterError(reason)
@@ -77,14 +105,16 @@ def _run(args: argparse.Namespace) -> int:
         assert net is not None
         up = time.perf_counter() - start
         print(f"cluster {net.run_id}: {spec.nodes} nodes x {spec.ranks_per_node} ranks, {format_rate(spec.rate_bits)} "
-              f"per NIC direction, up in {up:.2f} s; hostfile {cluster.hostfile}", file=sys.stderr, flush=True)
+              f"per NIC direction, MTU {spec.mtu}, up in {up:.2f} s; hostfile {cluster.hostfile}", file=sys.stderr,
+              flush=True)
         before = net.link_bytes()
         t0 = time.perf_counter()
         rc: int = cluster.run(cmd, mpi=not args.no_mpirun, timeout=args.timeout).returncode
         wall = time.perf_counter() - t0
         moved = [{k: a[k] - b[k] for k in a} for a, b in zip(net.link_bytes(), before)]
         summary = {"run_id": net.run_id, "nodes": spec.nodes, "ranks_per_node": spec.ranks_per_node,
-                   "rate_bits": spec.rate_bits, "returncode": rc, "wall_s": round(wall, 3), "links": moved}
+                   "rate_bits": spec.rate_bits, "mtu": spec.mtu, "returncode": rc, "wall_s": round(wall, 3),
+                   "links": moved}
     if args.json:
         print(json.dumps(summary), flush=True)
     sent = ", ".join(f"node{i} {m['sent'] / 1e6:.2f}/{m['received'] / 1e6:.2f}" for i, m in enumerate(moved))

@@ -15,14 +15,22 @@ from typing import Any
 
 from .errors import ClusterError
 
-__all__ = ["ClusterSpec", "Network", "parse_rate", "format_rate", "state_dir", "unavailable_reason",
-           "cleanup_stale", "PREFIX"]
+__all__ = ["ClusterSpec", "Network", "parse_rate", "check_mtu", "format_rate", "state_dir", "unavailable_reason",
+           "cleanup_stale", "PREFIX", "DEFAULT_MTU", "MIN_MTU", "MAX_MTU"]
 
 # Every object a run creates is named PREFIX + a 5-hex-digit run id + a role letter (+ node index), e.g.
 # lsgd3fa21b (bridge), lsgd3fa21v0 (host end of node 0's veth), lsgd3fa21n0 (node 0's network namespace).
 PREFIX = "lsgd"
 _NAME = re.compile(rf"^{PREFIX}[0-9a-f]{{5}}[bvn]\d*$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit)?(?:/s)?\s*$", re.IGNORECASE)
+# Link MTU: 1280 is IPv6's minimum, 9216 the largest common jumbo frame; a frame then always fits in the tbf
+# bucket (at least 32 KiB), which drops any packet larger than its burst.
+MIN_MTU, MAX_MTU = 1280, 9216
+# Jumbo frames by default: with 8 ranks and every node's TCP work on a few cores, the kernel's per-packet work
+# and 1500-byte frames' headers (5 % of the wire) kept large messages well below the shaped rate (bench-cluster at
+# >= 8 MiB: 73-88 % at 1500, 80-97 % at 9000, where headers are 1 %; docs/README-cluster.md). tbf sets the rate
+# either way.
+DEFAULT_MTU = 9000
 _UNITS = {"bit": 1.0, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
 
 
@@ -40,6 +48,14 @@ def parse_rate(text: str | float) -> float:
     return value
 
 
+def check_mtu(mtu: object) -> int:
+    """The link MTU in bytes: an integer from MIN_MTU (IPv6's minimum) to MAX_MTU (the largest jumbo frame)."""
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
+        raise ClusterError(f"mtu must be an integer from {MIN_MTU} to {MAX_MTU} bytes (1500: standard Ethernet, "
+                           f"9000: jumbo frames); got {mtu!r}")
+    return mtu
+
+
 def format_rate(bits: float) -> str:
     for unit, scale in (("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)):
         if bits >= scale:
@@ -49,11 +65,13 @@ def format_rate(bits: float) -> str:
 
 @dataclass(kw_only=True, frozen=True)
 class ClusterSpec:
-    """What to build: `nodes` nodes of `ranks_per_node` ranks, each node's NIC shaped to `rate_bits` per direction."""
+    """What to build: `nodes` nodes of `ranks_per_node` ranks, each node's NIC shaped to `rate_bits` per direction,
+    every link (veth ends and bridge) with an MTU of `mtu` bytes."""
 
     nodes: int
     ranks_per_node: int = 1
     rate_bits: float = 1e9
+    mtu: int = DEFAULT_MTU
 
     def __post_init__(self) -> None:
         if isinstance(self.nodes, bool) or not isinstance(self.nodes, int) or not 1 <= self.nodes <= 64:
@@ -62,6 +80,7 @@ class ClusterSpec:
         if isinstance(rpn, bool) or not isinstance(rpn, int) or not 1 <= rpn <= 64:
             raise ClusterError(f"ranks per node must be an integer from 1 to 64; got {rpn!r}")
         parse_rate(self.rate_bits)
+        check_mtu(self.mtu)
 
     @property
     def size(self) -> int:
@@ -167,7 +186,7 @@ class Network:
         self.created.append(item)
         state = {"run_id": self.run_id, "pid": os.getpid(), "pid_start": _start_time(os.getpid()),
                  "subnet": self.subnet, "created": self.created, "nodes": self.spec.nodes,
-                 "ranks_per_node": self.spec.ranks_per_node, "rate_bits": self.spec.rate_bits}
+                 "ranks_per_node": self.spec.ranks_per_node, "rate_bits": self.spec.rate_bits, "mtu": self.spec.mtu}
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -179,7 +198,8 @@ class Network:
         burst = max(32 * 1024, int(self.spec.rate_bits / 8 / 1000))
         tbf = ["tbf", "rate", rate, "burst", str(burst), "latency", "50ms"]
         self._record(f"link:{self.bridge}")
-        _sh("ip", "link", "add", self.bridge, "type", "bridge")
+        mtu = str(self.spec.mtu)
+        _sh("ip", "link", "add", self.bridge, "mtu", mtu, "type", "bridge")
         _sh("ip", "addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
         _sh("ip", "link", "set", self.bridge, "up")
         for i in range(self.spec.nodes):
@@ -187,7 +207,7 @@ class Network:
             self._record(f"netns:{ns}")
             _sh("ip", "netns", "add", ns)
             self._record(f"link:{veth}")
-            _sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _sh("ip", "link", "add", veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu, "netns", ns)
             _sh("ip", "link", "set", veth, "master", self.bridge, "up")
             _sh("ip", "-n", ns, "addr", "add", f"{self.address(i)}/24", "dev", "eth0")
             _sh("ip", "-n", ns, "link", "set", "eth0", "up")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cluster import Cluster, ClusterError, ClusterSpec, parse_rate
+from cluster.netns import DEFAULT_MTU
 from tests.parallel.harness import REPO, mpi_env
 
 CLI = [sys.executable, "-m", "cluster"]
@@ -35,7 +36,9 @@ def test_parse_rate_rejects(text):
 
 
 @pytest.mark.parametrize("kw, word", [({"nodes": 0}, "nodes"), ({"nodes": 2, "ranks_per_node": 0}, "ranks per node"),
-                                      ({"nodes": True}, "nodes")])
+                                      ({"nodes": True}, "nodes"), ({"nodes": 2, "mtu": 1279}, "mtu"),
+                                      ({"nodes": 2, "mtu": 9217}, "mtu"), ({"nodes": 2, "mtu": "9000"}, "mtu"),
+                                      ({"nodes": 2, "mtu": True}, "mtu")])
 def test_spec_rejects(kw, word):
     with pytest.raises(ClusterError, match=word):
         ClusterSpec(**kw)
@@ -43,7 +46,10 @@ def test_spec_rejects(kw, word):
 
 def test_cli_bad_input_is_one_line_exit_2():
     for args, needle in ((["run", "--rate", "fast", "--", "true"], "'fast'"), (["run", "--nodes", "0", "--", "true"],
-                                                                            "nodes"), (["run"], "needs a command")):
+                                                                            "nodes"), (["run"], "needs a command"),
+                         (["run", "--mtu", "100", "--", "true"], "--mtu must be an integer from 1280 to 9216 bytes"),
+                         (["run", "--mtu", "jumbo", "--", "true"], "got 'jumbo'"),
+                         (["run", "--mtu", "9217", "--", "true"], "got 9217")):
         res = _cli(*args)
         assert res.returncode == 2, res
         lines = res.stderr.strip().splitlines()
@@ -79,6 +85,51 @@ def test_run_cli_reports_bytes_and_exit_code(cluster_available, state_dir):
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["nodes"] == 2 and summary["returncode"] == res.returncode and len(summary["links"]) == 2
     assert "torn down" in res.stderr
+
+
+def _mtus(cluster: Cluster) -> dict[str, int]:
+    net = cluster.network
+    assert net is not None
+    return {name: int(Path("/sys/class/net", name, "mtu").read_text()) for name in (net.bridge, net.veth(0),
+                                                                                    net.veth(1))}
+
+
+@pytest.mark.parametrize("mtu", [None, 1500])
+def test_mtu_takes_effect(cluster_available, state_dir, mtu):
+    """--mtu (default 9000, jumbo frames) is the MTU of each node's eth0 (read inside the node by every rank), of the
+    host ends of the veths and of the bridge; a full-size frame crosses a link unfragmented."""
+    want = DEFAULT_MTU if mtu is None else mtu
+    flag = [] if mtu is None else ["--mtu", str(mtu)]
+    res = _cli("run", "--nodes", "2", "--ranks-per-node", "2", "--json", *flag, "--", "cat", "/sys/class/net/eth0/mtu")
+    assert res.returncode == 0, res
+    lines = res.stdout.strip().splitlines()
+    assert lines[:-1] == [str(want)] * 4, res.stdout
+    assert json.loads(lines[-1])["mtu"] == want and f"MTU {want}," in res.stderr, res
+    with Cluster(ClusterSpec(nodes=2, rate_bits=1e9, **({} if mtu is None else {"mtu": mtu}))) as cluster:
+        assert set(_mtus(cluster).values()) == {want}
+        # The largest IPv4 datagram the MTU allows, with fragmentation forbidden, crosses node0 -> node1 whole; one
+        # byte more is refused at node0's eth0.
+        net = cluster.network
+        recv = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(20); "
+                f"s.bind(('{net.address(1)}', 9009)); print('ready', flush=True); print(len(s.recv(65536)))")
+        send = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+                "s.setsockopt(socket.IPPROTO_IP, 10, 2); "  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: never fragment
+                f"s.sendto(bytes(int(sys.argv[1])), ('{net.address(1)}', 9009))")
+        receiver = subprocess.Popen(["ip", "netns", "exec", net.netns(1), sys.executable, "-c", recv],
+                                    stdout=subprocess.PIPE, text=True)
+        try:
+            assert receiver.stdout is not None and receiver.stdout.readline().strip() == "ready"
+            over = subprocess.run(["ip", "netns", "exec", net.netns(0), sys.executable, "-c", send, str(want - 27)],
+                                  capture_output=True, text=True, timeout=30, check=False)
+            assert over.returncode != 0 and "Message too long" in over.stderr, over
+            sent = subprocess.run(["ip", "netns", "exec", net.netns(0), sys.executable, "-c", send, str(want - 28)],
+                                  capture_output=True, text=True, timeout=30, check=False)
+            assert sent.returncode == 0, sent
+            out, _ = receiver.communicate(timeout=30)
+        finally:
+            receiver.kill()
+            receiver.wait()
+        assert receiver.returncode == 0 and out.strip() == str(want - 28), out
 
 
 def _wait_for_state(state_dir: str, timeout: float = 30) -> dict:
