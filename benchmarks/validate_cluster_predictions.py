@@ -97,6 +97,20 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
     return machine, nets
 
 
+def markdown(rows: list[dict]) -> str:
+    """The README's table: predicted and measured wall time and their compute / comm + waiting / evaluation."""
+    out = ["| run | K | load | predicted (s) | measured (s) | error | predicted breakdown | measured breakdown |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        p, m = r["predicted"], r["measured"]
+        pc = p["comm_intra_s"] + p["comm_inter_s"] + p["wait_s"] + p["barrier_s"] + p["delay_s"]
+        mc = (m["comm_s"] or 0.0) + (m["wait_s"] or 0.0)
+        out.append(f"| {r['name']} | {r['K']} | {r['sampled_load']:.2f} | {r['predicted_s']:.2f} | "
+                   f"{r['measured_s']:.2f} | {100 * r['rel_error']:+.1f} % | {p['compute_s']:.2f} / {pc:.2f} / "
+                   f"{p['eval_s']:.2f} | {m['compute_s']:.2f} / {mc:.2f} / {m['eval_s']:.2f} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--work-dir", default=None, help="folder for the calibration files and the run folders "
@@ -106,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", default="runs/predict-cluster-table.jsonl", help="JSONL table to write")
     ap.add_argument("--figure-dir", default=None, help="write the `analysis predict` figure here (predict.png)")
     ap.add_argument("--only", default=None, help="comma-separated row numbers (0-based) of the matrix to run")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (the README's)")
     ns = ap.parse_args(argv)
     matrix = MATRIX
     if ns.only:
@@ -138,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(r)
         write_jsonl_atomic(Path(ns.table), rows)
     print_table(rows, time.time() - t1, ns.table)
+    if ns.markdown:
+        print(markdown(rows))
     if ns.figure_dir and not render_figure(ns.table, ns.figure_dir):
         return 1
     return 0
