@@ -7,8 +7,9 @@ predicted before it starts; write the JSONL table and the `analysis predict` fig
 #    * this machine (`python -m train calibrate` with the matrix's model): its step time alone, the 2-rank shared-
 #      memory bench, and timed trainer probes at 3, 6 and 12 ranks on one node (the matrix runs 4 and 8 ranks);
 #    * the links, at each rate of the matrix: `comm bench --level inter` on 4 nodes x 1 rank at message sizes that
-#      are not the model's (24 KiB to 1.5 MiB), fitted by `python -m sim calibrate --bench` (alpha, beta, gamma and
-#      a per-call overhead).
+#      are not the model's (192 KiB to 3 MiB: well above tbf's 32 KiB bucket, which lets a few KiB pass at veth
+#      speed and would make the fitted bandwidth faster than the link), fitted by `python -m sim calibrate --bench`
+#      (alpha, beta, gamma and a per-call overhead).
 # 2. The matrix: each run is `python -m cluster run ... -- python -m train ... --predict-topology MACHINE
 #    --predict-network NET`, so rank 0 predicts it before it starts (the nodes come from the launcher) and
 #    summary.json records the prediction next to the measured wall time. The background load is sampled for two
@@ -37,8 +38,8 @@ __all__ = ["MODEL", "MATRIX", "BENCH_SIZES", "main"]
 #: A network-bound model: multinomial logistic regression on 3 x 64 x 64 synthetic images, 122,890 parameters
 #: (491,560 bytes per sync) and 0.12 MFLOPs per sample: at 100-400 Mbit/s a sync costs 10-60 times a step.
 MODEL = ["--model", "logreg", "--synthetic-size", "64", "--synthetic-train", "4096", "--eval-every", "4"]
-#: Message sizes of the link bench: none is the model's 491,560 bytes.
-BENCH_SIZES = "24K,48K,96K,192K,384K,768K,1536K"
+#: Message sizes of the link bench: none is the model's 491,560 bytes, all are well above tbf's 32 KiB bucket.
+BENCH_SIZES = "192K,384K,768K,1536K,3M"
 #: (name, nodes, ranks per node, rate, trainer flags). 4 x 1 and 4 x 2 at 100-400 Mbit/s: mini-batch, local
 #: H = 4 and 16, post-local, hierarchical H = 2, Hb = 4 on the real nodes, one with --global-sync-delay, one with a
 #: straggler.
@@ -98,7 +99,8 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
 
 
 def markdown(rows: list[dict]) -> str:
-    """The README's table: predicted and measured wall time and their compute / comm + waiting / evaluation."""
+    """The README's table: predicted and measured wall time and their compute / comm + waiting + delay /
+    evaluation / checkpoints (the trainer counts --global-sync-delay in its comm_s)."""
     out = ["| run | K | load | predicted (s) | measured (s) | error | predicted breakdown | measured breakdown |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
@@ -107,7 +109,8 @@ def markdown(rows: list[dict]) -> str:
         mc = (m["comm_s"] or 0.0) + (m["wait_s"] or 0.0)
         out.append(f"| {r['name']} | {r['K']} | {r['sampled_load']:.2f} | {r['predicted_s']:.2f} | "
                    f"{r['measured_s']:.2f} | {100 * r['rel_error']:+.1f} % | {p['compute_s']:.2f} / {pc:.2f} / "
-                   f"{p['eval_s']:.2f} | {m['compute_s']:.2f} / {mc:.2f} / {m['eval_s']:.2f} |")
+                   f"{p['eval_s']:.2f} / {p.get('checkpoint_s') or 0.0:.2f} | {m['compute_s']:.2f} / {mc:.2f} / "
+                   f"{m['eval_s']:.2f} / {m.get('checkpoint_s') or 0.0:.2f} |")
     return "\n".join(out)
 
 

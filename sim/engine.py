@@ -179,7 +179,8 @@ class CollectiveResult:
         return float(self.finish_s.max()) if self.finish_s.size else 0.0
 
 
-def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b: int) -> list[Program]:
+def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b: int,
+                        leader: str = "auto") -> list[Program]:
     """Programs for a group of global `ranks`; hierarchical and rail need whole nodes of b consecutive ranks.
 
     "allgather" gathers `nbytes` from every rank (compressed syncs) instead of reducing `nbytes`.
@@ -190,12 +191,15 @@ def collective_programs(algorithm: str, ranks: tuple[int, ...], nbytes: float, b
     if algorithm in NODE_ALGORITHMS:
         if p % b or any(r != ranks[0] + i for i, r in enumerate(ranks)) or ranks[0] % b:
             raise SimError(f"{algorithm} all-reduce needs whole nodes of {b} consecutive ranks, got {p} ranks")
-        return (hierarchical_programs if algorithm == "hierarchical" else rail_programs)(p // b, b, nbytes)
+        if algorithm == "hierarchical":
+            return hierarchical_programs(p // b, b, nbytes, leader)
+        return rail_programs(p // b, b, nbytes)
     return flat_programs(algorithm, p, nbytes)
 
 
 def start_collective(env: simpy.Environment, net: Network, ranks: tuple[int, ...], algorithm: str,
-                     nbytes: float, paper_level: Level | None = None) -> tuple[list[simpy.Process], _Recorder]:
+                     nbytes: float, paper_level: Level | None = None,
+                     leader: str = "auto") -> tuple[list[simpy.Process], _Recorder]:
     """Launch one collective now; returns the per-rank processes (in `ranks` order) and its recorder.
 
     algorithm "paper": no messages; every rank spends C lg p, C = alpha of `paper_level` (SPEC eq. 6).
@@ -215,7 +219,7 @@ def start_collective(env: simpy.Environment, net: Network, ranks: tuple[int, ...
                 rec.inter_intervals.append([start, env.now])
         return [env.process(paper_proc()) for _ in ranks], rec
 
-    programs = collective_programs(algorithm, ranks, nbytes, net.b)
+    programs = collective_programs(algorithm, ranks, nbytes, net.b, leader)
     events: dict[tuple[int, int, int], tuple[simpy.Event, simpy.Event]] = {}
 
     def msg_events(src: int, dst: int, seq: int) -> tuple[simpy.Event, simpy.Event]:
@@ -255,7 +259,7 @@ def start_collective(env: simpy.Environment, net: Network, ranks: tuple[int, ...
 
 @functools.lru_cache(maxsize=256)
 def simulate_collective(topo: Topology, ranks: tuple[int, ...], algorithm: str, nbytes: float,
-                        paper_level: str = "inter") -> CollectiveResult:
+                        paper_level: str = "inter", leader: str = "auto") -> CollectiveResult:
     """Event-level simulation of one collective alone on the network, all ranks starting at 0 (memoised).
 
     `paper_level` ("intra" or "inter") is the level whose C a "paper" collective charges: eq. (6)
@@ -264,7 +268,7 @@ def simulate_collective(topo: Topology, ranks: tuple[int, ...], algorithm: str, 
     env = CountingEnvironment()
     net = Network(env, topo)
     level = topo.inter if paper_level == "inter" else topo.intra
-    procs, rec = start_collective(env, net, ranks, algorithm, nbytes, level)
+    procs, rec = start_collective(env, net, ranks, algorithm, nbytes, level, leader)
     finish = np.zeros(len(ranks))
 
     def watch(i: int, proc: simpy.Process) -> Generator[simpy.Event, object, None]:

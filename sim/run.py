@@ -5,7 +5,9 @@
 # syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
 # level is added to every worker of the group after the collective, and so is the topology's fitted
 # per-sync software overhead (sync_overhead_s, 0 unless `sim calibrate --runs` wrote it). Compute times
-# are the compute model's seconds times the stragglers' and the jitter's per-(worker, step) factors.
+# are the compute model's seconds times the stragglers' and the jitter's per-(worker, step) factors. With `cpu`
+# (ranks sharing one machine's cores, sim/cpushare.py) those seconds are work, and the ranks that compute at the
+# same time share the cores (processor sharing; the fast engine only).
 #
 # engine "event": every worker is a SimPy process and every collective is simulated message by message
 # on one network (the reference). engine "fast": the same barrier recurrence in numpy, with each
@@ -26,6 +28,7 @@ import simpy
 from sim.collectives import ALL_ALGORITHMS, FLAT_ALGORITHMS
 from sim.compute import ModelSpec
 from sim.costs import auto_algorithm, eq6
+from sim.cpushare import SharedCPU
 from sim.engine import (
     CollectiveResult,
     CountingEnvironment,
@@ -74,6 +77,9 @@ class RunConfig:
     jitter: StepJitter = field(default_factory=StepJitter)
     compression: str = "none"
     epochs: float | None = None  # for the record only; N is what counts
+    cpu: SharedCPU | None = None  # ranks sharing one machine's cores; None: each worker has its own device
+    leader_allreduce: str = "auto"  # the hierarchical all-reduce's leader algorithm ("auto": MPICH's rule)
+    block_allreduce: str | None = None  # the block syncs' algorithm; None: as resolve_allreduce picks it
 
     def __post_init__(self) -> None:
         self.nodes_used = self.topology.check_workers(self.K)
@@ -83,6 +89,11 @@ class RunConfig:
                 raise SimError(f"{name} must be an integer >= 1, got {v!r}")
         if self.allreduce not in ALLREDUCE_CHOICES:
             raise SimError(f"allreduce must be one of {', '.join(ALLREDUCE_CHOICES)}, got {self.allreduce!r}")
+        if self.leader_allreduce not in ("auto",) + FLAT_ALGORITHMS:
+            raise SimError(f"leader_allreduce must be one of auto, {', '.join(FLAT_ALGORITHMS)}, "
+                           f"got {self.leader_allreduce!r}")
+        if self.block_allreduce is not None and self.block_allreduce not in FLAT_ALGORITHMS:
+            raise SimError(f"block_allreduce must be one of {', '.join(FLAT_ALGORITHMS)}, got {self.block_allreduce!r}")
         _nonneg("delay_global_s", self.delay_global_s)
         _nonneg("delay_block_s", self.delay_block_s)
         self.stragglers.check_workers(self.K)
@@ -102,7 +113,8 @@ class RunConfig:
         """(global, block) collective: all-reduces of the model, or all-gathers of compressed changes."""
         if self.compression != "none":
             return "allgather", "allgather"
-        return resolve_allreduce(self.allreduce, self.nodes_used, self.topology.gpus_per_node, self.model.bytes)
+        glob, block = resolve_allreduce(self.allreduce, self.nodes_used, self.topology.gpus_per_node, self.model.bytes)
+        return glob, block if self.block_allreduce is None or block == "paper" else self.block_allreduce
 
     @property
     def total_steps(self) -> int:
@@ -178,7 +190,7 @@ class RunResult:
 def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, CollectiveResult]:
     t, b, n = cfg.topology, cfg.topology.gpus_per_node, float(cfg.wire_bytes)
     algs = cfg.algorithms()
-    gres = simulate_collective(t, tuple(range(cfg.K)), algs[0], n, "inter")
+    gres = simulate_collective(t, tuple(range(cfg.K)), algs[0], n, "inter", cfg.leader_allreduce)
     bres = simulate_collective(t, tuple(range(b)), algs[1], n, "intra")
     return algs, gres, bres
 
@@ -209,7 +221,10 @@ def _fast(cfg: RunConfig) -> RunResult:
     for step, level in cfg.schedule.events(T):
         seg = step - prev
         prev = step
-        dt = c0 * _factors(cfg, seg, K).sum(axis=0) if random else c0 * seg
+        dt = c0 * _factors(cfg, seg, K).sum(axis=0) if random else np.full(K, c0 * seg)
+        if cfg.cpu is not None:             # work on shared cores: wall time by processor sharing
+            end = cfg.cpu.finish(clock, dt)
+            dt = end - clock
         clock += dt
         comp += dt
         if level == "global":
@@ -240,6 +255,8 @@ def _fast(cfg: RunConfig) -> RunResult:
 
 
 def _event(cfg: RunConfig) -> RunResult:
+    if cfg.cpu is not None:
+        raise SimError("engine 'event' does not model ranks that share a machine's cores (cpu); use engine 'fast'")
     t = cfg.topology
     K, b, _nodes = cfg.K, t.gpus_per_node, cfg.nodes_used
     T = cfg.total_steps
@@ -274,7 +291,8 @@ def _event(cfg: RunConfig) -> RunResult:
             bar["n"] += 1
             if bar["n"] == len(ranks):
                 paper = t.inter if level == "global" else t.intra  # eq. (6): global syncs cost C2
-                procs, rec = start_collective(env, net, ranks, algs[0] if level == "global" else algs[1], n, paper)
+                procs, rec = start_collective(env, net, ranks, algs[0] if level == "global" else algs[1], n, paper,
+                                              cfg.leader_allreduce)
                 bar.update(procs=procs, rec=rec, start=env.now)
                 totals[level] += 1 if level == "global" or node == 0 else 0  # count sync events, not groups
                 bar["ev"].succeed()

@@ -62,10 +62,11 @@ def mpirun_path(given: str | None = None) -> str:
 
 
 def step_time(summary: dict[str, Any]) -> float:
-    """Seconds per training step of a finished run: wall time less evaluation, communication and waiting."""
+    """Seconds per training step of a finished run: wall time less evaluation, communication, waiting and
+    checkpoint writing."""
     tot = summary["totals_mean"]
     other = sum(tot.get(k) or 0.0 for k in ("eval_s", "comm_s_global", "comm_s_block", "wait_s_global",
-                                             "wait_s_block"))
+                                             "wait_s_block", "checkpoint_s"))
     steps = summary["steps_done"]
     if steps < 1:
         raise TrainError(f"calibration run {summary.get('run_dir')} did no step")
@@ -226,6 +227,8 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         t1 = step_time(s1)
         samples = step_samples(work / "k1" / "metrics.jsonl")
         eval_per_sample = (s1["totals_mean"]["eval_s"] or 0.0) / prof.n_test
+        n_ckpt = s1["totals_mean"].get("checkpoints") or 0
+        ckpt_per_write = (s1["totals_mean"].get("checkpoint_s") or 0.0) / n_ckpt if n_ckpt else 0.0
         points, loads, syncs = [(1, t1)], [load1], []
         for kp in ns.probe_ranks:
             ep_p = ns.steps * cfg.batch_size * kp / prof.n_train
@@ -263,6 +266,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         "step": {"model": cfg.model, "width": cfg.width, "dataset": cfg.dataset, "batch_size": cfg.batch_size,
                  "params": prof.params, "gflops_per_sample": prof.gflops_per_sample, "seconds_per_step": t_alone,
                  "steps": s1["steps_done"], "eval_s_per_sample": eval_per_sample / sh[0], "cv": _cv(samples),
+                 "checkpoint_s_per_write": ckpt_per_write / sh[0],
                  "samples_s": samples[:MAX_SAMPLES], "samples_from": "wall time between consecutive step records of "
                  "the single-rank run (metrics.jsonl), first 5 steps left out"},
         "probes": [{"ranks": k, "seconds_per_step": t, "load": ld, "fit_s": t_alone * s}
@@ -309,7 +313,8 @@ def _cmd(ns: argparse.Namespace) -> int:
         print(f"step-time jitter: CV {st['cv']:.3g} over {len(st['samples_s'])} single-rank steps "
               f"(--predict draws each rank's steps from them)")
     print(f"CPU share: mean background load {m['background_load']:.2f} on {m['cpu_count']} cores; a rank alone "
-          f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample")
+          f"{1e3 * st['seconds_per_step']:.3f} ms per step, {1e6 * st['eval_s_per_sample']:.2f} us per test sample, "
+          f"{1e3 * st.get('checkpoint_s_per_write', 0.0):.2f} ms per checkpoint")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "
           f"took {m['calibration_s']:.1f} s; wrote {ns.out}")
     return 0

@@ -30,6 +30,7 @@ from typing import Any
 
 from sim.compute import ComputeModel, ModelSpec
 from sim.costs import allreduce_cost
+from sim.cpushare import SharedCPU
 from sim.engine import simulate_collective
 from sim.errors import SimError
 from sim.jitter import StepJitter
@@ -42,7 +43,7 @@ from train.plan import RunPlan
 
 __all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "calibration_code_version",
            "machine_warnings", "machine_jitter", "WAIT_FORMS", "scheduling_wait", "ModelProfile", "profile_model",
-           "comm_auto_algorithm",
+           "comm_auto_algorithm", "count_checkpoints",
            "load_source", "cpu_share", "count_evals", "predict", "format_prediction"]
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,12 @@ def count_evals(plan: RunPlan, eval_every: float) -> int:
     return sum(1 for t in range(T) if plan.crosses(t, eval_every) or t == T - 1)
 
 
+def count_checkpoints(plan: RunPlan, every: float) -> int:
+    """Checkpoints the trainer writes: every `every` epochs (0: none) and after the last step (timed ones aside)."""
+    T = plan.total_steps
+    return sum(1 for t in range(T) if (every > 0 and plan.crosses(t, every)) or t == T - 1)
+
+
 def _barrier_s(p: int, level: Level) -> float:
     """MPICH's dissemination barrier: ceil(lg p) rounds of one empty message."""
     return 0.0 if p < 2 else math.ceil(math.log2(p)) * (level.latency_s + level.overhead_s)
@@ -242,19 +249,16 @@ def _machine_level(m: dict[str, Any], s: float) -> Level:
                  bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
 
 
-def _network_level(spec: str, s: float, m: dict[str, Any]) -> tuple[Level, float, str]:
+def _network_level(spec: str) -> tuple[Level, float, str]:
     """The links between nodes: the inter level of the sim topology `spec` (a `sim calibrate --bench` fit of
-    `comm bench --level inter` across the nodes), its rounds waiting for an oversubscribed partner as on the machine
-    (the same scheduling wait as the intra level), and its per-call overhead (the global sync's minus the block's)."""
+    `comm bench --level inter` across the nodes) as it is, and its per-call overhead (the global sync's minus the
+    block's). No scheduling wait is added: TCP moves a message into the receiver's socket buffer whether or not the
+    receiving rank is on a core, unlike shared memory, where both ranks copy through a small buffer together."""
     try:
         net = load_topology(spec)
     except SimError as e:
         raise TrainError(f"--predict-network: {e}") from None
-    lv = net.inter
-    wait = scheduling_wait(s, float(m.get("oversubscribed_latency_s", 0.0)), m.get("oversubscribed_form", "const"))
-    level = Level(name="inter", latency_s=lv.latency_s + wait, overhead_s=lv.overhead_s,
-                  bandwidth_GBps=lv.bandwidth_GBps, gamma_s_per_byte=lv.gamma_s_per_byte)
-    return level, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
+    return net.inter, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
 
 
 def _machine_step_s(m: dict[str, Any], cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> float:
@@ -317,6 +321,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         notes.append("native MPI_Allreduce is simulated as MPICH's choice (recursive doubling / Rabenseifner)")
     per_node = K // n_nodes if kind == "machine" else 1
     flat = comm_auto_algorithm(payload, n_nodes, per_node) if cfg.allreduce in ("auto", "native") else cfg.allreduce
+    small: Level | None = None      # the links' level for rounds of empty messages, when it differs
     if kind == "machine":
         L = float(src["background_load"]) if load is None else load
         s = cpu_share(K, int(src["cpu_count"]), L)
@@ -330,18 +335,27 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         level = _machine_level(src, s)
         inter, o_inter = Level(name="inter", **level.to_json()), 0.0
         if network is not None:
-            inter, o_inter, net_name = _network_level(network, s, src)
-            notes.append(f"links between the {n_nodes} nodes: the inter level of {net_name!r}, plus the scheduling "
-                         f"wait of this machine's ranks")
+            inter, o_inter, net_name = _network_level(network)
+            notes.append(f"links between the {n_nodes} nodes: the inter level of {net_name!r}")
+            # a round of empty messages (the barrier, the evaluation's small collectives) is all waiting for the
+            # partner to be scheduled, across the links as in shared memory
+            wait = scheduling_wait(s, float(src.get("oversubscribed_latency_s", 0.0)),
+                                   src.get("oversubscribed_form", "const"))
+            small = Level(name="inter", latency_s=inter.latency_s + wait, overhead_s=inter.overhead_s,
+                          bandwidth_GBps=inter.bandwidth_GBps, gamma_s_per_byte=inter.gamma_s_per_byte)
         elif n_nodes > 1:
             notes.append(f"no --predict-network: the links between the {n_nodes} nodes are modelled as this machine's "
                          f"shared memory")
-        step_s = _machine_step_s(src, cfg, prof, notes) * s
+        alone = _machine_step_s(src, cfg, prof, notes)
+        step_s = alone * s
+        cpu = SharedCPU(cores=int(src["cpu_count"]), background=L)
         where = f"{n_nodes} nodes x {per_node}" if n_nodes > 1 else f"{K} ranks"
         topo = Topology(name=f"{src.get('name', 'machine')} ({where}, CPU share x{s:.3g})", nodes=K // g,
                         gpus_per_node=g, intra=level, inter=inter, sync_overhead_s=(o_inter, 0.0),
-                        compute=ComputeModel(kind="fixed", device="cpu", seconds_per_iter=(step_s,)))
+                        compute=ComputeModel(kind="fixed", device="cpu", seconds_per_iter=(alone,)))
         eval_per_sample = float(src["step"]["eval_s_per_sample"]) * s
+        # every rank writes its checkpoint file at once, each at its CPU share (0 in older machine files)
+        ckpt_per_write = float(src["step"].get("checkpoint_s_per_write", 0.0)) * s
         if load_now is None and sample_load:
             from train.calibrate import background_load
             load_now = background_load(0.5, 10)
@@ -352,6 +366,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
     else:
         topo = src
         s = 1.0
+        cpu = None
         if hier and cfg.gpus_per_node not in (None, topo.gpus_per_node):
             raise TrainError(f"gpus_per_node must match topology {topo.name!r} ({topo.gpus_per_node} per node) "
                              f"or be left out, got {cfg.gpus_per_node}")
@@ -360,36 +375,44 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         except SimError as e:
             raise TrainError(str(e)) from None
         eval_per_sample = step_s / cfg.batch_size / 3.0  # forward only: a third of forward + backward
+        ckpt_per_write = 0.0
+        notes.append("checkpoint writing not modelled on a topology (calibrate a machine file to measure it)")
         notes.append("evaluation estimated as the forward third of the step time per sample")
         compute_source, compute_note = topo.compute.provenance(spec)
         if compute_source == "extrapolated":
             notes.append(f"compute {compute_note}")
     g_eff = topo.gpus_per_node
-    bar_global = _barrier_s(K, topo.inter if g_eff < K else topo.intra)
+    lvl = small or (topo.inter if g_eff < K else topo.intra)  # the level of rounds of empty messages
+    bar_global = _barrier_s(K, lvl)
     bar_block = _barrier_s(g_eff, topo.intra)
     allreduce = "hierarchical" if hier else flat
+    # comm's hierarchical all-reduce runs "auto" on the leaders (one rank per node) and inside a node: both are the
+    # flat rule (recursive doubling up to 512 KiB), and so are the block syncs
+    one_node = comm_auto_algorithm(payload)
     try:
         rc = RunConfig(topology=topo, model=spec, K=K, B=cfg.batch_size, N=plan.samples_total,
                        schedule=plan.schedule, allreduce=allreduce,
                        delay_global_s=cfg.global_sync_delay + bar_global,
                        delay_block_s=cfg.block_sync_delay + bar_block, stragglers=_stragglers(cfg, notes),
                        compression=compress if compress in ("sign", "ef-sign") else "none", epochs=cfg.epochs,
-                       jitter=jitter)
+                       jitter=jitter, cpu=cpu, leader_allreduce=one_node, block_allreduce=one_node)
         res = simulate(rc, engine=engine)
     except SimError as e:
         raise TrainError(str(e)) from None
     n_eval = count_evals(plan, cfg.eval_every)
-    lvl = topo.inter if g_eff < K else topo.intra
     eval_sync = 0.0
-    if K >= 2 and n_nodes > 1:  # the model average as the run's own sync all-reduce, simulated on the nodes
+    if K >= 2 and n_nodes > 1:  # the model average as the run's own sync all-reduce, simulated on the nodes;
+        # the small collectives follow it back to back, with no rank computing: no scheduling wait on the links
         alg = comm_auto_algorithm(payload, n_nodes, per_node)
-        eval_sync = (simulate_collective(topo, tuple(range(K)), alg, float(payload)).duration_s
+        eval_sync = (simulate_collective(topo, tuple(range(K)), alg, float(payload), "inter", one_node).duration_s
                      + EVAL_SMALL_COLLECTIVES * allreduce_cost(comm_auto_algorithm(64, n_nodes, per_node), K, 64,
-                                                               lvl.cost))
+                                                               topo.inter.cost))
     elif K >= 2:
         eval_sync = (allreduce_cost(comm_auto_algorithm(payload), K, payload, lvl.cost)
                      + EVAL_SMALL_COLLECTIVES * allreduce_cost("recursive_doubling", K, 64, lvl.cost))
     eval_s = n_eval * (math.ceil(prof.n_test / K) * eval_per_sample + eval_sync)
+    n_ckpt = count_checkpoints(plan, cfg.checkpoint_every)
+    ckpt_s = n_ckpt * ckpt_per_write
     barrier_s = res.syncs_global * bar_global + res.syncs_block * bar_block
     out = res.to_json()
     return {
@@ -401,9 +424,10 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         "total_steps": plan.total_steps, "model": cfg.model, "model_params": prof.params,
         "gflops_per_sample": prof.gflops_per_sample, "payload_bytes": payload, "wire_bytes": out["wire_bytes"],
         "allreduce_global": out["allreduce_global"], "allreduce_block": out["allreduce_block"],
-        "step_s": step_s, "wall_s": res.wall_s + eval_s, "train_s": res.wall_s, "compute_s": res.compute_s,
+        "step_s": step_s, "wall_s": res.wall_s + eval_s + ckpt_s, "train_s": res.wall_s, "compute_s": res.compute_s,
         "comm_intra_s": res.comm_intra_s, "comm_inter_s": res.comm_inter_s, "wait_s": res.wait_s,
         "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
+        "checkpoint_s": ckpt_s, "checkpoints": n_ckpt,
         "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
         "compute_source": "measured" if kind == "machine" and not any(n.startswith("compute scaled") for n in notes)
         else "extrapolated" if kind == "machine" else out["compute_source"], "jitter": out["jitter"],
@@ -428,6 +452,7 @@ def format_prediction(p: dict[str, Any]) -> str:
              f"  {'wall time':<16}{p['wall_s']:>12.3f} s",
              row("compute", p["compute_s"]), row("comm intra", p["comm_intra_s"]), row("comm inter", p["comm_inter_s"]),
              row("waiting", p["wait_s"]), row("barriers", p["barrier_s"]), row("delays", p["delay_s"]),
-             row(f"evaluation x{p['evals']}", p["eval_s"])]
+             row(f"evaluation x{p['evals']}", p["eval_s"]),
+             row(f"checkpoints x{p.get('checkpoints', 0)}", p.get("checkpoint_s", 0.0))]
     lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)

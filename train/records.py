@@ -43,6 +43,8 @@ class RecordsMixin:
     compute_s: float
     eval_s: float
     straggle_s: float
+    checkpoint_s: float
+    checkpoints: int
     wall_offset: float
     window: list[float]
     best: dict[str, Any]
@@ -57,7 +59,8 @@ class RecordsMixin:
         return self.wall_offset + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
     def _totals(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"compute_s": self.compute_s, "straggle_s": self.straggle_s, "eval_s": self.eval_s}
+        out: dict[str, Any] = {"compute_s": self.compute_s, "straggle_s": self.straggle_s, "eval_s": self.eval_s,
+                               "checkpoint_s": self.checkpoint_s, "checkpoints": self.checkpoints}
         for lvl in LEVELS:
             for k, v in self.sync.stats[lvl].items():
                 out[f"{k}_{lvl}"] = v

@@ -116,7 +116,8 @@ class Trainer(RecordsMixin):
         self.last_epoch: dict[str, Any] | None = None  # the latest epoch record (rank 0)
         # counters (all saved in checkpoints)
         self.step = 0
-        self.compute_s = self.eval_s = self.straggle_s = 0.0
+        self.compute_s = self.eval_s = self.straggle_s = self.checkpoint_s = 0.0
+        self.checkpoints = 0
         self.wall_offset = 0.0
         self.window = [0.0, 0, 0]  # loss sum, correct, count since the last epoch record
         self.best: dict[str, Any] = {"test_acc": None, "target": None}
@@ -158,7 +159,8 @@ class Trainer(RecordsMixin):
                 "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "compute_s": self.compute_s, "eval_s": self.eval_s, "straggle_s": self.straggle_s,
-                "wall_s": self._wall(), "window": list(self.window), "best": dict(self.best),
+                "checkpoint_s": self.checkpoint_s, "checkpoints": self.checkpoints, "wall_s": self._wall(),
+                "window": list(self.window), "best": dict(self.best),
                 "lm_state": self.carry.state_dict() if self.carry is not None else None}
 
     def _restore(self) -> None:
@@ -176,6 +178,7 @@ class Trainer(RecordsMixin):
             torch.cuda.set_rng_state(st["cuda_rng"], self.device)
         self.step = st["step"] + 1
         self.compute_s, self.eval_s, self.straggle_s = st["compute_s"], st["eval_s"], st["straggle_s"]
+        self.checkpoint_s, self.checkpoints = st.get("checkpoint_s", 0.0), st.get("checkpoints", 0)  # older ones
         self.wall_offset = st["wall_s"]
         self.window = list(st["window"])
         self.best = dict(st["best"])
@@ -326,8 +329,11 @@ class Trainer(RecordsMixin):
         if last or stop or due or (cfg.checkpoint_every > 0 and plan.crosses(t, cfg.checkpoint_every)):
             self.step = t  # the checkpoint records the last finished step
             failed = [w.failed for w in (writer, self.objective_writer) if w is not None and w.failed]
+            t0 = time.perf_counter()
+            self.checkpoints += 1  # counted before the state is taken: a resumed run counts this one too
             save_checkpoint(self.run_dir, t, self._state(), self.world, pending=failed[0] if failed else None)
             self._ckpt_t = time.perf_counter()
+            self.checkpoint_s += self._ckpt_t - t0
         return stop
 
     def _lr_at(self, t: int) -> float:

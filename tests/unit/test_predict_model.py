@@ -202,18 +202,20 @@ def _network(path, *, alpha: float, o_global: float, bandwidth=None) -> str:
 
 
 def test_machine_prediction_across_nodes_charges_the_network_level(tmp_path):
-    # 4 nodes x 1 rank: every message crosses the links. Recursive doubling (80 KB) and the barrier each take
-    # lg 4 rounds of the network's alpha plus the machine's scheduling wait; each sync pays the per-call overhead.
+    # 4 nodes x 1 rank: every message crosses the links. Recursive doubling (80 KB) takes lg 4 rounds of the
+    # network's alpha (TCP: no scheduling wait); the barrier's lg 4 rounds of empty messages also wait for the
+    # partner to be scheduled; each sync pays the per-call overhead.
     t, alpha, lam, a_net, o_net = 0.004, 2e-4, 3e-4, 5e-3, 1e-3
     m = _machine(tmp_path / "m.json", t_alone=t, alpha=alpha, lam=lam, load=0.0)
     net = _network(tmp_path / "n.json", alpha=a_net, o_global=o_net)
     cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
     p = predict(cfg, 4, m, profile=PROFILE, nodes=4, network=net)
     s = 2.0
-    a = a_net + lam * (1 - 1 / s) * math.sqrt(s)
+    a = a_net
     T = math.ceil((8192 // 4) * 4 / (4 * 32))
     assert (p["real_nodes"], p["nodes"], p["gpus_per_node"], p["allreduce_global"]) == (4, 4, 1, "recursive_doubling")
-    assert p["train_s"] == pytest.approx(T * (t * s + 2 * a + 2 * a + o_net), rel=1e-9)
+    wait = lam * (1 - 1 / s) * math.sqrt(s)
+    assert p["train_s"] == pytest.approx(T * (t * s + 2 * (a + wait) + 2 * a + o_net), rel=1e-9)
     assert p["comm_intra_s"] == 0.0 and p["comm_inter_s"] > 0
     # the same ranks on one node: the machine's level, no overhead
     one = predict(cfg, 4, m, profile=PROFILE)
