@@ -9,7 +9,8 @@ from mpi4py import MPI
 from .algorithms import ALGORITHM_FUNCS
 from .buffers import adapt
 from .errors import CommError
-from .nodes import MPI_OPS, leader_allreduce, multinode_choice, node_layout, rail_allreduce, rail_inter_algorithm
+from .nodes import MPI_OPS, leader_allreduce, multinode_choice, node_layout, rail_inter_algorithm
+from .pipeline import pipelined_rail_allreduce, rail_segments
 
 __all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algorithm", "private_comm",
            "check_args", "reduce_work"]
@@ -86,9 +87,9 @@ def allreduce(buf: Any, *, op: str = "sum", algorithm: str = "auto", comm: Any =
     float64, int32, int64. op: "sum", "mean" (floating types), "max" or "min". algorithm: "auto" (on one node, or
     one rank per node: recursive doubling up to AUTO_THRESHOLD_BYTES, Rabenseifner above; across nodes that hold
     several ranks each: see auto_algorithm), "recursive_doubling", "rabenseifner", "ring", "rail" (reduce-scatter
-    in the node, all-reduce of each shard across the nodes, all-gather in the node), "hierarchical" (reduce to the
-    node leader, all-reduce among leaders, broadcast) or "native" (MPI_Allreduce). Every rank ends with a bitwise
-    identical result. For CUDA buffers the caller must have
+    in the node, all-reduce of each shard across the nodes, all-gather in the node; large messages in pipelined
+    segments, comm.pipeline), "hierarchical" (reduce to the node leader, all-reduce among leaders, broadcast) or
+    "native" (MPI_Allreduce). Every rank ends with a bitwise identical result. For CUDA buffers the caller must have
     synchronised the stream that wrote them.
     """
     check_args(op, algorithm)
@@ -113,7 +114,8 @@ def reduce_work(work: Any, op: str, algorithm: str, comm: Any) -> None:
             if not layout.uniform:
                 raise CommError(f"algorithm 'rail' needs the same number of ranks on every node; this communicator "
                                 f"has {list(layout.ranks_per_node)} (use 'ring' or 'auto')")
-            rail_allreduce(work, layout, op, rail_inter_algorithm(layout))
+            pipelined_rail_allreduce(work, layout, op, rail_inter_algorithm(layout),
+                                     rail_segments(work.count * _itemsize(work.dtype)))
         elif algorithm == "hierarchical":
             leader_allreduce(work, node_layout(private), op, auto_algorithm(work.count * _itemsize(work.dtype)))
         elif algorithm == "native":

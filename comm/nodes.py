@@ -81,6 +81,8 @@ def rail_allreduce(work: Any, layout: NodeLayout, op: str, inter: str) -> None:
     3. all-gather of the shards inside the node.
     Every rank's NIC share carries 2 (n-1)/n of 1/q of the vector, so the node's link carries 2 (n-1)/n of it, as
     with one leader, but the q ranks of a node work in parallel and no rank waits for a leader's reduction.
+    Steps 1 and 3 leave the link idle; comm.pipeline.pipelined_rail_allreduce overlaps them with step 2 of other
+    segments (comm.allreduce takes it for large messages).
     """
     node, rail = layout.node, layout.rail
     assert rail is not None, "rail_allreduce needs the same number of ranks on every node"

@@ -11,8 +11,10 @@ from mpi4py import MPI
 
 import comm
 from comm.allreduce import private_comm
-from comm.nodes import node_layout
-from tests.parallel.checks_comm import assert_identical_everywhere
+from comm.buffers import adapt
+from comm.nodes import node_layout, rail_allreduce
+from comm.pipeline import RAIL_PIPELINE, pipelined_rail_allreduce, rail_segments
+from tests.parallel.checks_comm import assert_identical_everywhere, check_result, random_input, reference
 
 WORLD = MPI.COMM_WORLD
 NODES = int(os.environ.get("LOCALSGD_CLUSTER_NODES", "1"))
@@ -56,6 +58,52 @@ def check_auto_knows_the_layout() -> None:
             assert got in ("ring", "rail", "hierarchical"), (nbytes, got)
         else:
             assert got == comm.auto_algorithm(nbytes), (nbytes, got)
+
+
+# Every dtype and every op once (float16 and bfloat16 share the widened float32 path); then larger sums.
+PIPELINE_CASES = [(np.float64, "sum"), (np.float32, "mean"), (np.float16, "sum"), (np.int64, "max"), (np.int32, "min")]
+
+
+def _rail(buf: np.ndarray, op: str, segments: int) -> np.ndarray:
+    """comm.allreduce's rail path on `buf`, pipelined in `segments` segments (1: the unpipelined rail)."""
+    layout = node_layout(private_comm(WORLD))
+    work = adapt(buf)
+    if segments == 1:
+        rail_allreduce(work, layout, op, "ring")
+    else:
+        pipelined_rail_allreduce(work, layout, op, "ring", segments)
+    if op == "mean":
+        work.ops.divide(work.array, WORLD.size)
+    work.finish()
+    return buf
+
+
+def check_pipelined_rail() -> None:
+    """The pipelined rail (2, 3 and 8 segments; empty shards and segments) equals MPI_Allreduce and the unpipelined
+    rail (integers exactly) for every dtype and op, bitwise identical on every rank; and comm.allreduce takes it
+    above LOCALSGD_RAIL_PIPELINE_MIN_BYTES, which the test lowers to 64 KiB."""
+    assert RAIL_PIPELINE["min_bytes"] == int(os.environ.get("LOCALSGD_RAIL_PIPELINE_MIN_BYTES", "-1")), RAIL_PIPELINE
+    rng = np.random.default_rng(5 + WORLD.rank)
+    for segments in (2, 3, 8):
+        # 1 and q + 1 elements: fewer than S segments; 2 S q - 1: some segments have an empty shard.
+        cases = [(n, dt, op) for n in (1, PPN + 1, 2 * segments * PPN - 1) for dt, op in PIPELINE_CASES]
+        for n, dtype, op in [*cases, (20011, np.float64, "sum"), (20011, np.int64, "sum")]:
+            x = random_input(rng, n, dtype)
+            want = reference(x, op)
+            got, plain = _rail(x.copy(), op, segments), _rail(x.copy(), op, 1)
+            what = f"pipelined rail S={segments} {np.dtype(dtype).name} {op} n={n}"
+            check_result(got, want, dtype, what)
+            same = plain if np.dtype(dtype).kind == "i" else plain.astype(np.float64)
+            check_result(got, same, dtype, what + " vs the unpipelined rail")
+            assert_identical_everywhere(got, what)
+    for n in (16 * 1024 + 1, 100_003):  # float32 above the lowered threshold: comm.allreduce pipelines them
+        assert rail_segments(4 * n) == RAIL_PIPELINE["segments"] > 1, (n, RAIL_PIPELINE)
+        for alg in ("rail", "auto"):
+            x = random_input(rng, n, np.float32)
+            want = reference(x, "sum")
+            got = comm.allreduce(x.copy(), algorithm=alg)
+            check_result(got, want, np.float32, f"{alg} float32 n={n}")
+            assert_identical_everywhere(got, f"{alg} float32 n={n}")
 
 
 def check_last_rank_dies() -> None:

@@ -10,16 +10,20 @@ import pytest
 from cluster import Cluster, ClusterSpec
 
 # Every algorithm of comm.allreduce (auto, rail and hierarchical included) on random float64/int64 data of odd
-# sizes against MPI_Allreduce, results bitwise identical on every rank; then the node-aware checks.
+# sizes against MPI_Allreduce, results bitwise identical on every rank; then the node-aware checks, the pipelined
+# rail among them. Here the rail is cut into 3 segments from 64 KiB on (comm.pipeline's defaults are larger), so
+# the 320 KB messages of the first check take the pipelined path across the nodes too.
 CHECKS = ["tests.parallel.checks_comm:check_random_equals_native_exactly",
           "tests.cluster.checks_cluster:check_real_nodes_found",
           "tests.cluster.checks_cluster:check_hierarchy_on_real_nodes",
-          "tests.cluster.checks_cluster:check_auto_knows_the_layout"]
+          "tests.cluster.checks_cluster:check_auto_knows_the_layout",
+          "tests.cluster.checks_cluster:check_pipelined_rail"]
+PIPELINE_ENV = {"LOCALSGD_RAIL_PIPELINE_MIN_BYTES": "65536", "LOCALSGD_RAIL_PIPELINE_SEGMENTS": "3"}
 
 
-def _checks(cluster: Cluster, specs: list[str], timeout: float = 120) -> str:
+def _checks(cluster: Cluster, specs: list[str], timeout: float = 120, env: dict[str, str] | None = None) -> str:
     res = cluster.run([sys.executable, "-m", "mpi4py", "-m", "tests.parallel.runner", *specs], timeout=timeout,
-                      capture=True)
+                      capture=True, env=env)
     assert res.returncode == 0, f"exit {res.returncode}:\n{res.stdout[-5000:]}"
     for spec in specs:
         assert f"CHECK-PASSED {spec}" in res.stdout, res.stdout[-3000:]
@@ -30,7 +34,7 @@ def _checks(cluster: Cluster, specs: list[str], timeout: float = 120) -> str:
 def test_comm_across_nodes(cluster_available, state_dir, nodes, ppn):
     with Cluster(ClusterSpec(nodes=nodes, ranks_per_node=ppn, rate_bits=1e9)) as cluster:
         before = cluster.network.link_bytes()
-        _checks(cluster, CHECKS)
+        _checks(cluster, CHECKS, env=PIPELINE_ENV)
         sent = [a["sent"] - b["sent"] for a, b in zip(cluster.network.link_bytes(), before)]
     assert min(sent) > 100_000, f"some node sent almost nothing over its link: {sent}"
 

@@ -36,3 +36,10 @@ def test_hierarchical_virtual_blocks(p, gpus):
 @pytest.mark.parametrize("p", [1, 3, 4])
 def test_shared_memory_topology(p):
     run_checks(p, "tests.parallel.checks_hier", ["check_shared_memory_nodes"], timeout=60)
+
+
+def test_pipelined_rail_on_one_node():
+    """One node: the pipelined rail has no network to overlap and runs the unpipelined one (across nodes:
+    tests/cluster/test_cluster_mpi.py)."""
+    run_checks(3, "tests.cluster.checks_cluster", ["check_pipelined_rail"], timeout=60,
+               env={"LOCALSGD_RAIL_PIPELINE_MIN_BYTES": "65536", "LOCALSGD_RAIL_PIPELINE_SEGMENTS": "3"})

@@ -11,6 +11,7 @@ import comm
 from comm.algorithms import chunk_bounds
 from comm.bench import BenchConfig, expected_sum, parse_size, pattern
 from comm.buffers import adapt
+from comm.pipeline import RAIL_PIPELINE, _segments_from_env, rail_segments, segment_plan
 from tests.parallel.harness import REPO, mpi_env
 
 
@@ -20,6 +21,35 @@ def test_chunk_bounds_cover_exactly(count, parts):
     assert b[0] == 0 and b[-1] == count and len(b) == parts + 1
     sizes = np.diff(b)
     assert sizes.max() - sizes.min() <= 1 and (sizes[:-1] >= sizes[1:]).all()
+
+
+@pytest.mark.parametrize("count,segments,q", [(0, 4, 2), (1, 4, 2), (3, 4, 2), (15, 4, 2), (1001, 3, 3), (7, 8, 1),
+                                              (16 * 2**20 + 3, 8, 2)])
+def test_segment_plan_covers_the_vector(count, segments, q):
+    """The pipelined rail's segments tile the vector in order, none empty, each cut into q nearly equal shards."""
+    plan = segment_plan(count, segments, q)
+    assert len(plan) == min(count, segments)
+    pos = 0
+    for start, shards in plan:
+        assert start == pos and len(shards) == q and sum(shards) > 0 and max(shards) - min(shards) <= 1
+        pos += sum(shards)
+    assert pos == count
+    sizes = [sum(shards) for _, shards in plan]
+    assert not sizes or max(sizes) - min(sizes) <= 1
+
+
+def test_rail_segments_threshold_and_env(monkeypatch):
+    monkeypatch.setitem(RAIL_PIPELINE, "min_bytes", 1000)
+    monkeypatch.setitem(RAIL_PIPELINE, "segments", 4)
+    assert rail_segments(999) == 1 and rail_segments(1000) == 4
+    monkeypatch.setenv("LOCALSGD_RAIL_PIPELINE_SEGMENTS", "8")
+    assert _segments_from_env("LOCALSGD_RAIL_PIPELINE_SEGMENTS", 4) == 8
+    monkeypatch.delenv("LOCALSGD_RAIL_PIPELINE_SEGMENTS")
+    assert _segments_from_env("LOCALSGD_RAIL_PIPELINE_SEGMENTS", 4) == 4
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("LOCALSGD_RAIL_PIPELINE_SEGMENTS", bad)
+        with pytest.raises(comm.CommError, match=f"'{bad}'"):
+            _segments_from_env("LOCALSGD_RAIL_PIPELINE_SEGMENTS", 4)
 
 
 def test_parse_size():
