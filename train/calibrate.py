@@ -64,9 +64,10 @@ def mpirun_path(given: str | None = None) -> str:
 def step_time(summary: dict[str, Any]) -> float:
     """Seconds per training step of a finished run: wall time less evaluation, communication, waiting and
     checkpoint writing."""
-    tot = summary["totals_mean"]
+    tot = summary["totals_mean"]  # as of the last evaluation; rank 0's totals also hold the final checkpoint
     other = sum(tot.get(k) or 0.0 for k in ("eval_s", "comm_s_global", "comm_s_block", "wait_s_global",
-                                             "wait_s_block", "checkpoint_s"))
+                                             "wait_s_block"))
+    other += (summary.get("totals_rank0") or tot).get("checkpoint_s") or 0.0
     steps = summary["steps_done"]
     if steps < 1:
         raise TrainError(f"calibration run {summary.get('run_dir')} did no step")
@@ -227,8 +228,9 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
         t1 = step_time(s1)
         samples = step_samples(work / "k1" / "metrics.jsonl")
         eval_per_sample = (s1["totals_mean"]["eval_s"] or 0.0) / prof.n_test
-        n_ckpt = s1["totals_mean"].get("checkpoints") or 0
-        ckpt_per_write = (s1["totals_mean"].get("checkpoint_s") or 0.0) / n_ckpt if n_ckpt else 0.0
+        ck = s1.get("totals_rank0") or s1["totals_mean"]  # the one rank's totals, final checkpoint included
+        n_ckpt = ck.get("checkpoints") or 0
+        ckpt_per_write = (ck.get("checkpoint_s") or 0.0) / n_ckpt if n_ckpt else 0.0
         points, loads, syncs = [(1, t1)], [load1], []
         for kp in ns.probe_ranks:
             ep_p = ns.steps * cfg.batch_size * kp / prof.n_train
