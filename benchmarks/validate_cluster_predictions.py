@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from validate_predictions import print_table, render_figure, row  # noqa: E402
+from validate_predictions import print_table, render_figure, row, select_rows  # noqa: E402
 
 from atomicio import write_jsonl_atomic  # noqa: E402
 from train.calibrate import background_load  # noqa: E402
@@ -125,13 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated row numbers (0-based) of the matrix to run")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (the README's)")
     ns = ap.parse_args(argv)
-    matrix = MATRIX
-    if ns.only:
-        try:
-            matrix = [MATRIX[int(i)] for i in ns.only.split(",")]
-        except (ValueError, IndexError):
-            print(f"error: --only must be row numbers 0..{len(MATRIX) - 1}, got {ns.only!r}", file=sys.stderr)
-            return 2
+    matrix = select_rows(MATRIX, ns.only)
+    if matrix is None:
+        return 2
     if ns.machine and not Path(ns.machine).is_file():
         print(f"error: machine file {ns.machine!r} does not exist; leave --machine out to calibrate", file=sys.stderr)
         return 2

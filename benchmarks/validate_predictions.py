@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -26,7 +26,9 @@ sys.path.insert(0, str(ROOT))
 from atomicio import write_jsonl_atomic  # noqa: E402
 from train.calibrate import background_load, mpirun_path  # noqa: E402
 
-__all__ = ["MATRIX", "main", "row", "print_table", "render_figure"]
+T = TypeVar("T")
+
+__all__ = ["MATRIX", "main", "row", "select_rows", "print_table", "render_figure"]
 
 #: (name, ranks, trainer flags). K in {2, 4, 8, 16}; mini-batch and local with H in {4, 16}; hierarchical on
 #: virtual 2-GPU nodes; one run with --global-sync-delay. The calibration probes (1, 3 and 6 ranks) are not here.
@@ -72,6 +74,17 @@ def row(name: str, K: int, flags: list[str], summary: dict[str, Any], load: floa
     }
 
 
+def select_rows(matrix: list[T], only: str | None) -> list[T] | None:
+    """The rows `--only` names (comma-separated 0-based numbers), all without it; None after one error line."""
+    if not only:
+        return matrix
+    try:
+        return [matrix[int(i)] for i in only.split(",")]
+    except (ValueError, IndexError):
+        print(f"error: --only must be row numbers 0..{len(matrix) - 1}, got {only!r}", file=sys.stderr)
+        return None
+
+
 def print_table(rows: list[dict[str, Any]], took_s: float, table: str) -> None:
     """The human table and the median and worst |error|."""
     errs = [abs(r["rel_error"]) for r in rows]
@@ -111,13 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: machine file {ns.machine!r} does not exist; write it with python -m train calibrate",
               file=sys.stderr)
         return 2
-    matrix = MATRIX
-    if ns.only:
-        try:
-            matrix = [MATRIX[int(i)] for i in ns.only.split(",")]
-        except (ValueError, IndexError):
-            print(f"error: --only must be row numbers 0..{len(MATRIX) - 1}, got {ns.only!r}", file=sys.stderr)
-            return 2
+    matrix = select_rows(MATRIX, ns.only)
+    if matrix is None:
+        return 2
     runs_dir = Path(ns.runs_dir or f"runs/validate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     runs_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")

@@ -19,6 +19,7 @@
 #   they are, the trainer's model given by its measured parameter count and forward GFLOPs per sample.
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -228,9 +229,9 @@ def count_evals(plan: RunPlan, eval_every: float) -> int:
 
 
 def count_checkpoints(plan: RunPlan, every: float) -> int:
-    """Checkpoints the trainer writes: every `every` epochs (0: none) and after the last step (timed ones aside)."""
-    T = plan.total_steps
-    return sum(1 for t in range(T) if (every > 0 and plan.crosses(t, every)) or t == T - 1)
+    """Checkpoints the trainer writes: every `every` epochs (0: none) and after the last step (timed ones aside),
+    counted as the evaluations are."""
+    return count_evals(plan, every) if every > 0 else 1
 
 
 def _barrier_s(p: int, level: Level) -> float:
@@ -341,8 +342,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
             # partner to be scheduled, across the links as in shared memory
             wait = scheduling_wait(s, float(src.get("oversubscribed_latency_s", 0.0)),
                                    src.get("oversubscribed_form", "const"))
-            small = Level(name="inter", latency_s=inter.latency_s + wait, overhead_s=inter.overhead_s,
-                          bandwidth_GBps=inter.bandwidth_GBps, gamma_s_per_byte=inter.gamma_s_per_byte)
+            small = dataclasses.replace(inter, latency_s=inter.latency_s + wait)
         elif n_nodes > 1:
             notes.append(f"no --predict-network: the links between the {n_nodes} nodes are modelled as this machine's "
                          f"shared memory")
