@@ -338,7 +338,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         if network is not None:
             inter, o_inter, net_name = _network_level(network)
             notes.append(f"links between the {n_nodes} nodes: the inter level of {net_name!r}")
-            # a round of empty messages (the barrier, the evaluation's small collectives) is all waiting for the
+            # the barrier's rounds of empty messages, which ranks reach from computing, are all waiting for the
             # partner to be scheduled, across the links as in shared memory
             wait = scheduling_wait(s, float(src.get("oversubscribed_latency_s", 0.0)),
                                    src.get("oversubscribed_form", "const"))
