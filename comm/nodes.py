@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ __all__ = ["NodeLayout", "node_layout", "rail_allreduce", "leader_allreduce", "r
 # Our op names as MPI ops ("mean" sums; the caller divides): shared by every module of comm that calls MPI itself.
 MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 _KEYVAL: int | None = None
+_KEYVAL_LOCK = threading.Lock()  # comm.nonblocking's helper thread may ask at the same moment (comm.allreduce)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -52,8 +54,9 @@ def node_layout(private: Any) -> NodeLayout:
     """The node layout of `private` (the library's private communicator), found once (collectively) and cached
     on it: every rank must call this at the same point, which the all-reduce entry points guarantee."""
     global _KEYVAL
-    if _KEYVAL is None:
-        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free)
+    with _KEYVAL_LOCK:
+        if _KEYVAL is None:
+            _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free)
     layout: NodeLayout | None = private.Get_attr(_KEYVAL)
     if layout is None:
         rank = private.Get_rank()

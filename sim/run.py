@@ -39,6 +39,7 @@ from sim.engine import (
 )
 from sim.errors import SimError
 from sim.jitter import StepJitter
+from sim.overlap import bucket_finish, check_buckets, check_overlap_steps
 from sim.schedule import SyncSchedule, total_steps
 from sim.stragglers import Stragglers
 from sim.topology import Topology
@@ -80,6 +81,10 @@ class RunConfig:
     cpu: SharedCPU | None = None  # ranks sharing one machine's cores; None: each worker has its own device
     leader_allreduce: str = "auto"  # the hierarchical all-reduce's leader algorithm ("auto": MPICH's rule)
     block_allreduce: str | None = None  # the block syncs' algorithm; None: as resolve_allreduce picks it
+    # hiding communication (sim/overlap.py; fast engine only): gradient buckets of mini-batch steps as (bytes, ready
+    # fraction of the step), and tau of overlapped local-SGD syncs (0: they block)
+    buckets: tuple[tuple[float, float], ...] = ()
+    overlap_steps: int = 0
 
     def __post_init__(self) -> None:
         self.nodes_used = self.topology.check_workers(self.K)
@@ -101,6 +106,13 @@ class RunConfig:
             raise SimError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
         if self.compression != "none" and self.allreduce == "paper":
             raise SimError(f"compression {self.compression!r} cannot be combined with allreduce 'paper' (eq. 6 mode)")
+        self.buckets = check_buckets(self.buckets)
+        check_overlap_steps(self.overlap_steps)
+        if (self.buckets or self.overlap_steps) and (self.compression != "none" or self.allreduce == "paper"):
+            raise SimError("buckets and overlap_steps model our all-reduces: they cannot go with compression or "
+                           "allreduce 'paper'")
+        if self.overlap_steps > self.schedule.H:
+            raise SimError(f"overlap_steps must be <= H = {self.schedule.H}, got {self.overlap_steps}")
 
     @property
     def wire_bytes(self) -> int:
@@ -155,6 +167,7 @@ class RunResult:
     sim_seconds: float
     sim_events: int
     overhead_s: float = 0.0
+    hidden_s: float = 0.0   # communication that ran beside computation (mean per worker; not in comm_*_s)
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -184,6 +197,7 @@ class RunResult:
             "comm_accounted_s": self.comm_accounted_s, "eq6_s": e6, "eq6_C1_s": C1, "eq6_C2_s": C2,
             "single_worker_s": single, "speedup": single / self.wall_s if self.wall_s > 0 else None,
             "sim_seconds": self.sim_seconds, "sim_events": self.sim_events,
+            "buckets": [list(b) for b in c.buckets], "overlap_steps": c.overlap_steps, "hidden_s": self.hidden_s,
         }
 
 
@@ -213,20 +227,93 @@ def _fast(cfg: RunConfig) -> RunResult:
     random = strag.active or jit.active
     og, ob = cfg.topology.sync_overhead_s
     clock, comp, wait = np.zeros(K), np.zeros(K), np.zeros(K)
-    intra, inter, delay = np.zeros(K), np.zeros(K), np.zeros(K)
+    intra, inter, delay, hidden = np.zeros(K), np.zeros(K), np.zeros(K), np.zeros(K)
     g_intra, g_inter = gres.finish_s - gres.inter_s, gres.inter_s
     b_intra, b_inter = np.tile(bres.finish_s - bres.inter_s, nodes), np.tile(bres.inter_s, nodes)
     b_fin = bres.finish_s[None, :]
     prev, n_g, n_b = -1, 0, 0
-    for step, level in cfg.schedule.events(T):
-        seg = step - prev
-        prev = step
-        dt = c0 * _factors(cfg, seg, K).sum(axis=0) if random else np.full(K, c0 * seg)
+    # every bucket runs the whole gradient's algorithm, as train/buckets.py does
+    bucket_res = [simulate_collective(cfg.topology, tuple(range(K)), algs[0], nb, "inter", cfg.leader_allreduce)
+                  for nb, _ in cfg.buckets]
+    events += sum(r.events for r in bucket_res)
+    extra_bytes = [0.0, 0.0]  # (intra, inter) of bucketed syncs
+    # overlapped sync in flight: (due step, per-rank completion time, its intra and inter seconds, its delay)
+    pending: tuple[int, np.ndarray, np.ndarray, np.ndarray, float] | None = None
+
+    def compute(nsteps: int) -> np.ndarray:
+        """Advance every rank by `nsteps` steps; returns the wall time of the last of them per rank."""
+        nonlocal clock
+        if nsteps <= 0:
+            return np.zeros(K)
+        f = _factors(cfg, nsteps, K) if random else None
+        work = c0 * f.sum(axis=0) if f is not None else np.full(K, c0 * nsteps)
+        last = c0 * f[-1] if f is not None else np.full(K, c0)
+        dt = work
         if cfg.cpu is not None:             # work on shared cores: wall time by processor sharing
-            end = cfg.cpu.finish(clock, dt)
-            dt = end - clock
-        clock += dt
-        comp += dt
+            dt = cfg.cpu.finish(clock, work) - clock
+        clock = clock + dt
+        comp[:] += dt
+        return np.asarray(dt * last / work)
+
+    def expose(waited: np.ndarray, c_intra: np.ndarray, c_inter: np.ndarray, d: float) -> None:
+        """Book the part of a hidden sync a rank waited for: its delay (which comes last) first, then its
+        communication; the rest ran beside computation."""
+        on_delay = np.minimum(waited, d)
+        on_wire = waited - on_delay
+        total = c_intra + c_inter
+        share = np.minimum(np.divide(on_wire, total, out=np.zeros(K), where=total > 0), 1.0)
+        intra[:] += c_intra * share
+        inter[:] += c_inter * share
+        delay[:] += on_delay
+        hidden[:] += np.clip(total + d - waited, 0.0, None)
+
+    def apply() -> None:
+        """Each rank waits for what is left of the pending overlapped sync."""
+        nonlocal pending, clock
+        assert pending is not None
+        _, done, p_intra, p_inter, d = pending
+        expose(np.clip(done - clock, 0.0, None), p_intra, p_inter, d)
+        clock = np.maximum(clock, done)
+        pending = None
+
+    grad_until = T if cfg.schedule.algorithm == "minibatch" else cfg.schedule.local_start
+    for step, level in cfg.schedule.events(T):
+        if pending is not None and pending[0] < step:
+            compute(pending[0] - prev)
+            prev = pending[0]
+            apply()
+        last = compute(step - prev)
+        prev = step
+        if pending is not None:
+            apply()
+        final = step == T - 1
+        if cfg.buckets and step < grad_until:       # gradient buckets all-reduced during backward
+            n_g += 1
+            start = clock - last
+            end = bucket_finish(start, last, [f for _, f in cfg.buckets], [r.duration_s for r in bucket_res])
+            fin = end + cfg.delay_global_s
+            bk_inter = sum(float(r.inter_s.max()) for r in bucket_res)
+            bk_all = sum(r.duration_s for r in bucket_res)
+            expose(np.clip(fin - clock, 0.0, None), np.full(K, bk_all - bk_inter), np.full(K, bk_inter),
+                   cfg.delay_global_s)
+            clock = np.maximum(clock, fin) + og
+            for r in bucket_res:
+                extra_bytes[0] += r.bytes_intra
+                extra_bytes[1] += r.bytes_inter
+            continue
+        if cfg.overlap_steps and not final:           # overlapped: the ranks go on computing
+            if level == "global":
+                n_g += 1
+                start = float(clock.max())
+                pending = (step + cfg.overlap_steps, start + gres.finish_s + cfg.delay_global_s + og, g_intra,
+                           g_inter, cfg.delay_global_s)
+            else:
+                n_b += 1
+                grid = clock.reshape(nodes, b)
+                start_b = grid.max(axis=1, keepdims=True)
+                pending = (step + cfg.overlap_steps, (start_b + b_fin).ravel() + cfg.delay_block_s + ob, b_intra,
+                           b_inter, cfg.delay_block_s)
+            continue
         if level == "global":
             n_g += 1
             start = clock.max()
@@ -244,19 +331,23 @@ def _fast(cfg: RunConfig) -> RunResult:
             intra += b_intra
             inter += b_inter
             delay += cfg.delay_block_s
+    n_bucketed = min(T, grad_until) if cfg.buckets else 0
     return RunResult(
         config=cfg, engine="fast", algorithms=algs, wall_s=float(clock.max()), compute_s=float(comp.mean()),
         comm_intra_s=float(intra.mean()), comm_inter_s=float(inter.mean()), wait_s=float(wait.mean()),
         delay_s=float(delay.mean()), overhead_s=n_g * og + n_b * ob, syncs_block=n_b, syncs_global=n_g,
-        bytes_intra=n_g * gres.bytes_intra + n_b * nodes * bres.bytes_intra,
-        bytes_inter=n_g * gres.bytes_inter + n_b * nodes * bres.bytes_inter,
-        comm_accounted_s=n_g * gres.duration_s + n_b * nodes * bres.duration_s, sim_seconds=0.0,
-        sim_events=events)
+        bytes_intra=(n_g - n_bucketed) * gres.bytes_intra + n_b * nodes * bres.bytes_intra + extra_bytes[0],
+        bytes_inter=(n_g - n_bucketed) * gres.bytes_inter + n_b * nodes * bres.bytes_inter + extra_bytes[1],
+        comm_accounted_s=(n_g - n_bucketed) * gres.duration_s + n_b * nodes * bres.duration_s
+        + n_bucketed * sum(r.duration_s for r in bucket_res), sim_seconds=0.0,
+        sim_events=events, hidden_s=float(hidden.mean()))
 
 
 def _event(cfg: RunConfig) -> RunResult:
     if cfg.cpu is not None:
         raise SimError("engine 'event' does not model ranks that share a machine's cores (cpu); use engine 'fast'")
+    if cfg.buckets or cfg.overlap_steps:
+        raise SimError("engine 'event' does not model gradient buckets or overlapped syncs; use engine 'fast'")
     t = cfg.topology
     K, b, _nodes = cfg.K, t.gpus_per_node, cfg.nodes_used
     T = cfg.total_steps

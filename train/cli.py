@@ -34,6 +34,14 @@ def _fractions(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.5,0.75, got {text!r}") from None
 
 
+def _bytes(text: str) -> int:
+    from sim.overlap import parse_bytes
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _straggler(text: str) -> tuple[int, float]:
     try:
         return parse_straggler(text)
@@ -80,6 +88,18 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--compress", "compress", str, ("none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
                                     "the packed 1-bit signs of the model change (docs/README-compress.md)")),
     ("--sign-scale", "sign_scale", float, "sign: the majority vote moves each coordinate by SIGN_SCALE * lr"),
+    ("--bucket-size", "bucket_bytes", _bytes, ("mini-batch steps: gradient buckets of this many bytes (e.g. 256K), "
+                                              "each all-reduced as soon as backward has produced it; 0: one "
+                                              "all-reduce after backward (docs/README-overlap.md)")),
+    ("--first-bucket-size", "first_bucket_bytes", _bytes, "the first (smaller) gradient bucket, in bytes"),
+    ("--overlap-steps", "overlap_steps", int, ("--overlap: tau, the local steps a sync runs beside; its average is "
+                                              "applied after them (1 <= tau <= H)")),
+    ("--progress", "progress", str, ("how nonblocking all-reduces advance: thread (comm's helper thread) or poll "
+                                    "(from the training's own hooks)")),
+    ("--outer-optimizer", "outer_optimizer", str, ("none, sgd or nesterov: DiLoCo's outer step on the "
+                                                  "pseudo-gradient anchor - avg(x) at every global sync")),
+    ("--outer-lr", "outer_lr", float, "learning rate of the outer optimizer"),
+    ("--outer-momentum", "outer_momentum", float, "momentum of the outer optimizer"),
     ("--sampler", "sampler", str, ("stream (per-epoch shuffled slices), or iid / shuffle: the convex simulator's "
                                   "shared sampler (sim.convex.sampler)")),
     ("--dtype", "dtype", str, "float32 or float64 parameters and data"),
@@ -127,8 +147,11 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
                                       "--lr-warmup-epochs", "--lr-decay-at", "--lr-decay-factor", "--lr-schedule",
                                       "--lr-cap", "--momentum", "--no-nesterov", "--weight-decay",
                                       "--clip-grad-norm", "--momentum-variant", "--global-momentum", "--slow-lr",
-                                      "--slow-momentum", "--slow-buffers")),
-    ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--global-sync-delay",
+                                      "--slow-momentum", "--slow-buffers", "--outer-optimizer", "--outer-lr",
+                                      "--outer-momentum")),
+    ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--bucket-size",
+                                    "--first-bucket-size", "--overlap", "--overlap-steps", "--progress",
+                                    "--global-sync-delay",
                                     "--block-sync-delay", "--straggler")),
     ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
@@ -155,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(flag, dest=name, type=typ, default=None, help=text + tail)
     run.add_argument("--no-nesterov", dest="nesterov", action="store_false", default=None,
                      help="plain (heavy-ball) momentum instead of Nesterov")
+    run.add_argument("--overlap", dest="overlap", action="store_true", default=None,
+                     help="local-SGD syncs run beside the next --overlap-steps local steps and are applied after "
+                          "them with x <- x + (avg(x_t) - x_t) (docs/README-overlap.md)")
     run.add_argument("--log-objective", dest="log_objective", action="store_true", default=None,
                      help="after every global sync record f(w) = mean training loss + wd/2 ||w||^2 "
                           "in RUN_DIR/objective.jsonl")
@@ -198,14 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
 def given_fields(ns: argparse.Namespace) -> dict[str, Any]:
     """The configuration fields set explicitly on the command line."""
     given = {name: getattr(ns, name) for _, name, _, _ in _FLAGS if getattr(ns, name) is not None}
-    for name in ("nesterov", "stragglers", "log_objective"):
+    for name in ("nesterov", "stragglers", "log_objective", "overlap"):
         if getattr(ns, name, None) is not None:
             given[name] = getattr(ns, name)
     return given
 
 
 FLAG_OF = {name: flag for flag, name, _, _ in _FLAGS} | {"nesterov": "--no-nesterov", "stragglers": "--straggler",
-                                                          "log_objective": "--log-objective"}
+                                                          "log_objective": "--log-objective", "overlap": "--overlap"}
 
 
 def refuse_conflicts(given: dict[str, Any], cfg: TrainConfig) -> None:
@@ -216,6 +242,16 @@ def refuse_conflicts(given: dict[str, Any], cfg: TrainConfig) -> None:
     if "global_momentum" in given and cfg.momentum_variant == "local" and cfg.global_momentum != 0:
         raise TrainError(f"--global-momentum {cfg.global_momentum} does not apply to --momentum-variant local; "
                          f"use --momentum-variant global or hybrid")
+    for name in ("bucket_bytes", "first_bucket_bytes"):
+        if name in given and cfg.algorithm in ("local", "hierarchical"):
+            raise TrainError(f"{FLAG_OF[name]} applies to mini-batch steps (--algorithm minibatch or postlocal), "
+                             f"got --algorithm {cfg.algorithm}")
+    if "first_bucket_bytes" in given and cfg.bucket_bytes == 0:
+        raise TrainError("--first-bucket-size does not apply with --bucket-size 0 (one all-reduce after backward)")
+    if "progress" in given and not cfg.overlap and (cfg.bucket_bytes == 0 or cfg.algorithm in ("local",
+                                                                                             "hierarchical")):
+        raise TrainError(f"--progress {cfg.progress} applies to nonblocking all-reduces: --overlap, or mini-batch "
+                         f"steps with gradient buckets")
     if "sign_scale" in given and cfg.compress != "sign":
         raise TrainError(f"--sign-scale {cfg.sign_scale} only applies to --compress sign, got --compress "
                          f"{cfg.compress}")

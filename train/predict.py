@@ -147,6 +147,7 @@ class ModelProfile:
     n_train: int
     n_test: int
     bytes_per_param: int
+    grads: tuple[tuple[int, float], ...] = ()   # (bytes, ready fraction) per gradient, train/gradprofile.py
 
     def spec(self, name: str) -> ModelSpec:
         # The sim charges 4 bytes per parameter; float64 runs send twice as many bytes (counted as twice the params).
@@ -190,8 +191,12 @@ def profile_model(cfg: TrainConfig) -> ModelProfile:
     if flops <= 0:  # an op the counter does not know: 2 FLOPs per parameter and sample
         flops = 2 * params
     dtype = getattr(cfg, "dtype", "float32")
+    from train.gradprofile import grad_readiness
+    grads = grad_readiness(model, x)
+    if dtype == "float64":
+        grads = tuple((2 * n, f) for n, f in grads)
     return ModelProfile(params=params, gflops_per_sample=flops / 2 / 1e9, n_train=n_train, n_test=n_test,
-                        bytes_per_param=8 if dtype == "float64" else 4)
+                        bytes_per_param=8 if dtype == "float64" else 4, grads=grads)
 
 
 def load_source(spec: str) -> tuple[str, Any]:
@@ -281,6 +286,21 @@ def _stragglers(cfg: TrainConfig, notes: list[str]) -> Stragglers:
     if len(cfg.stragglers) > 1:
         notes.append(f"the simulator models one straggler: only rank {rank} (x{factor}) is simulated")
     return Stragglers(kind="fixed", rank=rank, slowdown=factor)
+
+
+def _hiding(cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> tuple[tuple[tuple[float, float], ...], int]:
+    """The gradient buckets of mini-batch steps (bytes, ready fraction) and tau of overlapped syncs, as the trainer
+    runs them."""
+    buckets: tuple[tuple[float, float], ...] = ()
+    if getattr(cfg, "bucket_bytes", 0) and cfg.algorithm in ("minibatch", "postlocal"):
+        from sim.overlap import uniform_buckets
+        from train.gradprofile import predicted_buckets
+        if prof.grads:
+            buckets = predicted_buckets(prof.grads, cfg.bucket_bytes, cfg.first_bucket_bytes)
+        else:
+            buckets = uniform_buckets(prof.spec(cfg.model).bytes, cfg.bucket_bytes, cfg.first_bucket_bytes)
+            notes.append("gradient buckets assumed ready evenly over the backward pass (no per-layer profile)")
+    return buckets, (cfg.overlap_steps if getattr(cfg, "overlap", False) else 0)
 
 
 def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,
@@ -389,9 +409,12 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
     # comm's hierarchical all-reduce runs "auto" on the leaders (one rank per node) and inside a node: both are the
     # flat rule (recursive doubling up to 512 KiB), and so are the block syncs
     one_node = comm_auto_algorithm(payload)
+    buckets, tau = _hiding(cfg, prof, notes)
+    if buckets or tau:  # syncs beside computation have no barrier (the few blocking ones' barriers are left out)
+        bar_global = bar_block = 0.0
     try:
         rc = RunConfig(topology=topo, model=spec, K=K, B=cfg.batch_size, N=plan.samples_total,
-                       schedule=plan.schedule, allreduce=allreduce,
+                       schedule=plan.schedule, allreduce=allreduce, buckets=buckets, overlap_steps=tau,
                        delay_global_s=cfg.global_sync_delay + bar_global,
                        delay_block_s=cfg.block_sync_delay + bar_block, stragglers=_stragglers(cfg, notes),
                        compression=compress if compress in ("sign", "ef-sign") else "none", epochs=cfg.epochs,
@@ -427,7 +450,8 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         "step_s": step_s, "wall_s": res.wall_s + eval_s + ckpt_s, "train_s": res.wall_s, "compute_s": res.compute_s,
         "comm_intra_s": res.comm_intra_s, "comm_inter_s": res.comm_inter_s, "wait_s": res.wait_s,
         "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
-        "checkpoint_s": ckpt_s, "checkpoints": n_ckpt,
+        "checkpoint_s": ckpt_s, "checkpoints": n_ckpt, "hidden_s": res.hidden_s, "overlap_steps": tau,
+        "buckets": [list(b) for b in buckets],
         "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
         "compute_source": "measured" if kind == "machine" and not any(n.startswith("compute scaled") for n in notes)
         else "extrapolated" if kind == "machine" else out["compute_source"], "jitter": out["jitter"],

@@ -92,14 +92,20 @@ class Trainer(RecordsMixin):
         local_m = 0.0 if cfg.momentum_variant == "global" else cfg.momentum
         self.opt = torch.optim.SGD([g for g in groups if g["params"]], lr=self.plan.lr.lr_at(0), momentum=local_m,
                                    dampening=0.0, nesterov=cfg.nesterov and local_m > 0)
-        backend = MPIBackend(self.world, hierarchical=hier, topology=self.topology, algorithm=cfg.allreduce)
+        backend = MPIBackend(self.world, hierarchical=hier, topology=self.topology, algorithm=cfg.allreduce,
+                             progress=cfg.progress)
         self.sync = SyncTimer(backend, delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay})
         # collective: rank 0's model is broadcast, then the anchors of momentum and compression are taken
         self.averager = LocalSGD([p for _, p in named], schedule=self.plan.schedule, total_steps=self.plan.total_steps,
                                  backend=backend, momentum_variant=cfg.momentum_variant,
                                  global_momentum=cfg.global_momentum, slow_lr=cfg.slow_lr,
                                  slow_momentum=cfg.slow_momentum, buffers=cfg.slow_buffers, optimizer=self.opt,
-                                 compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=self.sync)
+                                 compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=self.sync,
+                                 bucket_bytes=cfg.bucket_bytes or None, first_bucket_bytes=cfg.first_bucket_bytes,
+                                 overlap=cfg.overlap, overlap_steps=cfg.overlap_steps,
+                                 outer_optimizer=None if cfg.outer_optimizer == "none" else cfg.outer_optimizer,
+                                 outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum)
+        self.averager.poll_in(self.model)  # progress "poll": the forward passes drive an overlapped sync too
         self.evaluator = Evaluator(self.model, self.averager.flat, world=self.world, bn_eval=cfg.bn_eval,
                                    x_test=self.data.x_test, y_test=self.data.y_test, device=self.device,
                                    contiguous=self.carry is not None)
