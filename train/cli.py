@@ -88,10 +88,10 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--compress", "compress", str, ("none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
                                     "the packed 1-bit signs of the model change (docs/README-compress.md)")),
     ("--sign-scale", "sign_scale", float, "sign: the majority vote moves each coordinate by SIGN_SCALE * lr"),
-    ("--bucket-size", "bucket_bytes", _bytes, ("mini-batch steps: gradient buckets of this many bytes (e.g. 256K), "
+    ("--bucket-size", "bucket_size", _bytes, ("mini-batch steps: gradient buckets of this many bytes (e.g. 256K), "
                                               "each all-reduced as soon as backward has produced it; 0: one "
                                               "all-reduce after backward (docs/README-overlap.md)")),
-    ("--first-bucket-size", "first_bucket_bytes", _bytes, "the first (smaller) gradient bucket, in bytes"),
+    ("--first-bucket-size", "first_bucket_size", _bytes, "the first (smaller) gradient bucket, in bytes"),
     ("--overlap-steps", "overlap_steps", int, ("--overlap: tau, the local steps a sync runs beside; its average is "
                                               "applied after them (1 <= tau <= H)")),
     ("--progress", "progress", str, ("how nonblocking all-reduces advance: thread (comm's helper thread) or poll "
@@ -242,13 +242,13 @@ def refuse_conflicts(given: dict[str, Any], cfg: TrainConfig) -> None:
     if "global_momentum" in given and cfg.momentum_variant == "local" and cfg.global_momentum != 0:
         raise TrainError(f"--global-momentum {cfg.global_momentum} does not apply to --momentum-variant local; "
                          f"use --momentum-variant global or hybrid")
-    for name in ("bucket_bytes", "first_bucket_bytes"):
+    for name in ("bucket_size", "first_bucket_size"):
         if name in given and cfg.algorithm in ("local", "hierarchical"):
             raise TrainError(f"{FLAG_OF[name]} applies to mini-batch steps (--algorithm minibatch or postlocal), "
                              f"got --algorithm {cfg.algorithm}")
-    if "first_bucket_bytes" in given and cfg.bucket_bytes == 0:
+    if "first_bucket_size" in given and cfg.bucket_size == 0:
         raise TrainError("--first-bucket-size does not apply with --bucket-size 0 (one all-reduce after backward)")
-    if "progress" in given and not cfg.overlap and (cfg.bucket_bytes == 0 or cfg.algorithm in ("local",
+    if "progress" in given and not cfg.overlap and (cfg.bucket_size == 0 or cfg.algorithm in ("local",
                                                                                              "hierarchical")):
         raise TrainError(f"--progress {cfg.progress} applies to nonblocking all-reduces: --overlap, or mini-batch "
                          f"steps with gradient buckets")

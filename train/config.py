@@ -96,8 +96,8 @@ class TrainConfig:
     compress: str = "none"               # sign / ef-sign: 1-bit model changes through an all-gather (train/compress.py)
     sign_scale: float = 1.0              # sign: the majority vote moves each coordinate by sign_scale * lr
     # hiding communication behind computation (docs/README-overlap.md)
-    bucket_bytes: int = 256 * 1024       # mini-batch steps: gradient buckets all-reduced during backward; 0: one
-    first_bucket_bytes: int = 64 * 1024  #   blocking all-reduce after backward (the first bucket is smaller)
+    bucket_size: int = 256 * 1024        # bytes; mini-batch steps: gradient buckets all-reduced during backward; 0:
+    first_bucket_size: int = 64 * 1024   #   one blocking all-reduce after backward (the first bucket is smaller)
     overlap: bool = False                # local-SGD syncs run beside the next overlap_steps local steps
     overlap_steps: int = 1               # tau: the average of step t's models is applied after step t + tau
     progress: str = "thread"             # how nonblocking all-reduces advance: comm's helper thread, or polls
@@ -251,8 +251,8 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
 
     def _check_overlap(self) -> None:
-        _int("bucket_bytes", self.bucket_bytes, 0)
-        _int("first_bucket_bytes", self.first_bucket_bytes, 1)
+        _int("bucket_size", self.bucket_size, 0)
+        _int("first_bucket_size", self.first_bucket_size, 1)
         if not isinstance(self.overlap, bool):
             raise TrainError(f"overlap must be true or false, got {self.overlap!r}")
         _int("overlap_steps", self.overlap_steps, 1)
@@ -263,7 +263,7 @@ class TrainConfig:
         if self.overlap:
             if self.algorithm == "minibatch":
                 raise TrainError("overlap applies to the model syncs of local SGD; minibatch overlaps its gradient "
-                                 "all-reduces with backward through bucket_bytes (on by default)")
+                                 "all-reduces with backward through bucket_size (on by default)")
             if self.compress != "none":
                 raise TrainError(f"overlap cannot go with compress {self.compress!r} (its all-gather blocks)")
             if self.overlap_steps > self.H:

@@ -292,13 +292,13 @@ def _hiding(cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> tuple[tup
     """The gradient buckets of mini-batch steps (bytes, ready fraction) and tau of overlapped syncs, as the trainer
     runs them."""
     buckets: tuple[tuple[float, float], ...] = ()
-    if getattr(cfg, "bucket_bytes", 0) and cfg.algorithm in ("minibatch", "postlocal"):
+    if getattr(cfg, "bucket_size", 0) and cfg.algorithm in ("minibatch", "postlocal"):
         from sim.overlap import uniform_buckets
         from train.gradprofile import predicted_buckets
         if prof.grads:
-            buckets = predicted_buckets(prof.grads, cfg.bucket_bytes, cfg.first_bucket_bytes)
+            buckets = predicted_buckets(prof.grads, cfg.bucket_size, cfg.first_bucket_size)
         else:
-            buckets = uniform_buckets(prof.spec(cfg.model).bytes, cfg.bucket_bytes, cfg.first_bucket_bytes)
+            buckets = uniform_buckets(prof.spec(cfg.model).bytes, cfg.bucket_size, cfg.first_bucket_size)
             notes.append("gradient buckets assumed ready evenly over the backward pass (no per-layer profile)")
     return buckets, (cfg.overlap_steps if getattr(cfg, "overlap", False) else 0)
 

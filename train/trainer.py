@@ -101,7 +101,8 @@ class Trainer(RecordsMixin):
                                  global_momentum=cfg.global_momentum, slow_lr=cfg.slow_lr,
                                  slow_momentum=cfg.slow_momentum, buffers=cfg.slow_buffers, optimizer=self.opt,
                                  compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=self.sync,
-                                 bucket_bytes=cfg.bucket_bytes or None, first_bucket_bytes=cfg.first_bucket_bytes,
+                                 bucket_bytes=cfg.bucket_size or None,
+                                 first_bucket_bytes=cfg.first_bucket_size,
                                  overlap=cfg.overlap, overlap_steps=cfg.overlap_steps,
                                  outer_optimizer=None if cfg.outer_optimizer == "none" else cfg.outer_optimizer,
                                  outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum)

@@ -126,7 +126,7 @@ def test_event_engine_refuses_overlap_and_bad_configs():
     ({"algorithm": "local", "outer_optimizer": "adam"}, "outer_optimizer must be one of none, sgd, nesterov"),
     ({"algorithm": "local", "outer_optimizer": "sgd", "momentum_variant": "slowmo"}, "replaces the momentum"),
     ({"algorithm": "local", "progress": "busy"}, "progress must be one of thread, poll, got 'busy'"),
-    ({"algorithm": "minibatch", "bucket_bytes": -1}, "bucket_bytes must be an integer >= 0, got -1"),
+    ({"algorithm": "minibatch", "bucket_size": -1}, "bucket_size must be an integer >= 0, got -1"),
 ])
 def test_config_refusals(kw, msg):
     with pytest.raises(TrainError, match=msg):
