@@ -15,7 +15,8 @@
 #   nocomm:           the step alone, no communication at all;
 #   local4:           local SGD, H = 4, blocking syncs (barrier + all-reduce, as the trainer);
 #   local4-overlap:   local SGD, H = 4, overlapped syncs with tau = 1 (LocalSGD(overlap=True)), progress "thread";
-#   local4-overlap4:  the same with tau = 4 (a sync overlaps the whole next round).
+#   local4-overlap4:  the same with tau = 4 (a sync overlaps the whole next round);
+#   ours-64k, ours-1m: "ours" with 64 KiB buckets (16 KiB first) and with 1 MiB ones (the bucket-size sweep).
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODES = ("ddp", "ours", "ours-poll", "ours-unbucketed", "nocomm", "local4", "local4-overlap", "local4-overlap4")
+MODES = ("ddp", "ours", "ours-poll", "ours-unbucketed", "nocomm", "local4", "local4-overlap", "local4-overlap4",
+         "ours-64k", "ours-1m")
+#: The default modes (the bucket-size variants are for the sweep: --modes ours,ours-64k,ours-1m).
+DEFAULT_MODES = MODES[:8]
+#: Bucket sizes (bytes, first bucket bytes) of the sweep's variants of "ours".
+SWEEP = {"ours-64k": (64 * 1024, 16 * 1024), "ours-1m": (1 << 20, 1 << 20)}
 
 
 def _eth0_address() -> str:
@@ -87,8 +93,9 @@ def _worker(ns: argparse.Namespace) -> int:
             timer = SyncTimer(backend)
             if mode.startswith("ours"):
                 sched = SyncSchedule(algorithm="minibatch")
-                kw = {"bucket_bytes": None} if mode == "ours-unbucketed" else {"bucket_bytes": ns.bucket_bytes,
-                                                                               "first_bucket_bytes": ns.first_bucket}
+                size, first = SWEEP.get(mode, (ns.bucket_bytes, ns.first_bucket))
+                kw = {"bucket_bytes": None} if mode == "ours-unbucketed" else {"bucket_bytes": size,
+                                                                               "first_bucket_bytes": first}
             else:
                 sched = SyncSchedule(algorithm="local", H=4)
                 kw = {"overlap": mode != "local4", "overlap_steps": 4 if mode.endswith("overlap4") else 1}
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cells", default="4x1@25mbit,4x1@100mbit,4x2@25mbit,4x2@100mbit",
                     help="comma-separated NODESxRANKS@RATE")
-    ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, of {', '.join(MODES)}")
     ap.add_argument("--steps", type=int, default=12, help="timed steps per pass")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each pass")
     ap.add_argument("--pairs", type=int, default=2, help="passes over the modes (alternating order)")
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         load0 = os.getloadavg()[0]
         t0 = time.time()
         cmd = [sys.executable, "-m", "cluster", "run", "--nodes", nodes, "--ranks-per-node", ppn, "--rate", rate,
-               "--", sys.executable, "-m", "mpi4py", str(Path(__file__).resolve()), "--worker", "--modes", ns.modes,
+               "--", "env", f"LOCALSGD_IALLREDUCE_NAP_S={os.environ.get('LOCALSGD_IALLREDUCE_NAP_S', '')}",
+               sys.executable, "-m", "mpi4py", str(Path(__file__).resolve()), "--worker", "--modes", ns.modes,
                "--steps", str(ns.steps), "--warmup", str(ns.warmup), "--pairs", str(ns.pairs), "--batch",
                str(ns.batch), "--bucket-bytes", str(ns.bucket_bytes), "--first-bucket", str(ns.first_bucket)]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=3600)

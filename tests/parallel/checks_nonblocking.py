@@ -16,7 +16,8 @@ DTYPES = (np.float16, np.float32, np.float64, np.int64)
 
 def check_iallreduce_equals_blocking() -> None:
     """Every algorithm, dtype, op and count edge case: the request's result is bitwise the blocking all-reduce's
-    with the same algorithm, equals MPI_Allreduce, and is identical on every rank."""
+    with the same algorithm (native floats: equal to rounding, as MPICH may sum them in another order), and is
+    identical on every rank."""
     rng = np.random.default_rng(77 + WORLD.rank)
     for alg in ALGS:
         for dtype in DTYPES:
@@ -30,7 +31,10 @@ def check_iallreduce_equals_blocking() -> None:
                     got = req.wait()
                     what = f"iallreduce {alg} {np.dtype(dtype).name} {op} n={n} p={WORLD.size}"
                     assert got is x and req.done and req.test(), what
-                    assert np.array_equal(got, want), f"{what}: differs from the blocking all-reduce"
+                    if alg == "native" and np.dtype(dtype).kind == "f":  # MPICH picks MPI_Iallreduce's algorithm
+                        check_result(got, want, dtype, what)             # apart from MPI_Allreduce's
+                    else:
+                        assert np.array_equal(got, want), f"{what}: differs from the blocking all-reduce"
                     assert_identical_everywhere(got, what)
     assert in_flight() == 0
 
@@ -63,7 +67,10 @@ def check_many_in_flight() -> None:
         assert (mine == sum(range(WORLD.size))).all()
         for req, want, (alg, dtype, n) in reversed(list(zip(reqs, wants, plan))):
             got = req.wait()
-            assert np.array_equal(got, want), f"round {rounds} {alg} {np.dtype(dtype).name} n={n}"
+            if alg == "native" and np.dtype(dtype).kind == "f":
+                check_result(got, want, dtype, f"round {rounds} native {np.dtype(dtype).name}")
+            else:
+                assert np.array_equal(got, want), f"round {rounds} {alg} {np.dtype(dtype).name} n={n}"
             assert_identical_everywhere(got, f"in flight {alg} {np.dtype(dtype).name}")
     assert in_flight() == 0
 
