@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from sim.errors import SimError
 
 __all__ = ["BACKWARD_SHARE", "parse_bytes", "uniform_buckets", "check_buckets", "check_overlap_steps",
-           "bucket_finish"]
+           "bucket_finish", "expose", "bucketed_step"]
 
 #: Share of a training step that is the backward pass (forward : backward = 1 : 2 in FLOPs), for `sim run`'s
 #: uniform bucket readiness when no per-layer profile is given.
@@ -83,3 +84,31 @@ def bucket_finish(step_start: np.ndarray, step_wall: np.ndarray, fractions: Sequ
         ready = float((step_start + f * step_wall).max())
         end = max(end, ready) + d
     return float(end)
+
+
+def expose(waited: np.ndarray, c_intra: np.ndarray, c_inter: np.ndarray, delay_s: float,
+           book: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Book (in place, per rank) the part of a hidden sync that a rank waited for: the sync's delay (which comes
+    last) first, then its communication; the rest ran beside computation. book = (intra, inter, delay, hidden)."""
+    intra, inter, delay, hidden = book
+    on_delay = np.minimum(waited, delay_s)
+    on_wire = waited - on_delay
+    total = c_intra + c_inter
+    share = np.minimum(np.divide(on_wire, total, out=np.zeros(len(waited)), where=total > 0), 1.0)
+    intra += c_intra * share
+    inter += c_inter * share
+    delay += on_delay
+    hidden += np.clip(total + delay_s - waited, 0.0, None)
+
+
+def bucketed_step(clock: np.ndarray, last: np.ndarray, buckets: Sequence[tuple[float, float]], results: Sequence[Any],
+                  delay_s: float, book: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """The end of a mini-batch step with gradient buckets: every rank has computed up to `clock`, its last step
+    taking `last`; the buckets' collectives (`results`, one CollectiveResult each) run on the lane as they become
+    ready, the delay after the last one. Returns the ranks' new clocks and books what they waited for."""
+    end = bucket_finish(clock - last, last, [f for _, f in buckets], [r.duration_s for r in results]) + delay_s
+    k = len(clock)
+    on_links = sum(float(r.inter_s.max()) for r in results)
+    total = sum(r.duration_s for r in results)
+    expose(np.clip(end - clock, 0.0, None), np.full(k, total - on_links), np.full(k, on_links), delay_s, book)
+    return np.asarray(np.maximum(clock, end))

@@ -39,7 +39,7 @@ from sim.engine import (
 )
 from sim.errors import SimError
 from sim.jitter import StepJitter
-from sim.overlap import bucket_finish, check_buckets, check_overlap_steps
+from sim.overlap import bucketed_step, check_buckets, check_overlap_steps, expose
 from sim.schedule import SyncSchedule, total_steps
 from sim.stragglers import Stragglers
 from sim.topology import Topology
@@ -236,7 +236,7 @@ def _fast(cfg: RunConfig) -> RunResult:
     bucket_res = [simulate_collective(cfg.topology, tuple(range(K)), algs[0], nb, "inter", cfg.leader_allreduce)
                   for nb, _ in cfg.buckets]
     events += sum(r.events for r in bucket_res)
-    extra_bytes = [0.0, 0.0]  # (intra, inter) of bucketed syncs
+    book = (intra, inter, delay, hidden)  # what expose() books a hidden sync's waited part to
     # overlapped sync in flight: (due step, per-rank completion time, its intra and inter seconds, its delay)
     pending: tuple[int, np.ndarray, np.ndarray, np.ndarray, float] | None = None
 
@@ -255,24 +255,12 @@ def _fast(cfg: RunConfig) -> RunResult:
         comp[:] += dt
         return np.asarray(dt * last / work)
 
-    def expose(waited: np.ndarray, c_intra: np.ndarray, c_inter: np.ndarray, d: float) -> None:
-        """Book the part of a hidden sync a rank waited for: its delay (which comes last) first, then its
-        communication; the rest ran beside computation."""
-        on_delay = np.minimum(waited, d)
-        on_wire = waited - on_delay
-        total = c_intra + c_inter
-        share = np.minimum(np.divide(on_wire, total, out=np.zeros(K), where=total > 0), 1.0)
-        intra[:] += c_intra * share
-        inter[:] += c_inter * share
-        delay[:] += on_delay
-        hidden[:] += np.clip(total + d - waited, 0.0, None)
-
     def apply() -> None:
         """Each rank waits for what is left of the pending overlapped sync."""
         nonlocal pending, clock
         assert pending is not None
         _, done, p_intra, p_inter, d = pending
-        expose(np.clip(done - clock, 0.0, None), p_intra, p_inter, d)
+        expose(np.clip(done - clock, 0.0, None), p_intra, p_inter, d, book)
         clock = np.maximum(clock, done)
         pending = None
 
@@ -289,17 +277,7 @@ def _fast(cfg: RunConfig) -> RunResult:
         final = step == T - 1
         if cfg.buckets and step < grad_until:       # gradient buckets all-reduced during backward
             n_g += 1
-            start = clock - last
-            end = bucket_finish(start, last, [f for _, f in cfg.buckets], [r.duration_s for r in bucket_res])
-            fin = end + cfg.delay_global_s
-            bk_inter = sum(float(r.inter_s.max()) for r in bucket_res)
-            bk_all = sum(r.duration_s for r in bucket_res)
-            expose(np.clip(fin - clock, 0.0, None), np.full(K, bk_all - bk_inter), np.full(K, bk_inter),
-                   cfg.delay_global_s)
-            clock = np.maximum(clock, fin) + og
-            for r in bucket_res:
-                extra_bytes[0] += r.bytes_intra
-                extra_bytes[1] += r.bytes_inter
+            clock = bucketed_step(clock, last, cfg.buckets, bucket_res, cfg.delay_global_s, book) + og
             continue
         if cfg.overlap_steps and not final:           # overlapped: the ranks go on computing
             if level == "global":
@@ -331,15 +309,17 @@ def _fast(cfg: RunConfig) -> RunResult:
             intra += b_intra
             inter += b_inter
             delay += cfg.delay_block_s
-    n_bucketed = min(T, grad_until) if cfg.buckets else 0
+    nb = min(T, grad_until) if cfg.buckets else 0  # bucketed syncs
     return RunResult(
         config=cfg, engine="fast", algorithms=algs, wall_s=float(clock.max()), compute_s=float(comp.mean()),
         comm_intra_s=float(intra.mean()), comm_inter_s=float(inter.mean()), wait_s=float(wait.mean()),
         delay_s=float(delay.mean()), overhead_s=n_g * og + n_b * ob, syncs_block=n_b, syncs_global=n_g,
-        bytes_intra=(n_g - n_bucketed) * gres.bytes_intra + n_b * nodes * bres.bytes_intra + extra_bytes[0],
-        bytes_inter=(n_g - n_bucketed) * gres.bytes_inter + n_b * nodes * bres.bytes_inter + extra_bytes[1],
-        comm_accounted_s=(n_g - n_bucketed) * gres.duration_s + n_b * nodes * bres.duration_s
-        + n_bucketed * sum(r.duration_s for r in bucket_res), sim_seconds=0.0,
+        bytes_intra=(n_g - nb) * gres.bytes_intra + n_b * nodes * bres.bytes_intra
+        + nb * sum(r.bytes_intra for r in bucket_res),
+        bytes_inter=(n_g - nb) * gres.bytes_inter + n_b * nodes * bres.bytes_inter
+        + nb * sum(r.bytes_inter for r in bucket_res),
+        comm_accounted_s=(n_g - nb) * gres.duration_s + n_b * nodes * bres.duration_s
+        + nb * sum(r.duration_s for r in bucket_res), sim_seconds=0.0,
         sim_events=events, hidden_s=float(hidden.mean()))
 
 
