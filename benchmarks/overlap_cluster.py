@@ -5,8 +5,10 @@
 # Every cell is one job on `python -m cluster run` (4 nodes x 1 or 2 ranks, links shaped to the rate). Inside it every
 # rank builds ResNet-20 (width 16, 272,474 parameters) once per mode and times steps of batch 32 on fixed synthetic
 # CIFAR-shaped data (3 x 32 x 32, 10 classes), the modes in alternating order (A B C ... then ... C B A), --pairs
-# times; a mode's figure is the median of its passes, each the slowest rank's steps per second over --steps steps
-# after --warmup. Modes (the same SGD, Nesterov momentum 0.9, lr 0.05):
+# times; a pass is the slowest rank's steps per second over --steps steps after --warmup. A mode's figure is the
+# median of its passes; a goal's ratio (ours / ddp, overlapped / nocomm) is the median over the passes of the ratio
+# within each pass, whose two modes ran minutes apart at most (the other helpers' load moves by 3x within a cell).
+# Modes (the same SGD, Nesterov momentum 0.9, lr 0.05):
 #   ddp:              torch.nn.parallel.DistributedDataParallel over gloo (its defaults: 25 MiB buckets, 1 MiB first);
 #   ours:             the trainer's mini-batch path: LocalSGD(minibatch) with gradient buckets (train/buckets.py) and
 #                     the trainer's SyncTimer, progress "thread";
@@ -142,27 +144,46 @@ def _worker(ns: argparse.Namespace) -> int:
     return 0
 
 
+#: The goals' ratios: (name, numerator mode, denominator mode).
+RATIOS = (("ours/ddp", "ours", "ddp"), ("ours-poll/ddp", "ours-poll", "ddp"),
+          ("unbucketed/ddp", "ours-unbucketed", "ddp"), ("overlap/nocomm", "local4-overlap", "nocomm"),
+          ("overlap4/nocomm", "local4-overlap4", "nocomm"), ("local4/nocomm", "local4", "nocomm"))
+
+
 def _summary(rows: list[dict]) -> dict[str, float]:
     return {m: statistics.median(r["steps_per_s"] for r in rows if r["mode"] == m)
             for m in MODES if any(r["mode"] == m for r in rows)}
 
 
+def _ratios(rows: list[dict]) -> dict[str, float]:
+    """Median over the passes of each goal's ratio within a pass."""
+    out = {}
+    for name, a, b in RATIOS:
+        per = [r["steps_per_s"] / q["steps_per_s"] for r in rows for q in rows
+               if r["mode"] == a and q["mode"] == b and r["pair"] == q["pair"]]
+        if per:
+            out[name] = statistics.median(per)
+    return out
+
+
 def markdown(cells: list[dict]) -> str:
     """The docs' table: steps/s per mode and the goals' ratios, one row per cell."""
     out = [("| cell | load | DDP (gloo) | ours (buckets) | ours/DDP | ours, poll | unbucketed | no comm | local H=4 "
-            "| overlapped tau=1 | overlapped/no comm | overlapped tau=4 |"),
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| overlapped tau=1 | overlapped/no comm | overlapped tau=4 | tau=4/no comm |"),
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cells:
         s = c["summary"]
 
         def f(m: str, s: dict = s) -> str:
             return f"{s[m]:.3f}" if m in s else "-"
 
-        ratio = f"{s['ours'] / s['ddp']:.3f}" if "ours" in s and "ddp" in s else "-"
-        hide = f"{s['local4-overlap'] / s['nocomm']:.3f}" if "local4-overlap" in s and "nocomm" in s else "-"
+        q = c["ratios"]
+        ratio = f"{q['ours/ddp']:.3f}" if "ours/ddp" in q else "-"
+        hide = f"{q['overlap/nocomm']:.3f}" if "overlap/nocomm" in q else "-"
         out.append(f"| {c['cell']} | {c['load_before']:.1f}-{c['load_after']:.1f} | {f('ddp')} | {f('ours')} | "
                    f"{ratio} | {f('ours-poll')} | {f('ours-unbucketed')} | {f('nocomm')} | {f('local4')} | "
-                   f"{f('local4-overlap')} | {hide} | {f('local4-overlap4')} |")
+                   f"{f('local4-overlap')} | {hide} | {f('local4-overlap4')} | "
+                   f"{q.get('overlap4/nocomm', float('nan')):.3f} |")
     return "\n".join(out)
 
 
@@ -172,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells", default="4x1@25mbit,4x1@100mbit,4x2@25mbit,4x2@100mbit",
                     help="comma-separated NODESxRANKS@RATE")
     ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, of {', '.join(MODES)}")
-    ap.add_argument("--steps", type=int, default=12, help="timed steps per pass")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps before each pass")
-    ap.add_argument("--pairs", type=int, default=2, help="passes over the modes (alternating order)")
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per pass")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before each pass")
+    ap.add_argument("--pairs", type=int, default=4, help="passes over the modes (alternating order)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--bucket-bytes", type=int, default=256 * 1024)
     ap.add_argument("--first-bucket", type=int, default=64 * 1024)
@@ -208,10 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         c = {"cell": cell, "load_before": load0, "load_after": os.getloadavg()[0], "seconds": time.time() - t0,
              "steps": ns.steps, "warmup": ns.warmup, "pairs": ns.pairs, "batch": ns.batch,
              "bucket_bytes": ns.bucket_bytes, "first_bucket_bytes": ns.first_bucket, "rows": rows,
-             "summary": _summary(rows)}
+             "summary": _summary(rows), "ratios": _ratios(rows)}
         cells.append(c)
         print(f"{cell}: load {c['load_before']:.1f} -> {c['load_after']:.1f}, {c['seconds']:.0f} s: "
-              + ", ".join(f"{m} {v:.3f}" for m, v in c["summary"].items()), flush=True)
+              + ", ".join(f"{m} {v:.3f}" for m, v in c["summary"].items()) + "; "
+              + ", ".join(f"{m} {v:.3f}" for m, v in c["ratios"].items()), flush=True)
         if ns.out:
             from atomicio import write_jsonl_atomic
             write_jsonl_atomic(Path(ns.out), cells)

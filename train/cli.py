@@ -334,6 +334,9 @@ def _verify(ns: argparse.Namespace) -> int:
     else:
         verdict = "bitwise identical" if res["identical"] else f"DIFFERENT ({', '.join(res['differing'][:5])})"
         print(f"step {res['step']}: parameters of {res['world_size']} ranks are {verdict}")
+        if res.get("pending_sync"):
+            print("an overlapped sync was in flight at this checkpoint: the models differ by the local steps taken "
+                  "since it, by design, and agree at the run's final sync (docs/README-overlap.md)")
     return 0 if res["identical"] else 1
 
 

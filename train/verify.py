@@ -16,16 +16,19 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Compare every rank's parameters (not the per-worker BatchNorm statistics) in the latest checkpoint.
 
     Returns {"step", "world_size", "identical": bool, "digests": [sha256 of each rank's parameter bytes],
-    "differing": [parameter names that differ from rank 0's on some rank]}.
+    "differing": [parameter names that differ from rank 0's on some rank], "pending_sync": whether an overlapped
+    sync was in flight (its models differ by the local steps taken since it, by design; docs/README-overlap.md)}.
     """
     meta = latest_checkpoint(run_dir)
     digests: list[str] = []
     differing: set[str] = set()
     ref: dict[str, torch.Tensor] | None = None
+    pending = False
     file_digests = meta.get("sha256")  # of each rank's file, checked as it is read
     for r in range(meta["world_size"]):
-        model = read_rank_file(rank_file(run_dir, meta["step"], r),
-                               file_digests[r] if file_digests else None)["model"]
+        state = read_rank_file(rank_file(run_dir, meta["step"], r), file_digests[r] if file_digests else None)
+        model = state["model"]
+        pending = pending or (state.get("sync") or {}).get("pending") is not None
         params = {k: v for k, v in model.items() if not k.endswith(("running_mean", "running_var",
                                                                      "num_batches_tracked"))}
         h = hashlib.sha256()
@@ -37,4 +40,4 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         else:
             differing.update(k for k in params if not torch.equal(params[k], ref[k]))
     return {"step": meta["step"], "world_size": meta["world_size"], "identical": not differing,
-            "digests": digests, "differing": sorted(differing)}
+            "digests": digests, "differing": sorted(differing), "pending_sync": pending}

@@ -1,0 +1,127 @@
+"""Predictions of hidden communication on the emulated cluster: bucketed mini-batch and overlapped local SGD runs,
+each predicted before it starts (as benchmarks/validate_cluster_predictions.py does for blocking syncs)."""
+# Usage (from the repository root, as root; about 15 minutes on the 2-core machine):
+#   python benchmarks/validate_overlap_predictions.py --work-dir runs/overlap-validate \
+#       --table docs/overlap-predict-table.jsonl --figure-dir docs/img/overlap --markdown
+# 1. Calibration, nothing of it in the matrix: this machine with the matrix's model (`python -m train calibrate`),
+#    and the links at each rate (`comm bench --level inter` on 4 nodes x 1 at 192 KiB-3 MiB, none of them a size of
+#    the matrix's messages, fitted by `python -m sim calibrate --bench`).
+# 2. The matrix: `python -m cluster run ... -- python -m train ... --predict-topology MACHINE --predict-network NET
+#    --predict-load L`: rank 0 predicts the run before it starts and summary.json keeps the prediction.
+# The model is ResNet-8 of width 16 on 3 x 32 x 32 synthetic images (78,042 parameters, 312,168 bytes): at 25 and
+# 100 Mbit/s one sync's communication takes about 0.5 to 3 steps' compute of 4 or 8 ranks on the 2 cores, the
+# regime where hiding it matters.
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from validate_cluster_predictions import BENCH_SIZES, _cluster, _run, markdown  # noqa: E402
+from validate_predictions import print_table, render_figure, row, select_rows  # noqa: E402
+
+from atomicio import write_jsonl_atomic  # noqa: E402
+from train.calibrate import background_load  # noqa: E402
+
+__all__ = ["MODEL", "MATRIX", "main"]
+
+MODEL = ["--model", "resnet8", "--width", "16", "--synthetic-size", "32", "--synthetic-train", "4096",
+         "--synthetic-test", "1024", "--eval-every", "2"]
+#: (name, nodes, ranks per node, rate, trainer flags)
+MATRIX: list[tuple[str, int, int, str, list[str]]] = [
+    ("4x1 25mbit minibatch buckets", 4, 1, "25mbit", ["--algorithm", "minibatch", "--epochs", "2"]),
+    ("4x1 25mbit minibatch unbucketed", 4, 1, "25mbit", ["--algorithm", "minibatch", "--bucket-size", "0",
+                                                         "--epochs", "2"]),
+    ("4x1 25mbit local H=4 overlap tau=1", 4, 1, "25mbit", ["--algorithm", "local", "--H", "4", "--overlap",
+                                                            "--epochs", "4"]),
+    ("4x1 100mbit local H=4 overlap tau=4", 4, 1, "100mbit", ["--algorithm", "local", "--H", "4", "--overlap",
+                                                              "--overlap-steps", "4", "--epochs", "4"]),
+    ("4x2 25mbit minibatch buckets", 4, 2, "25mbit", ["--algorithm", "minibatch", "--epochs", "2"]),
+    ("4x2 25mbit local H=4 overlap tau=2", 4, 2, "25mbit", ["--algorithm", "local", "--H", "4", "--overlap",
+                                                            "--overlap-steps", "2", "--epochs", "4"]),
+    ("4x2 100mbit postlocal H=8 overlap, buckets", 4, 2, "100mbit", ["--algorithm", "postlocal", "--H", "8",
+                                                                     "--switch-epoch", "1", "--overlap", "--epochs",
+                                                                     "4"]),
+    ("4x2 100mbit hierarchical H=2 Hb=2 overlap", 4, 2, "100mbit", ["--algorithm", "hierarchical", "--H", "2",
+                                                                    "--Hb", "2", "--overlap", "--epochs", "4"]),
+]
+
+
+def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path | None) -> tuple[Path, dict[str, Path]]:
+    """The machine file (unless given) with the matrix's model, and one inter-level fit per link rate."""
+    if machine is None:
+        machine = work / "machine.json"
+        print(f"calibrating this machine with the matrix's model -> {machine}", flush=True)
+        mflags = [f for f in MODEL if f not in ("--eval-every", "2")]
+        _run([sys.executable, "-m", "train", "calibrate", "--out", str(machine), "--name",
+              "2-core box (emulated cluster, resnet8 w16)", *mflags], "train calibrate", env)
+    nets: dict[str, Path] = {}
+    for rate in rates:
+        bench, net = work / f"bench-inter-{rate}.jsonl", work / f"net-{rate}.json"
+        if not net.is_file():
+            print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
+            _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter",
+                  "--sizes", BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters", "5",
+                  "--warmup", "1", "--out", str(bench)], f"link bench at {rate}", env)
+            _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}",
+                  "--out", str(net)], f"sim calibrate --bench at {rate}", env)
+        nets[rate] = net
+    return machine, nets
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--work-dir", default=None, help="folder for the calibration files and the run folders")
+    ap.add_argument("--machine", default=None, help="an existing machine file made with the matrix's model")
+    ap.add_argument("--table", default="runs/overlap-predict-table.jsonl", help="JSONL table to write")
+    ap.add_argument("--figure-dir", default=None, help="write the `analysis predict` figure here (predict.png)")
+    ap.add_argument("--only", default=None, help="comma-separated row numbers (0-based) of the matrix to run")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    ns = ap.parse_args(argv)
+    matrix = select_rows(MATRIX, ns.only)
+    if matrix is None:
+        return 2
+    if ns.machine and not Path(ns.machine).is_file():
+        print(f"error: machine file {ns.machine!r} does not exist; leave --machine out to calibrate", file=sys.stderr)
+        return 2
+    work = Path(ns.work_dir or f"runs/overlap-validate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    t0 = time.time()
+    machine, nets = calibrate(work, sorted({m[3] for m in matrix}), env, Path(ns.machine) if ns.machine else None)
+    print(f"calibration took {time.time() - t0:.0f} s", flush=True)
+    rows = []
+    t1 = time.time()
+    for i, (name, nodes, per_node, rate, flags) in enumerate(matrix):
+        load = background_load(seconds=2.0, samples=40)
+        out = work / f"{i:02d}-{name.replace(' ', '_').replace('=', '').replace(',', '')}"
+        print(f"[{i + 1}/{len(matrix)}] {name} (load {load:.2f}) -> {out}", flush=True)
+        if not (out / "summary.json").is_file():
+            _run([*_cluster(nodes, per_node, rate), "python", "-m", "train", "--quiet", "--out-dir", str(out),
+                  "--predict-topology", str(machine), "--predict-network", str(nets[rate]), "--predict-load",
+                  f"{load:.3f}", *MODEL, *flags], f"run {name!r}", env)
+        summary = json.loads((out / "summary.json").read_text())
+        r = row(name, nodes * per_node, flags, summary, load)
+        r.update(nodes=nodes, ranks_per_node=per_node, rate=rate, model_flags=" ".join(MODEL),
+                 hidden_predicted_s=summary["prediction"].get("hidden_s"),
+                 inflight_measured_s=(summary["totals_mean"].get("inflight_s_global") or 0.0)
+                 + (summary["totals_mean"].get("inflight_s_block") or 0.0))
+        rows.append(r)
+        write_jsonl_atomic(Path(ns.table), rows)
+    print_table(rows, time.time() - t1, ns.table)
+    if ns.markdown:
+        print(markdown(rows))
+    if ns.figure_dir and not render_figure(ns.table, ns.figure_dir):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
