@@ -134,19 +134,19 @@ class _Lane:
         self._polled: collections.deque[Request] = collections.deque()       # "poll"
         self._head: tuple[Schedule, list[Any]] | None = None
         self._thread: threading.Thread | None = None
-        self._shadows: dict[int, Any] = {}
         self._free: list[int] = []
         self._scratch: list[Scratch] = []
         self._lock = threading.RLock()
 
     def shadow(self, comm: Any) -> Any:
-        """This lane's own duplicate of `comm` (collective over `comm` the first time: every rank asks at the same
-        request, as requests are started in the same order everywhere)."""
-        key = int(MPI._handleof(comm))
-        dup = self._shadows.get(key)
+        """This progress kind's own duplicate of `comm`, cached on `comm` as an MPI attribute and freed with it
+        (collective over `comm` the first time: every rank asks at the same request, as requests are started in
+        the same order everywhere)."""
+        kv = _keyval(f"shadow-{self.progress}", _free_shadow)
+        dup = comm.Get_attr(kv)
         if dup is None:
             dup = comm.Dup()
-            self._shadows[key] = dup
+            comm.Set_attr(kv, dup)
         return dup
 
     def slot(self) -> tuple[int, Scratch]:
@@ -222,35 +222,53 @@ class _Lane:
                 time.sleep(1e-4)
 
     def close(self, timeout: float = 30.0) -> None:
+        """Stop the helper thread once the requests queued before have run."""
         if self._thread is not None and self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join(timeout)
         self._thread = None
-        if not MPI.Is_finalized():
-            for dup in self._shadows.values():
-                dup.Free()
-        self._shadows.clear()
 
 
-_LANES: dict[tuple[int, str], _Lane] = {}   # by communicator handle and progress; closed before MPI_Finalize
+_KEYVALS: dict[str, int] = {}
+_LANES: list[_Lane] = []   # every lane of this process, closed at exit before MPI_Finalize
 _LANES_LOCK = threading.Lock()
 
 
+def _keyval(name: str, delete: Any) -> int:
+    with _LANES_LOCK:
+        if name not in _KEYVALS:
+            _KEYVALS[name] = MPI.Comm.Create_keyval(delete_fn=delete)
+        return _KEYVALS[name]
+
+
+def _free_shadow(comm: Any, keyval: int, dup: Any) -> None:
+    if dup is not None and dup != MPI.COMM_NULL and not MPI.Is_finalized():
+        dup.Free()
+
+
+def _close_lane(comm: Any, keyval: int, lane: Any) -> None:
+    if lane is not None:
+        lane.close()
+
+
 def _lane(comm: Any, progress: str) -> _Lane:
+    """The lane of `comm` for `progress`, kept on `comm` as an MPI attribute (closed when `comm` is freed)."""
     if progress not in PROGRESS:
         raise CommError(f"progress must be one of {', '.join(PROGRESS)}; got {progress!r}")
-    key = (int(MPI._handleof(comm)), progress)
-    with _LANES_LOCK:
-        lane = _LANES.get(key)
-        if lane is None:
-            lane = _LANES[key] = _Lane(progress)
-        return lane
+    kv = _keyval(f"lane-{progress}", _close_lane)
+    lane: _Lane | None = comm.Get_attr(kv)
+    if lane is None:
+        lane = _Lane(progress)
+        comm.Set_attr(kv, lane)
+        with _LANES_LOCK:
+            _LANES.append(lane)
+    return lane
 
 
 @atexit.register
 def _close_lanes() -> None:  # registered after mpi4py's own exit handler, so it runs before MPI_Finalize
     with _LANES_LOCK:
-        lanes = list(_LANES.values())
+        lanes = list(_LANES)
         _LANES.clear()
     for lane in lanes:
         lane.close()

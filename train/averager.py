@@ -287,9 +287,11 @@ class LocalSGD:
         return level
 
     def sync(self, level: str = "global", lr: float | None = None) -> None:
-        """Average the models now at `level`, then apply the momentum variant (collective; the schedule aside)."""
+        """Average the models now at `level`, then apply the momentum variant (collective; the schedule aside). A
+        pending overlapped sync is applied first."""
         if level not in ("block", "global"):
             raise TrainError(f"sync level must be block or global, got {level!r}")
+        self.drain()
         needs_lr = self.compressor is not None or (level == "global" and self.anchor is not None
                                                    and self.outer is None)
         gamma = self._lr(lr) if needs_lr else 0.0

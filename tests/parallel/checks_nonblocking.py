@@ -159,3 +159,17 @@ def check_torch_buffers_in_flight() -> None:
     for r, want in zip(reqs, wants):
         got = r.wait()
         assert torch.equal(got.detach(), want), got.dtype
+
+
+def check_communicator_freed_with_its_lane() -> None:
+    """A communicator's helper thread and duplicates go with it: free it after its requests, make another one
+    (whose handle MPICH may reuse), and its requests run on a lane and duplicates of their own."""
+    for _ in range(3):
+        c = WORLD.Dup()
+        x = np.full(100, c.Get_rank() + 1.0)
+        reqs = [comm.iallreduce(x, comm=c), comm.iallreduce(np.ones(7), comm=c, progress="poll")]
+        for r in reqs:
+            r.wait()
+        assert (x == sum(range(1, c.Get_size() + 1))).all()
+        c.Free()
+    assert in_flight() == 0

@@ -7,7 +7,8 @@ import pytest
 from tests.parallel.harness import run_checks
 
 NONBLOCKING = ["check_iallreduce_equals_blocking", "check_iallreduce_reference", "check_many_in_flight",
-               "check_buffer_in_flight_refused", "check_progress_poll", "check_hierarchical_and_block_requests"]
+               "check_buffer_in_flight_refused", "check_progress_poll", "check_hierarchical_and_block_requests",
+               "check_communicator_freed_with_its_lane"]
 OVERLAP = ["check_buckets_bitwise_equal_unbucketed", "check_buckets_no_sync_and_when",
            "check_localsgd_minibatch_buckets_bitwise", "check_overlap_rule_replayed", "check_overlap_resume_bitwise",
            "check_outer_sgd_is_slowmo", "check_overlap_hierarchical_counts"]
