@@ -5,7 +5,9 @@
 # Every cell is one job on `python -m cluster run` (4 nodes x 1 or 2 ranks, links shaped to the rate). Inside it every
 # rank builds ResNet-20 (width 16, 272,474 parameters) once per mode and times steps of batch 32 on fixed synthetic
 # CIFAR-shaped data (3 x 32 x 32, 10 classes), the modes in alternating order (A B C ... then ... C B A), --pairs
-# times; a pass is the slowest rank's steps per second over --steps steps after --warmup. A mode's figure is the
+# times; a pass is the slowest rank's steps per second over --steps steps after --warmup (local SGD: --steps is a
+# multiple of H and the pass starts right after a sync was applied, so it holds as many syncs started as applied;
+# the one left in flight at its end is drained untimed). A mode's figure is the
 # median of its passes; a goal's ratio (ours / ddp, overlapped / nocomm) is the median over the passes of the ratio
 # within each pass, whose two modes ran minutes apart at most (the other helpers' load moves by 3x within a cell).
 # Modes (the same SGD, Nesterov momentum 0.9, lr 0.05):
@@ -118,19 +120,28 @@ def _worker(ns: argparse.Namespace) -> int:
         if avg is not None:
             avg.step(0.05)
 
+    def aligned(run: dict) -> bool:
+        """Local SGD: the pass starts right after a sync was applied (blocking: done; overlapped: its tau steps
+        later), so that a pass of whole rounds holds as many syncs started as applied."""
+        avg = run.get("avg")
+        if avg is None or avg.schedule.algorithm != "local":
+            return True
+        tau = avg.overlap.tau if avg.overlap is not None else 0
+        return avg.steps > tau and (avg.steps - tau) % avg.schedule.H == 0
+
     def timed(mode: str) -> float:
         run = runs[mode]
-        for _ in range(ns.warmup):
+        done = 0
+        while done < ns.warmup or not aligned(run):
             step(run)
-        if run.get("avg") is not None:
-            run["avg"].drain()
+            done += 1
         world.Barrier()
         t0 = time.perf_counter()
         for _ in range(ns.steps):
             step(run)
-        if run.get("avg") is not None:
-            run["avg"].drain()  # an overlapped sync still in flight belongs to these steps
         dt = time.perf_counter() - t0
+        if run.get("avg") is not None:
+            run["avg"].drain()  # the sync started in the pass's last round belongs to the next round: untimed
         return ns.steps / world.allreduce(dt, op=MPI.MAX)
 
     rows = []
@@ -207,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     bad = [m for m in ns.modes.split(",") if m not in MODES]
     if bad:
         print(f"error: --modes: unknown {bad[0]!r}; valid: {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    if ns.steps % 4:
+        print(f"error: --steps must be a multiple of local SGD's H = 4, got {ns.steps}", file=sys.stderr)
         return 2
     env = dict(os.environ, OMP_NUM_THREADS="1", MPIR_CVAR_ENABLE_HEAVY_YIELD="1")
     cells = []
