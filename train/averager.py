@@ -20,6 +20,8 @@ __all__ = ["LocalSGD", "SyncHooks", "average_gradients", "VARIANTS", "BUFFER_POL
 VARIANTS = ("local", "global", "hybrid", "slowmo")
 #: What SlowMo does with the base optimiser's momentum buffers at a global sync.
 BUFFER_POLICIES = ("keep", "reset", "average")
+
+
 class SyncHooks(Protocol):
     """Optional observer of every sync (the trainer's timer): called right before and after the communication."""
 
@@ -155,6 +157,11 @@ class LocalSGD:
         if overlap and compress != "none":
             raise TrainError(f"overlap cannot go with compress {compress!r}: the compressed sync is an all-gather "
                              f"that blocks")
+        for name, size in (("overlap_steps", overlap_steps), ("bucket_bytes", bucket_bytes),
+                           ("first_bucket_bytes", first_bucket_bytes)):
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise TrainError(f"{name} must be an integer >= 1{'' if name == 'overlap_steps' else ' or None'}, "
+                                 f"got {size!r}")
         self.variant, self.buffers, self.optimizer, self.lr, self.hooks = \
             momentum_variant, buffers, optimizer, lr, hooks
         self.beta = float(slow_momentum if momentum_variant == "slowmo" else global_momentum)
