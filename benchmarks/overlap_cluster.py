@@ -20,7 +20,8 @@
 #   local4:           local SGD, H = 4, blocking syncs (barrier + all-reduce, as the trainer);
 #   local4-overlap:   local SGD, H = 4, overlapped syncs with tau = 1 (LocalSGD(overlap=True)), progress "thread";
 #   local4-overlap4:  the same with tau = 4 (a sync overlaps the whole next round);
-#   ours-64k, ours-1m: "ours" with 64 KiB buckets (16 KiB first) and with 1 MiB ones (the bucket-size sweep).
+#   ours-64k, ours-1m: "ours" with 64 KiB buckets (16 KiB first) and with 1 MiB ones (the bucket-size sweep);
+#   nocomm-barrier:   nocomm with a barrier every 4 steps: what coupling the ranks costs without any data.
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 MODES = ("ddp", "ours", "ours-poll", "ours-unbucketed", "nocomm", "local4", "local4-overlap", "local4-overlap4",
-         "ours-64k", "ours-1m")
+         "ours-64k", "ours-1m", "nocomm-barrier")
 #: The default modes (the bucket-size variants are for the sweep: --modes ours,ours-64k,ours-1m).
 DEFAULT_MODES = MODES[:8]
 #: Bucket sizes (bytes, first bucket bytes) of the sweep's variants of "ours".
@@ -106,12 +107,18 @@ def _worker(ns: argparse.Namespace) -> int:
             run["avg"] = LocalSGD(list(model.parameters()), schedule=sched, backend=backend, hooks=timer, **kw)
             run["avg"].poll_in(model)
         run.update(net=net, opt=opt)
+        if mode == "nocomm-barrier":
+            run["barrier"] = 0
         return run
 
     runs = {m: make(m) for m in modes}
 
     def step(run: dict) -> None:
         opt, avg = run["opt"], run.get("avg")
+        if "barrier" in run:
+            run["barrier"] += 1
+            if run["barrier"] % 4 == 0:
+                world.Barrier()
         opt.zero_grad()
         loss_fn(run["net"](x), y).backward()
         if avg is not None:
