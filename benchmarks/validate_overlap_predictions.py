@@ -59,7 +59,7 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
     if machine is None:
         machine = work / "machine.json"
         print(f"calibrating this machine with the matrix's model -> {machine}", flush=True)
-        mflags = [f for f in MODEL if f not in ("--eval-every", "2")]
+        mflags = [f for f in MODEL if f not in ("--eval-every", "2", "--synthetic-test", "1024")]
         _run([sys.executable, "-m", "train", "calibrate", "--out", str(machine), "--name",
               "2-core box (emulated cluster, resnet8 w16)", *mflags], "train calibrate", env)
     nets: dict[str, Path] = {}
