@@ -103,6 +103,11 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--eval-every", "eval_every", float, "epochs between evaluations of the synchronised model"),
     ("--log-every", "log_every", int, "steps between step records in metrics.jsonl"),
     ("--target-acc", "target_acc", float, "test accuracy for the time-to-accuracy figure (0..1)"),
+    ("--target-loss", "target_loss", float, ("target on the objective's gap f(w) - f* (f = mean training loss + "
+                                             "wd/2 ||w||^2 of the averaged model, at every evaluation); the "
+                                             "first evaluation that reaches it is recorded (docs/README-tune.md)")),
+    ("--fstar", "fstar", str, ("f* of --target-loss: computed (Newton on logreg-binary's objective over this "
+                               "training set), paper (SPEC's w8a value) or a number")),
     ("--global-sync-delay", "global_sync_delay", float, "seconds added to every global sync (slow network)"),
     ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
     ("--checkpoint-every", "checkpoint_every", float, ("epochs between checkpoints, the last two kept (0: only at "
@@ -130,7 +135,8 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
                                       "--slow-momentum", "--slow-buffers")),
     ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--global-sync-delay",
                                     "--block-sync-delay", "--straggler")),
-    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
+    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--target-loss", "--fstar", "--log-every",
+                              "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
     ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers", "--predict-nodes",
@@ -276,6 +282,11 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
+    if s.get("target_loss") is not None:
+        tl, fs = s.get("time_to_target_loss"), s.get("fstar") or {}
+        rows.append((f"time to f - f* <= {s['target_loss']:g}",
+                     ("not reached" if tl is None else f"{tl['wall_s']:.2f} s (epoch {tl['epoch']:.2f})")
+                     + (f"   f* {fs['value']:.15g} ({fs['source']})" if fs else "")))
     rows.append(("run folder", s["run_dir"]))
     if s["status"] in ("paused", "interrupted"):
         rows.append(("continue with", f"python -m train --resume {s['run_dir']}"))

@@ -28,10 +28,12 @@ from train.metrics import JsonlWriter, OutputError
 from train.models import build_model, no_decay_names
 from train.outputs import open_outputs, rewind_records
 from train.plan import RunPlan
+from train.predict import model_gflops
 from train.records import RecordsMixin
 from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
 from train.sync import SyncTimer, device_sync
+from train.targets import resolve_fstar
 
 __all__ = ["Trainer", "pick_device"]
 
@@ -102,7 +104,11 @@ class Trainer(RecordsMixin):
                                  compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=self.sync)
         self.evaluator = Evaluator(self.model, self.averager.flat, world=self.world, bn_eval=cfg.bn_eval,
                                    x_test=self.data.x_test, y_test=self.data.y_test, device=self.device,
-                                   contiguous=self.carry is not None)
+                                   contiguous=self.carry is not None,
+                                   objective=(self.data.x_train, self.data.y_train, cfg.weight_decay,
+                                              [p for n, p in named if n not in skip])
+                                   if cfg.target_loss is not None or cfg.log_objective else None)
+        self.fstar = resolve_fstar(cfg, self.data.x_train, self.data.y_train) if self.rank == 0 else None
         self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
@@ -204,6 +210,7 @@ class Trainer(RecordsMixin):
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
+                        "gflops_per_sample": model_gflops(self.model, tuple(self.data.input_shape), cfg.model),
                         "payload_bytes": self.averager.nbytes, "run_dir": str(self.run_dir),
                         "dataset": {"name": self.data.name, "n_train": len(self.data.x_train),
                                     "n_test": len(self.data.x_test), "input_shape": list(self.data.input_shape),
