@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--url", help="mirror URL of the archive (the md5 is still checked)")
     from train.calibrate import register as register_calibrate
     register_calibrate(sub)
+    from train.tune import register as register_tune
+    register_tune(sub)
     return p
 
 
@@ -352,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                 return int(ns.calibrate(ns))
             except TrainError as e:
                 raise flag_error(e, ns) from None
+        if ns.command == "tune":
+            return int(ns.tune(ns))
         plan = None
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
