@@ -41,8 +41,8 @@ class Evaluator:
 
     def __init__(self, model: torch.nn.Module, model_fb: Any, *, world: Any, bn_eval: str,
                  x_test: torch.Tensor, y_test: torch.Tensor, device: torch.device, chunk: int = 500,
-                 contiguous: bool = False, columns: int = 16, objective: tuple[Any, Any, float, list[Any]] | None = None
-                 ) -> None:
+                 contiguous: bool = False, columns: int = 16,
+                 objective: tuple[Any, Any, float, list[Any]] | None = None, algorithm: str = "auto") -> None:
         self.model, self.model_fb, self.world, self.bn_eval = model, model_fb, world, bn_eval
         rank, size = world.Get_rank(), world.Get_size()
         if contiguous:  # a carried-state LSTM: this rank's consecutive block of rows, read as columns (lmstate.py)
@@ -53,6 +53,7 @@ class Evaluator:
             self.x, self.y = x_test[rank::size], y_test[rank::size]
         self.contiguous = contiguous
         self.device, self.chunk = device, chunk
+        self.algorithm = algorithm  # the run's --allreduce: the same sums on one node as across nodes
         # (x_train, y_train, weight decay, decayed parameters): f(w) = mean training loss + wd/2 ||w||^2 of the
         # averaged model, each rank over training samples rank, rank + K, ... (not for a carried-state LSTM)
         self.objective = None
@@ -66,7 +67,7 @@ class Evaluator:
         params = self.model_fb.pack()
         if params.is_cuda:
             torch.cuda.synchronize(params.device)
-        comm.allreduce(params, op="mean", comm=self.world)
+        comm.allreduce(params, op="mean", comm=self.world, algorithm=self.algorithm)
         self.model_fb.unpack()
         if self.buffer_fb is None:
             return
@@ -74,7 +75,7 @@ class Evaluator:
         if self.bn_eval == "average":
             if buf.is_cuda:
                 torch.cuda.synchronize(buf.device)
-            comm.allreduce(buf, op="mean", comm=self.world)
+            comm.allreduce(buf, op="mean", comm=self.world, algorithm=self.algorithm)
         else:
             host = buf.detach().cpu().numpy().copy()
             self.world.Bcast(host, root=0)
@@ -107,7 +108,7 @@ class Evaluator:
                     loss, _c, n = batch_metrics(logits, y)
                     sums[3] += float(loss) * n
                 reg = 0.5 * wd * float(sum((p.double() ** 2).sum().cpu() for p in decayed))
-            comm.allreduce(sums, op="sum", comm=self.world)
+            comm.allreduce(sums, op="sum", comm=self.world, algorithm=self.algorithm)
         finally:
             for p, s in zip(self.model_fb.tensors, saved_p):
                 p.copy_(s)

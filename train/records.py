@@ -81,7 +81,7 @@ class RecordsMixin:
         t0 = time.perf_counter()
         test_loss, test_acc, objective = self.evaluator.evaluate_all()
         win = torch.tensor(self.window, dtype=torch.float64).numpy()
-        comm.allreduce(win, op="sum", comm=self.world)
+        comm.allreduce(win, op="sum", comm=self.world, algorithm=self.cfg.allreduce)
         self.window = [0.0, 0, 0]
         self.eval_s += time.perf_counter() - t0
         per_rank = self.world.gather(self._totals(), root=0)

@@ -107,7 +107,8 @@ class Trainer(RecordsMixin):
                                    contiguous=self.carry is not None,
                                    objective=(self.data.x_train, self.data.y_train, cfg.weight_decay,
                                               [p for n, p in named if n not in skip])
-                                   if cfg.target_loss is not None or cfg.log_objective else None)
+                                   if cfg.target_loss is not None or cfg.log_objective else None,
+                                   algorithm=cfg.allreduce)
         self.fstar = resolve_fstar(cfg, self.data.x_train, self.data.y_train) if self.rank == 0 else None
         self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
         self.progress = progress and self.rank == 0
