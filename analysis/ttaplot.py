@@ -57,7 +57,8 @@ def load_retimed(paths: Sequence[str | Path]) -> list[Retimed]:
             if not isinstance(curve, list):
                 raise InputError(f"{r.source}: 'curve' must be a list of points")
             tg = opt(r, "target") or {}
-            where = opt(r, "source_spec") or get(r, "topology")
+            where = str(opt(r, "source_spec") or get(r, "topology"))
+            where = Path(where).stem if where.endswith(".json") else where   # a file: its name, not its path
             rt = Retimed(label=str(opt(r, "label") or _label(r)), topology=str(where),
                          target_metric=tg.get("metric"), target_value=tg.get("value"),
                          target_time_s=tg.get("time_s") if tg.get("reached") else None,

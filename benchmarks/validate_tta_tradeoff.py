@@ -44,8 +44,9 @@ TASKS: dict[str, dict[str, Any]] = {
                   "metric": "test_acc"},
 }
 GRID = [(K, H) for K in (4, 16) for H in (1, 4, 16, 64)]
+#: Relative to the repository root, where the script runs (no absolute path of this machine in the outputs).
 CLUSTERS = {"fast (paper-8x2-10gbps)": "paper-8x2-10gbps", "slow (tta-slow-8x2, 100 Mbit/s)":
-            str(ROOT / "docs" / "tta-slow-8x2.json")}
+            "docs/tta-slow-8x2.json"}
 
 
 def stat_run(out: Path, K: int, flags: list[str], env: dict[str, str], mpirun: str) -> None:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                              "final": rt["final"].get(spec["metric"]), "predicted_wall_s": rt["predicted_wall_s"],
                              "run_dir": rt["run_dir"]})
             if ns.figure_dir:
-                f = Path(ns.figure_dir) / f"tradeoff-{task}-{cname.split()[0]}.jsonl"
+                f = work / f"tradeoff-{task}-{cname.split()[0]}.jsonl"   # the figure's input, beside the runs
                 f.parent.mkdir(parents=True, exist_ok=True)
                 write_jsonl_atomic(f, rts)
                 subprocess.run([sys.executable, "-m", "analysis", "tta", str(f), "--out-dir", ns.figure_dir,
