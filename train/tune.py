@@ -163,7 +163,7 @@ class Tune:
                                            end_s=float(rt["reached_time_s"]),
                                            curve=tuple((p["time_s"], p.get(metric)) for p in rt["curve"])))
                 for d in decide(obs, r, r == len(rungs) - 1, eta=ns.eta, larger_is_better=metric == "test_acc",
-                                best=best, metric="test acc" if metric == "test_acc" else "f - f*"):
+                                best=best, target=value, metric="test acc" if metric == "test_acc" else "f - f*"):
                     self.record(f"decision:{d.cid}:{r}", {"kind": "decision", "cid": d.cid, "rung": r,
                                                            "epochs": e, "action": d.action, "reason": d.reason,
                                                            "score": d.score})

@@ -9,21 +9,26 @@
 #      that reached it) and further training cannot change it;
 #   2. a candidate that has not reached the target although the cluster's clock at its last evaluation is already
 #      at or past the best finished candidate's time to target cannot win: it is stopped;
-#   3. before the last rung, the other unfinished candidates are ranked by their metric at the common predicted
-#      time t_c (the earliest clock any of them has reached: every curve covers it), and only the top
-#      ceil(n / eta) go on (successive halving); a curve with no evaluation before t_c ranks last;
+#   3. before the last rung, the other unfinished candidates are ranked by an estimate of their time to target on
+#      the cluster, extrapolated from their own curve on its clock: over the second half of its evaluations the metric
+#      moved at some rate per predicted second; at that rate the last value reaches the target at
+#      t_last + (target - v_last) / rate. Only the top ceil(n / eta) go on (successive halving). A curve that has not
+#      improved lately (or has a single evaluation) gets no estimate and ranks after those that have one, by its
+#      best value.
+#      (Comparing the metric at one common time fails when clocks differ by orders of magnitude: a candidate on one
+#      node may finish its rung before another's first evaluation across nodes.)
 #   4. at the last rung an unfinished candidate did not reach the target in the run's epochs.
 # The finalists are the finished candidates with the shortest times to target; each is then run with more seeds and
 # ranked by its median time to target over the seeds (a seed that does not reach the target counts as infinite).
 from __future__ import annotations
 
-import itertools
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Observation", "Decision", "rung_epochs", "value_at", "decide", "finalists", "SeedResult", "rank_final"]
+__all__ = ["Observation", "Decision", "rung_epochs", "estimate_tta", "decide", "finalists", "SeedResult",
+           "rank_final"]
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -68,15 +73,22 @@ def rung_epochs(epochs: float, rungs: int, eta: float, eval_every: float) -> lis
     return out + [epochs]
 
 
-def value_at(curve: Sequence[tuple[float, float | None]], t: float) -> float | None:
-    """The metric at predicted time t, linear between evaluations; None before the first one (or no value)."""
-    pts = [(a, b) for a, b in curve if b is not None and math.isfinite(b)]
-    if not pts or t < pts[0][0] - 1e-12:
-        return None
-    for (t0, v0), (t1, v1) in itertools.pairwise(pts):
-        if t0 <= t <= t1:
-            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
-    return pts[-1][1]
+def estimate_tta(curve: Sequence[tuple[float, float | None]], target: float,
+                 larger_is_better: bool) -> tuple[float | None, float | None]:
+    """(estimated time to target, best value so far) of a curve of (predicted time, metric): the last value carried
+    on at the rate the metric moved over the second half of the evaluations. None when there is no such progress
+    (fewer than two evaluations, a plateau, or a fall)."""
+    pts = [(t, v) for t, v in curve if v is not None and math.isfinite(v)]
+    if not pts:
+        return None, None
+    sign = 1.0 if larger_is_better else -1.0
+    best = max(v * sign for _, v in pts) * sign
+    t_m, v_m = pts[(len(pts) - 1) // 2]
+    t_l, v_l = pts[-1]
+    if t_l <= t_m or sign * (v_l - v_m) <= 0:
+        return None, best
+    rate = (v_l - v_m) / (t_l - t_m)
+    return t_l + max(0.0, (target - v_l) / rate), best
 
 
 def _fmt(v: float | None) -> str:
@@ -84,7 +96,7 @@ def _fmt(v: float | None) -> str:
 
 
 def decide(obs: Sequence[Observation], rung: int, last: bool, *, eta: float, larger_is_better: bool,
-           best: tuple[str, float] | None, metric: str = "metric") -> list[Decision]:
+           best: tuple[str, float] | None, target: float, metric: str = "metric") -> list[Decision]:
     """The decisions at the end of `rung` for the candidates observed there; `best` is the (candidate, time to
     target) of the best candidate finished at an earlier rung, if any."""
     out: list[Decision] = []
@@ -112,18 +124,25 @@ def decide(obs: Sequence[Observation], rung: int, last: bool, *, eta: float, lar
         return out
     if not rest:
         return out
-    tc = min(o.end_s for o in rest)
     sign = -1.0 if larger_is_better else 1.0
-    scored = [(o, value_at(o.curve, tc)) for o in rest]
-    scored.sort(key=lambda x: (x[1] is None, sign * x[1] if x[1] is not None else 0.0, x[0].end_s, x[0].cid))
+    est = {o.cid: estimate_tta(o.curve, target, larger_is_better) for o in rest}
+
+    def order(o: Observation) -> tuple[bool, float, float, str]:
+        t_hat, best_v = est[o.cid]
+        return (t_hat is None, 0.0 if t_hat is None else t_hat, math.inf if best_v is None else sign * best_v, o.cid)
+
+    rest.sort(key=order)
     keep = max(1, math.ceil(len(rest) / eta))
-    for i, (o, v) in enumerate(scored):
-        where = f"{metric} {_fmt(v)} at the common predicted time {tc:.4g} s, rank {i + 1} of {len(rest)}"
+    for i, o in enumerate(rest):
+        t_hat, best_v = est[o.cid]
+        how = (f"estimated time to target {t_hat:.4g} s" if t_hat is not None else
+               f"no estimate (its {metric} has not improved over the rung), best {metric} {_fmt(best_v)}")
+        where = f"{how}, rank {i + 1} of {len(rest)}"
         if i < keep:
-            out.append(Decision(cid=o.cid, rung=rung, action="continue", score=v,
+            out.append(Decision(cid=o.cid, rung=rung, action="continue", score=t_hat,
                                 reason=f"successive halving: {where}, in the top {keep}"))
         else:
-            out.append(Decision(cid=o.cid, rung=rung, action="stopped", score=v,
+            out.append(Decision(cid=o.cid, rung=rung, action="stopped", score=t_hat,
                                 reason=f"successive halving: {where}, below the top {keep}"))
     return out
 

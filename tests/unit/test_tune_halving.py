@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import sim
-from train.tunehalving import Observation, SeedResult, decide, finalists, rank_final, rung_epochs, value_at
+from train.tunehalving import Observation, SeedResult, decide, estimate_tta, finalists, rank_final, rung_epochs
 
 
 def _obs(cid: str, curve: list[tuple[float, float]], target: float = 0.8, epochs: float = 1.0) -> Observation:
@@ -25,18 +25,22 @@ def test_rung_epochs_end_on_evaluations_and_at_the_full_run():
         rung_epochs(4, 3, 1.0, 0.5)
 
 
-def test_value_at_interpolates_and_is_none_before_the_first_evaluation():
-    c = [(1.0, 0.5), (3.0, 0.7), (4.0, None)]
-    assert value_at(c, 0.5) is None
-    assert value_at(c, 2.0) == pytest.approx(0.6)
-    assert value_at(c, 9.0) == 0.7                                # held after the last evaluation
+def test_estimate_carries_on_the_rate_of_the_second_half_of_the_curve():
+    # 0.5 at 1 s, 0.7 at 3 s: 0.1 per second, so 0.8 at 4 s
+    assert estimate_tta([(1.0, 0.5), (3.0, 0.7)], 0.8, True) == pytest.approx((4.0, 0.7))
+    # the second half: 0.6 at 2 s to 0.7 at 4 s (0.05 per second), not the early rise from 0.1
+    assert estimate_tta([(1.0, 0.1), (2.0, 0.6), (3.0, 0.65), (4.0, 0.7)], 0.8, True) == pytest.approx((6.0, 0.7))
+    assert estimate_tta([(1.0, 0.5), (3.0, 0.7), (4.0, 0.65)], 0.8, True) == (None, 0.7)   # falling lately
+    assert estimate_tta([(1.0, 0.5)], 0.8, True) == (None, 0.5)                   # one evaluation: no rate
+    # a gap falls: 0.2 at 1 s to 0.1 at 2 s, so 0.05 at 2.5 s
+    assert estimate_tta([(1.0, 0.2), (2.0, 0.1)], 0.05, False) == pytest.approx((2.5, 0.1))
 
 
 def test_finished_candidates_stop_those_that_cannot_win():
     a = _obs("a", [(1.0, 0.6), (2.0, 0.85)])                       # reaches 0.8 at 2 s
     b = _obs("b", [(1.5, 0.5), (3.0, 0.7)])                        # at 3 s, past a's 2 s, not there: cannot win
     c = _obs("c", [(0.5, 0.6), (1.0, 0.7)])                        # only 1 s in: it could still win
-    got = {d.cid: d for d in decide([a, b, c], 0, False, eta=2, larger_is_better=True, best=None)}
+    got = {d.cid: d for d in decide([a, b, c], 0, False, eta=2, larger_is_better=True, best=None, target=0.8)}
     assert got["a"].action == "finished" and got["a"].score == 2.0
     assert got["b"].action == "stopped" and "cannot win" in got["b"].reason and "a's time to target 2 s" in \
         got["b"].reason
@@ -45,33 +49,34 @@ def test_finished_candidates_stop_those_that_cannot_win():
 
 def test_an_earlier_rungs_best_also_stops_candidates():
     c = _obs("c", [(0.5, 0.6), (1.2, 0.7)])
-    (d,) = decide([c], 1, False, eta=2, larger_is_better=True, best=("z", 1.0))
+    (d,) = decide([c], 1, False, eta=2, larger_is_better=True, best=("z", 1.0), target=0.8)
     assert d.action == "stopped" and "z's time to target 1 s" in d.reason
-    (d,) = decide([c], 1, False, eta=2, larger_is_better=True, best=("z", 5.0))
+    (d,) = decide([c], 1, False, eta=2, larger_is_better=True, best=("z", 5.0), target=0.8)
     assert d.action == "continue"
 
 
-def test_halving_keeps_the_best_at_the_common_time():
-    # at t_c = 2 s (the shortest curve): p 0.70, q 0.65 (interpolated), r 0.60, s no evaluation yet
-    p = _obs("p", [(1.0, 0.6), (2.0, 0.7)])
-    q = _obs("q", [(1.0, 0.5), (3.0, 0.8 - 1e-9)])
-    r = _obs("r", [(2.0, 0.6), (4.0, 0.75)])
-    s = _obs("s", [(2.5, 0.79), (5.0, 0.79)])
-    got = decide([s, r, q, p], 0, False, eta=2, larger_is_better=True, best=None)
-    kept = [d.cid for d in got if d.action == "continue"]
-    assert kept == ["p", "q"]
+def test_halving_keeps_the_shortest_estimated_times_to_target():
+    # fast: cheap clock but its accuracy has stopped rising (no estimate); p: 0.8 at 4 s; q: 0.8 at 6 s;
+    # slow: 0.8 at 12 s. Comparing the accuracy at one common time (0.5 s, where only `fast` has evaluated) would
+    # keep `fast`, which never gets there.
+    fast = _obs("fast", [(0.1, 0.60), (0.3, 0.75), (0.5, 0.75), (0.7, 0.75), (0.9, 0.75)])
+    p = _obs("p", [(1.0, 0.5), (3.0, 0.7)])
+    q = _obs("q", [(2.0, 0.5), (4.0, 0.65)])
+    slow = _obs("slow", [(4.0, 0.4), (8.0, 0.6)])
+    got = decide([fast, slow, q, p], 0, False, eta=2, larger_is_better=True, best=None, target=0.8)
+    assert [d.cid for d in got if d.action == "continue"] == ["p", "q"]
     stopped = {d.cid: d.reason for d in got if d.action == "stopped"}
-    assert "rank 3 of 4" in stopped["r"] and "rank 4 of 4" in stopped["s"] and "at the common predicted time 2 s" \
-        in stopped["s"]
+    assert "estimated time to target 12 s, rank 3 of 4" in stopped["slow"]
+    assert "no estimate" in stopped["fast"] and "rank 4 of 4" in stopped["fast"]
 
 
 def test_halving_on_a_gap_keeps_the_smallest_and_the_last_rung_stops_the_rest():
     # a gap to f*: smaller is better; neither has reached its target
     lo = Observation(cid="lo", epochs=1.0, curve=((1.0, 0.2), (2.0, 0.05)), tta_s=None, end_s=2.0)
     hi = Observation(cid="hi", epochs=1.0, curve=((1.0, 0.3), (2.0, 0.2)), tta_s=None, end_s=2.0)
-    got = decide([hi, lo], 0, False, eta=2, larger_is_better=False, best=None)
+    got = decide([hi, lo], 0, False, eta=2, larger_is_better=False, best=None, target=0.01)
     assert [d.cid for d in got if d.action == "continue"] == ["lo"]
-    last = decide([hi, lo], 2, True, eta=2, larger_is_better=False, best=None)
+    last = decide([hi, lo], 2, True, eta=2, larger_is_better=False, best=None, target=0.01)
     assert {d.action for d in last} == {"stopped"} and all("did not reach the target" in d.reason for d in last)
 
 
