@@ -108,6 +108,13 @@ def test_retime_speedup_over_one_worker_and_the_figure(run, reference, tmp_path,
     assert f"{sp['value']:.2f} x over one worker" in text
     assert analysis_main(["tta", str(out), "--out-dir", str(tmp_path / "fig"), "--formats", "png", "--quiet"]) == 0
     assert (tmp_path / "fig" / "tta.png").stat().st_size > 10_000
+    # a JSON-lines file without a retimed run is one line naming it
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"kind": "decision"}\n')
+    capsys.readouterr()
+    assert analysis_main(["tta", str(other), "--out-dir", str(tmp_path / "fig2"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no row of schema 'sim.retime/1'" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args,needle", [
