@@ -113,6 +113,10 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
     ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),
     ("--out-dir", "out_dir", str, "run folder (default runs/train-<UTC time>-<algorithm>-K<ranks>)"),
+    ("--engine", "engine", str, ("mpi (one worker per MPI rank: mpirun -n K) or virtual (--workers K in this one "
+                                "process, no mpirun: the same run, faster for many small workers; "
+                                "docs/README-virtual.md)")),
+    ("--workers", "workers", int, "engine virtual: the number of workers K run in this process (required there)"),
 ]
 
 
@@ -132,6 +136,7 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
                                     "--block-sync-delay", "--straggler")),
     ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
+    ("engine", ("--engine", "--workers")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
     ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers", "--predict-nodes",
                     "--predict-network")),

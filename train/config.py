@@ -9,7 +9,7 @@ from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES",
+__all__ = ["DATASETS", "ENGINES", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES",
            "LR_SCHEDULES", "LM_STATES", "TrainConfig", "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
@@ -25,6 +25,8 @@ SAMPLERS = ("stream", "iid", "shuffle")    # iid / shuffle: sim.convex.sampler.S
 DTYPES = ("float32", "float64")
 LR_SCHEDULES = ("protocol", "decay", "const")
 LM_STATES = ("auto", "carry", "reset")
+#: mpi: one worker per MPI rank (mpirun -n K); virtual: K workers in one process (train/virtual.py), no mpirun.
+ENGINES = ("mpi", "virtual")
 
 
 def _int(name: str, v: Any, lo: int) -> None:
@@ -126,6 +128,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out_dir: str | None = None
+    # engine (docs/README-virtual.md)
+    engine: str = "mpi"                  # mpi: the workers are the MPI ranks; virtual: `workers` in one process
+    workers: int | None = None           # virtual: K (required); mpi: None (K is the launcher's world size)
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -237,6 +242,36 @@ class TrainConfig:
                                  f"would end before it pauses; lower stop_at_epoch or raise epochs")
         _int("seed", self.seed, 0)
         _choice("device", self.device, DEVICES)
+        _choice("engine", self.engine, ENGINES)
+        if self.engine == "virtual":
+            self._check_virtual()
+        elif self.workers is not None:
+            raise TrainError(f"workers applies to engine virtual only, got workers {self.workers!r} with engine mpi "
+                             f"(there the workers are the MPI ranks: mpirun -n K)")
+
+    def _check_virtual(self) -> None:
+        """What the virtual engine (K workers in one process, no network) cannot do: one line each."""
+        if self.workers is None:
+            raise TrainError("engine virtual needs workers K (the number of workers to run in this process), "
+                             "got none")
+        _int("workers", self.workers, 1)
+        for name, v, why in (("global_sync_delay", self.global_sync_delay, "no network to slow down"),
+                             ("block_sync_delay", self.block_sync_delay, "no network to slow down")):
+            if v != 0:
+                raise TrainError(f"{name} {v!r} does not apply to engine virtual ({why}: its syncs are means in "
+                                 f"memory); run with mpirun, or leave it at 0")
+        if self.stragglers:
+            raise TrainError(f"straggler {':'.join(map(str, self.stragglers[0]))} does not apply to engine "
+                             f"virtual (its workers step in lock-step in one process); run with mpirun")
+        if self.allreduce != "auto":
+            raise TrainError(f"allreduce {self.allreduce!r} does not apply to engine virtual (its syncs are means "
+                             f"in memory, no all-reduce runs); leave it at auto")
+        if is_sequence_model(self.model):
+            raise TrainError(f"model {self.model!r} is not supported by engine virtual (nn.LSTM has no batching "
+                             f"rule under torch.func.vmap); run it with mpirun")
+        if self.algorithm == "hierarchical" and self.gpus_per_node is None:
+            raise TrainError("algorithm hierarchical with engine virtual needs gpus_per_node G (the workers per "
+                             "block: there are no real nodes in one process), got none")
 
     @property
     def carries_state(self) -> bool:
@@ -244,14 +279,22 @@ class TrainConfig:
         return is_sequence_model(self.model) and (self.lm_state == "carry" or
                                                   (self.lm_state == "auto" and self.dataset == "wikitext2"))
 
+    def workers_of(self, size: int) -> int:
+        """K, the number of workers: the world size under engine mpi, `workers` under engine virtual."""
+        return self.workers if self.engine == "virtual" and self.workers is not None else size
+
     def check_world(self, size: int) -> None:
-        """Checks that need the number of ranks K (run before MPI starts when the launcher tells K)."""
+        """Checks that need the number of ranks (run before MPI starts when the launcher tells it)."""
+        if self.engine == "virtual" and size != 1:
+            raise TrainError(f"engine virtual runs its {self.workers} workers in one process; launch it without "
+                             f"mpirun (got a world of {size} ranks)")
+        K, what = self.workers_of(size), "workers" if self.engine == "virtual" else "ranks"
         for r, _ in self.stragglers:
-            if r >= size:
-                raise TrainError(f"straggler rank must be < the number of ranks {size}, got {r}")
+            if r >= K:
+                raise TrainError(f"straggler rank must be < the number of ranks {K}, got {r}")
         g = self.gpus_per_node
-        if g is not None and size % g:
-            raise TrainError(f"gpus_per_node must divide the number of ranks {size}, got {g}")
+        if g is not None and K % g:
+            raise TrainError(f"gpus_per_node must divide the number of {what} {K}, got {g}")
         if self.momentum_variant != "local" and self.algorithm == "minibatch":
             raise TrainError("momentum_variant must be local for minibatch")
 

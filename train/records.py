@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from train.evaluate import Evaluator
     from train.plan import RunPlan
     from train.sync import SyncTimer
+    from train.workers import Workers
 
 __all__ = ["RecordsMixin"]
 
@@ -33,6 +34,7 @@ class RecordsMixin:
     sync: SyncTimer
     averager: LocalSGD
     evaluator: Evaluator
+    workers: Workers
     model: torch.nn.Module
     data: Any
     world: Any
@@ -77,7 +79,7 @@ class RecordsMixin:
     def _epoch_record(self, t: int, lr: float, h: int) -> dict[str, Any] | None:
         """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
         t0 = time.perf_counter()
-        test_loss, test_acc = self.evaluator.evaluate()
+        test_loss, test_acc = self.workers.evaluate()
         win = torch.tensor(self.window, dtype=torch.float64).numpy()
         comm.allreduce(win, op="sum", comm=self.world)
         self.window = [0.0, 0, 0]
@@ -122,7 +124,7 @@ class RecordsMixin:
             "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
             "payload_bytes": self.averager.nbytes, "samples_per_s": None, "prediction": self.prediction,
             "compression": {"scheme": self.cfg.compress, "payload_bytes": self.averager.nbytes,
-                            "uncompressed_bytes": int(self.averager.flat.nbytes),
+                            "uncompressed_bytes": self.averager.model_nbytes,
                             "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
                             "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
         }
@@ -135,6 +137,6 @@ class RecordsMixin:
 
     def _objective_record(self, t: int) -> dict[str, Any]:
         """f(w) of the synchronised model over the whole training set (rank 0; all ranks hold the same w)."""
-        f = objective_value(self.model, self.data.x_train, self.data.y_train, weight_decay=self.cfg.weight_decay,
-                            skip=self.no_decay)
+        f = objective_value(self.workers.synced_model(), self.data.x_train, self.data.y_train,
+                            weight_decay=self.cfg.weight_decay, skip=self.no_decay)
         return {"kind": "objective", "step": t, "sync": self.sync.stats["global"]["syncs"], "f": f}
