@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sim.schedule import ALGORITHMS, WARMUPS
@@ -297,6 +297,11 @@ class TrainConfig:
             raise TrainError(f"gpus_per_node must divide the number of {what} {K}, got {g}")
         if self.momentum_variant != "local" and self.algorithm == "minibatch":
             raise TrainError("momentum_variant must be local for minibatch")
+
+    def on_mpi(self) -> TrainConfig:
+        """The same run on the MPI engine (K = the workers, as ranks): what the simulator predicts for a virtual
+        run."""
+        return self if self.engine == "mpi" else replace(self, engine="mpi", workers=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (tuples become lists)."""

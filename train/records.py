@@ -1,6 +1,7 @@
 """The trainer's records: step and epoch lines of metrics.jsonl, the objective line, and summary.json."""
 from __future__ import annotations
 
+import resource
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from train.averager import LocalSGD
     from train.config import TrainConfig
     from train.evaluate import Evaluator
+    from train.memory import MemoryEstimate
     from train.plan import RunPlan
     from train.sync import SyncTimer
     from train.workers import Workers
@@ -53,6 +55,8 @@ class RecordsMixin:
     last_epoch: dict[str, Any] | None
     startup_s: float | None
     prediction: dict[str, Any] | None
+    memory: MemoryEstimate | None
+    peak_rss: list[int] | None
     signal: int
     no_decay: set[str]
     _t0: float | None
@@ -128,6 +132,12 @@ class RecordsMixin:
                             "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
                             "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
         }
+        summary["engine"] = self.cfg.engine  # mpi: K ranks; virtual: K workers in one process (no comm timing)
+        summary["processes"] = self.world.Get_size()
+        rss = self.peak_rss or [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]
+        summary["memory"] = {"peak_rss_bytes_sum": sum(rss), "peak_rss_bytes_max": max(rss),
+                             "estimate_bytes": None if self.memory is None else self.memory.total,
+                             "estimate_parts": None if self.memory is None else dict(self.memory.parts)}
         if self.signal:
             summary["signal"] = signal.Signals(self.signal).name
         if summary["wall_s"] > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from train.data import WorkerStream, load_dataset
 from train.errors import AgreedError, AgreedOutputError, TrainError
 from train.launch import process_age
 from train.lmstate import CarriedState, ContiguousStream
+from train.memory import MemoryEstimate
 from train.metrics import JsonlWriter, OutputError
 from train.outputs import open_outputs, rewind_records
 from train.plan import RunPlan
@@ -52,7 +54,8 @@ class Trainer(RecordsMixin):
     """
 
     def __init__(self, cfg: TrainConfig, *, resume_dir: str | None = None, world: Any = None,
-                 progress: bool = False, prediction: dict[str, Any] | None = None, from_scratch: bool = False) -> None:
+                 progress: bool = False, prediction: dict[str, Any] | None = None, from_scratch: bool = False,
+                 memory: MemoryEstimate | None = None) -> None:
         self.world = world if world is not None else MPI.COMM_WORLD
         self.rank, size = self.world.Get_rank(), self.world.Get_size()
         cfg.check_world(size)
@@ -75,6 +78,8 @@ class Trainer(RecordsMixin):
         if problems or loaded is None:
             raise AgreedError(problems[0] if problems else "internal: no data loaded")
         self.data, self.carry, streams, self.plan = loaded
+        if self.rank == 0:
+            self._warn_sizes()
         node = comm.Topology.from_comm(self.world)
         self.device = pick_device(cfg.device, node.node_rank)
         hier = cfg.algorithm == "hierarchical" and not self.virtual  # virtual blocks are the workers' own
@@ -93,6 +98,8 @@ class Trainer(RecordsMixin):
         self.sync, self.averager = self.workers.sync, self.workers.averager
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
+        self.memory = memory  # the estimate train/memory.py checked before the run; summary.json keeps it
+        self.peak_rss: list[int] | None = None  # every rank's peak resident memory at the end (rank 0)
         self.signal = 0  # the signal the ranks agreed to stop on (0: none); not part of a checkpoint
         self.stopper: StopAgreement | None = None  # run() sets it: steps driven from outside never stop on signals
         self.objective_writer: JsonlWriter | None = None  # run() opens it on rank 0 with --log-objective
@@ -131,6 +138,18 @@ class Trainer(RecordsMixin):
                 streams.append(SamplerStream(data, rank=k, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
                                              mode=cfg.sampler))
         return data, carry, streams, plan
+
+    def _warn_sizes(self) -> None:
+        """One line each for sizes that run, but not as the flags read: a batch beyond a worker's share of an
+        epoch, an H beyond the run's steps (rank 0, stderr)."""
+        cfg, plan = self.cfg, self.plan
+        if cfg.batch_size > plan.n_local:
+            print(f"warning: --batch-size {cfg.batch_size} is more than the {plan.n_local} samples each of the "
+                  f"{self.K} workers has per epoch: one step reads {cfg.batch_size / plan.n_local:.2f} epochs of "
+                  f"its share, and the run takes {plan.total_steps} step(s)", file=sys.stderr, flush=True)
+        if cfg.algorithm != "minibatch" and plan.total_steps < cfg.H:
+            print(f"warning: --H {cfg.H} is more than the run's {plan.total_steps} steps per worker: the workers "
+                  f"sync once, at the end", file=sys.stderr, flush=True)
 
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
@@ -237,6 +256,7 @@ class Trainer(RecordsMixin):
                 self.objective_writer.close()
                 self.objective_writer = None
         summary, unwritten = None, None
+        self.peak_rss = self.world.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, root=0)
         if self.rank == 0:
             try:
                 summary = self._summary(status)
