@@ -247,12 +247,12 @@ class TrainConfig:
             self._check_virtual()
         elif self.workers is not None:
             raise TrainError(f"workers applies to engine virtual only, got workers {self.workers!r} with engine mpi "
-                             f"(there the workers are the MPI ranks: mpirun -n K)")
+                             f"(there each MPI rank is a worker: mpirun -n K)")
 
     def _check_virtual(self) -> None:
         """What the virtual engine (K workers in one process, no network) cannot do: one line each."""
         if self.workers is None:
-            raise TrainError("engine virtual needs workers K (the number of workers to run in this process), "
+            raise TrainError("engine virtual needs workers, the number K of workers to run in this process; "
                              "got none")
         _int("workers", self.workers, 1)
         for name, v, why in (("global_sync_delay", self.global_sync_delay, "no network to slow down"),
@@ -261,8 +261,9 @@ class TrainConfig:
                 raise TrainError(f"{name} {v!r} does not apply to engine virtual ({why}: its syncs are means in "
                                  f"memory); run with mpirun, or leave it at 0")
         if self.stragglers:
-            raise TrainError(f"straggler {':'.join(map(str, self.stragglers[0]))} does not apply to engine "
-                             f"virtual (its workers step in lock-step in one process); run with mpirun")
+            rank, factor = self.stragglers[0]
+            raise TrainError(f"straggler {rank}:{factor:g} does not apply to engine virtual (every worker steps in "
+                             f"lock-step in one process); run with mpirun")
         if self.allreduce != "auto":
             raise TrainError(f"allreduce {self.allreduce!r} does not apply to engine virtual (its syncs are means "
                              f"in memory, no all-reduce runs); leave it at auto")
@@ -286,8 +287,8 @@ class TrainConfig:
     def check_world(self, size: int) -> None:
         """Checks that need the number of ranks (run before MPI starts when the launcher tells it)."""
         if self.engine == "virtual" and size != 1:
-            raise TrainError(f"engine virtual runs its {self.workers} workers in one process; launch it without "
-                             f"mpirun (got a world of {size} ranks)")
+            raise TrainError(f"engine virtual runs every worker in this one process; launch it without mpirun "
+                             f"(got a world of {size} ranks)")
         K, what = self.workers_of(size), "workers" if self.engine == "virtual" else "ranks"
         for r, _ in self.stragglers:
             if r >= K:
