@@ -117,6 +117,10 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
                                 "process, no mpirun: the same run, faster for many small workers; "
                                 "docs/README-virtual.md)")),
     ("--workers", "workers", int, "engine virtual: the number of workers K run in this process (required there)"),
+    ("--virtual-step", "virtual_step", str, ("engine virtual: loop (K model replicas on the rows of stacked "
+                                            "tensors, by worker threads), vmap (one torch.func.vmap call per step) "
+                                            "or auto (vmap on a GPU, loop on the CPU)")),
+    ("--threads", "threads", int, "engine virtual: threads of its one process (default: every core it may use)"),
 ]
 
 
@@ -136,7 +140,7 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
                                     "--block-sync-delay", "--straggler")),
     ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
-    ("engine", ("--engine", "--workers")),
+    ("engine", ("--engine", "--workers", "--virtual-step", "--threads")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
     ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers", "--predict-nodes",
                     "--predict-network")),

@@ -9,8 +9,8 @@ from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "ENGINES", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES",
-           "LR_SCHEDULES", "LM_STATES", "TrainConfig", "parse_straggler"]
+__all__ = ["DATASETS", "ENGINES", "VIRTUAL_STEPS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS",
+           "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "TrainConfig", "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
 MOMENTUM_VARIANTS = ("local", "global", "hybrid", "slowmo")
@@ -27,6 +27,9 @@ LR_SCHEDULES = ("protocol", "decay", "const")
 LM_STATES = ("auto", "carry", "reset")
 #: mpi: one worker per MPI rank (mpirun -n K); virtual: K workers in one process (train/virtual.py), no mpirun.
 ENGINES = ("mpi", "virtual")
+#: How engine virtual steps its K workers: loop (K replicas, by worker threads), vmap (one batched call per layer),
+#: auto (vmap on a GPU, loop on the CPU).
+VIRTUAL_STEPS = ("auto", "loop", "vmap")
 
 
 def _int(name: str, v: Any, lo: int) -> None:
@@ -131,6 +134,8 @@ class TrainConfig:
     # engine (docs/README-virtual.md)
     engine: str = "mpi"                  # mpi: the workers are the MPI ranks; virtual: `workers` in one process
     workers: int | None = None           # virtual: K (required); mpi: None (K is the launcher's world size)
+    virtual_step: str = "auto"           # virtual: loop, vmap or auto (train/virtual.py)
+    threads: int | None = None           # virtual: threads of the one process (None: every core it may use)
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -248,6 +253,10 @@ class TrainConfig:
         elif self.workers is not None:
             raise TrainError(f"workers applies to engine virtual only, got workers {self.workers!r} with engine mpi "
                              f"(there each MPI rank is a worker: mpirun -n K)")
+        elif self.virtual_step != "auto" or self.threads is not None:
+            raise TrainError(f"virtual_step and threads apply to engine virtual only, got virtual_step "
+                             f"{self.virtual_step!r} and threads {self.threads!r} with engine mpi (a rank's threads: "
+                             f"OMP_NUM_THREADS)")
 
     def _check_virtual(self) -> None:
         """What the virtual engine (K workers in one process, no network) cannot do: one line each."""
@@ -255,6 +264,9 @@ class TrainConfig:
             raise TrainError("engine virtual needs workers, the number K of workers to run in this process; "
                              "got none")
         _int("workers", self.workers, 1)
+        _choice("virtual_step", self.virtual_step, VIRTUAL_STEPS)
+        if self.threads is not None:
+            _int("threads", self.threads, 1)
         for name, v, why in (("global_sync_delay", self.global_sync_delay, "no network to slow down"),
                              ("block_sync_delay", self.block_sync_delay, "no network to slow down")):
             if v != 0:

@@ -16,11 +16,12 @@ __all__ = ["MemoryEstimate", "estimate_memory", "available_memory", "check_memor
            "ACTIVATION_FACTOR", "EVAL_CHUNK"]
 
 #: Bytes of a training step's activations per byte of all layer outputs of one forward pass (autograd keeps most
-#: of them for the backward, which adds gradients of the same sizes). A safety factor, not a fit: the peak RSS
-#: of one forward + backward measured 1.4 (ResNet-20, batch 256), 1.8 (ResNet-8, 512) and 2.1 (DenseNet-40, 64)
-#: times the sum of the layer outputs; the vmapped step of K = 16 workers 2.0 (ResNet-20) and 4.4 (ResNet-8, whose
-#: BatchNorm under vmap keeps extra temporaries).
-ACTIVATION_FACTOR = {"mpi": 3.0, "virtual": 5.0}
+#: of them for the backward, which adds gradients of the same sizes), for one model ("one") and for engine
+#: virtual's vmapped step of K workers ("vmap"). A safety factor, not a fit: the peak RSS of one forward +
+#: backward measured 1.4 (ResNet-20, batch 256), 1.8 (ResNet-8, 512) and 2.1 (DenseNet-40, 64) times the sum of
+#: the layer outputs; the vmapped step of K = 16 workers 2.0 (ResNet-20) and 4.4 (ResNet-8, whose BatchNorm under
+#: vmap keeps extra temporaries).
+ACTIVATION_FACTOR = {"one": 3.0, "vmap": 5.0}
 #: Test samples per evaluation chunk (train/evaluate.py's default).
 EVAL_CHUNK = 500
 
@@ -129,6 +130,18 @@ def _data_profile(cfg: TrainConfig) -> tuple[int, int, tuple[int, ...], int, int
             sum(tokens) * 100)
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _virtual_kernel(cfg: TrainConfig) -> str:
+    """The kernel engine virtual will use (train/virtual.py: vmap on a GPU under auto)."""
+    if cfg.virtual_step != "auto":
+        return cfg.virtual_step
+    import torch
+    return "vmap" if cfg.device != "cpu" and torch.cuda.is_available() else "loop"
+
+
 def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int) -> MemoryEstimate:
     """What one process of the run `cfg` needs (`workers` of its workers in this process: 1 under engine mpi, K
     under virtual), `processes` such processes on this machine. Counted: the dataset (every rank holds it whole),
@@ -139,13 +152,16 @@ def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int) -> Memory
     params, acts, widest = _model_profile(cfg, shape, classes)
     el = 8 if cfg.dtype == "float64" else 4
     virtual = cfg.engine == "virtual"
+    vmapped = virtual and _virtual_kernel(cfg) == "vmap"
+    # loop: the workers' graphs are built and freed one after another, `threads` at a time; vmap: all K at once
+    alive = workers if vmapped else min(workers, cfg.threads or _cores()) if virtual else 1
     copies = 2.0                                                    # parameters and gradients
     copies += 1 if cfg.momentum > 0 and cfg.momentum_variant != "global" else 0   # momentum buffers
     copies += 1                                                     # the averager's flat buffer
     copies += 1 if cfg.algorithm in ("minibatch", "postlocal") else 0            # the gradients' flat buffer
     copies += 2 if cfg.momentum_variant != "local" else 0                       # anchor and global momentum
     copies += 4 * 8 / el if cfg.compress != "none" else 0          # anchors and error feedback (numpy, 2 levels)
-    copies += 1 if virtual else 0                                   # the vmapped gradients before they are copied
+    copies += 1 if vmapped else 0                                   # the vmapped gradients before they are copied
     copies += 2                                                     # a checkpoint's state, written and read back
     sample = 16 if cfg.model == "lstm" else el  # token ids and targets are int64
     for s in shape:
@@ -155,7 +171,7 @@ def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int) -> Memory
         "data": data_bytes,
         "model state": int((workers * copies + 1) * params * el),  # + the evaluated (averaged) model's copy
         "batches": int(workers * batch * sample * 3),               # gathered, augmented, stacked
-        "activations": int(ACTIVATION_FACTOR[cfg.engine] * workers * batch * acts * el),
+        "activations": int(ACTIVATION_FACTOR["vmap" if vmapped else "one"] * alive * batch * acts * el),
         "evaluation": int(2 * min(EVAL_CHUNK, n_test) * widest * el),
     }
     hints = {"data": "the dataset (--synthetic-train, --synthetic-test, --synthetic-size)",

@@ -62,9 +62,7 @@ class Trainer(RecordsMixin):
         self.cfg = cfg
         self.K = cfg.workers_of(size)  # workers: the ranks (engine mpi), or all in this process (engine virtual)
         self.virtual = cfg.engine == "virtual"
-        # a rank takes one core (or OMP_NUM_THREADS); one process holding every worker may take all it is allowed
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "") or (cores if self.virtual else 1)))
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))  # engine virtual sets its own
         # Data first: a missing file or a shard too small for the batch stops every rank alike, before training's
         # collectives (one agreement step: every rank learns of a problem found on any rank).
         problem, loaded = None, None

@@ -41,11 +41,11 @@ def test_ulimit_v_refuses_what_cannot_be_mapped_and_lets_a_small_run_through(tmp
     """Under `ulimit -v` of 1.5 GiB a virtual run whose estimate is about 2.5 GiB is refused by name; a small batch
     under the same limit passes the guard (and stops at the next check, the run folder already holding a run)."""
     limit = 3 << 29
-    big = TrainConfig(engine="virtual", workers=2, batch_size=2700)
+    big = TrainConfig(engine="virtual", workers=2, batch_size=4500, threads=2)
     est = estimate_memory(big, workers=2, processes=1)
     assert 2 << 30 < est.per_process < 3 << 30, est.describe()  # above the limit, below what any test machine has
-    args = ["--engine", "virtual", "--workers", "2", "--quiet"]
-    proc = _limited([*args, "--batch-size", "2700", "--out-dir", str(tmp_path / "big")], limit)
+    args = ["--engine", "virtual", "--workers", "2", "--threads", "2", "--quiet"]
+    proc = _limited([*args, "--batch-size", "4500", "--out-dir", str(tmp_path / "big")], limit)
     line = one_error_line(proc)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "its address space limit (ulimit -v) leaves" in line and "lower --batch-size and --workers" in line, line
@@ -63,9 +63,12 @@ def test_estimate_scales_with_what_drives_it() -> None:
     one = estimate_memory(TrainConfig(batch_size=32), workers=1, processes=1)
     two = estimate_memory(TrainConfig(batch_size=64), workers=1, processes=1)
     assert two.parts["activations"] == 2 * one.parts["activations"] and two.parts["data"] == one.parts["data"]
-    v = estimate_memory(TrainConfig(engine="virtual", workers=8), workers=8, processes=1)
-    assert v.parts["activations"] > 8 * one.parts["activations"]  # and vmap's larger factor
+    v = estimate_memory(TrainConfig(engine="virtual", workers=8, virtual_step="vmap"), workers=8, processes=1)
+    assert v.parts["activations"] > 8 * one.parts["activations"]  # all K at once, and vmap's larger factor
     assert v.parts["model state"] > 7 * one.parts["model state"]
+    loop = estimate_memory(TrainConfig(engine="virtual", workers=8, virtual_step="loop", threads=2), workers=8,
+                           processes=1)
+    assert loop.parts["activations"] == 2 * one.parts["activations"]  # two threads' workers at a time
     ranks = estimate_memory(TrainConfig(), workers=1, processes=16)
     assert ranks.total == 16 * ranks.per_process and ranks.per_process == one.per_process
     wide = estimate_memory(TrainConfig(width=64), workers=1, processes=1)

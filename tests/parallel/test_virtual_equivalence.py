@@ -2,8 +2,8 @@
 
 The same runs (tests/parallel/checks_virtual.py: logreg-binary on w8a and ResNet-8 on synthetic data, float64,
 50 syncs; local, hierarchical and SlowMo at K = 2, 4, 8; compression, hybrid momentum, post-local with clipping
-and mini-batch at K = 2) go once through mpirun -n K and once through --engine virtual, recording every worker's
-model after every sync. Tolerances (why: docs/README-virtual.md): the engines do the same arithmetic in a
+and mini-batch at K = 2) go once through mpirun -n K and once through --engine virtual (its loop step; some also
+with its vmap step), recording every worker's model after every sync. Tolerances (why: docs/README-virtual.md): the engines do the same arithmetic in a
 different order only where sums are taken (the K-way mean of a sync: a tree of pairwise sums in comm against
 torch.mean; grouped convolutions and batched reductions in the vmapped step), so the models differ by rounding:
 <= 1e-12 relative in float64 for both models (measured: at most 3e-15), and the float32 run differs by what float32
@@ -24,11 +24,13 @@ import pytest
 
 from tests.fixtures.shared_data import need_data
 from tests.parallel.harness import REPO, mpi_env, mpirun
+from tests.parallel.virtual_runs import VMAP, configs
 
 KS = (2, 4, 8)
 MAIN = [f"{m}-{a}" for m in ("logreg", "resnet8") for a in ("local", "hier", "slowmo")]
 EXTRA = ["resnet8-efsign", "resnet8-sign", "resnet8-hybrid", "resnet8-postlocal", "logreg-minibatch"]
-CASES = [(K, name) for K in KS for name in MAIN] + [(2, name) for name in EXTRA]
+CASES = [("virtual", K, name) for K in KS for name in MAIN] + [("virtual", 2, name) for name in EXTRA] + \
+    [("vmap", K, name) for K, names in VMAP.items() for name in names]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +65,9 @@ def _rel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a - b).max(axis=(1, 2)) / np.maximum(np.abs(a).max(axis=(1, 2)), np.finfo(np.float64).tiny)
 
 
-@pytest.mark.parametrize(("K", "name"), CASES, ids=[f"K{K}-{n}" for K, n in CASES])
-def test_virtual_matches_mpi_after_every_sync(runs: Path, K: int, name: str) -> None:
-    mpi, virt = _load(runs, "mpi", K, name), _load(runs, "virtual", K, name)
+@pytest.mark.parametrize(("step", "K", "name"), CASES, ids=[f"{s}-K{K}-{n}" for s, K, n in CASES])
+def test_virtual_matches_mpi_after_every_sync(runs: Path, step: str, K: int, name: str) -> None:
+    mpi, virt = _load(runs, "mpi", K, name), _load(runs, step, K, name)
     assert list(mpi["levels"]) == list(virt["levels"]), "the engines synced at different steps or levels"
     assert len(mpi["levels"]) >= (15 if K == 2 and name in EXTRA else 50)
     assert mpi["models"].shape == virt["models"].shape and mpi["models"].shape[1] == K
@@ -104,11 +106,10 @@ def test_cli_pause_resume_and_verify_give_the_uninterrupted_run(runs: Path, tmp_
     workers."""
     import torch
 
-    from tests.parallel.checks_virtual import _configs
     from train.cli import FLAG_OF
     from train.verify import verify_checkpoint
 
-    cfg = dict(_configs(2)["resnet8-hybrid"], data_dir=None)
+    cfg = dict(configs(2)["resnet8-hybrid"], data_dir=None)
     args = ["--engine", "virtual", "--workers", "2", "--quiet"]
     for name, value in cfg.items():
         if value is not None:
