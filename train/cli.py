@@ -289,7 +289,7 @@ def format_summary(s: dict[str, Any]) -> str:
         est = mem.get("estimate_bytes")
         rows.append(("peak memory", f"{fmt_bytes(mem['peak_rss_bytes_sum'])}"
                                     + (f" (sum over {n} ranks)" if n > 1 else "")
-                                    + ("" if est is None else f"; estimated {fmt_bytes(est)} beyond start-up")))
+                                    + ("" if est is None else f" (the guard estimated {fmt_bytes(est)})")))
     comp = s.get("compression") or {}
     if comp.get("scheme", "none") != "none":
         sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]

@@ -1,6 +1,7 @@
 """The memory a run needs, estimated before anything is allocated, against what this machine has left for it."""
 from __future__ import annotations
 
+import functools
 import os
 import resource
 from dataclasses import dataclass, field
@@ -12,8 +13,8 @@ from train.errors import TrainError
 if TYPE_CHECKING:
     from train.config import TrainConfig
 
-__all__ = ["MemoryEstimate", "estimate_memory", "available_memory", "check_memory", "fmt_bytes",
-           "ACTIVATION_FACTOR", "EVAL_CHUNK"]
+__all__ = ["MemoryEstimate", "estimate_memory", "available_memory", "check_memory", "fmt_bytes", "resident_bytes",
+           "ACTIVATION_FACTOR", "EVAL_CHUNK", "INTERPRETER_MARGIN"]
 
 #: Bytes of a training step's activations per byte of all layer outputs of one forward pass (autograd keeps most
 #: of them for the backward, which adds gradients of the same sizes), for one model ("one") and for engine
@@ -37,11 +38,16 @@ def fmt_bytes(n: float) -> str:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes one process needs beyond the interpreter and torch (`parts`), and how many such processes run here."""
+    """Bytes one process needs (`parts`, "interpreter" included), and how many such processes run here."""
 
     parts: dict[str, int]          # component -> bytes in one process
     processes: int                 # processes of this run on this machine (the launcher's local ranks; 1: virtual)
     hints: dict[str, str] = field(default_factory=dict)  # component -> the flags that drive it
+
+    @property
+    def allocations(self) -> int:
+        """Bytes one process allocates beyond the interpreter with torch imported."""
+        return self.per_process - self.parts.get("interpreter", 0)
 
     @property
     def per_process(self) -> int:
@@ -58,7 +64,9 @@ class MemoryEstimate:
         return f"{fmt_bytes(self.total)} ({who}: {shown})"
 
 
-def _model_profile(cfg: TrainConfig, input_shape: tuple[int, ...], classes: int) -> tuple[int, int, int]:
+@functools.lru_cache(maxsize=8)
+def _model_profile(name: str, width: int, dropout: float, input_shape: tuple[int, ...],
+                   classes: int) -> tuple[int, int, int]:
     """(parameters, numbers of all layer outputs of one sample's forward, largest layer input + output), from the
     model built on the meta device: shapes only, nothing allocated."""
     import torch
@@ -66,8 +74,7 @@ def _model_profile(cfg: TrainConfig, input_shape: tuple[int, ...], classes: int)
     from train.models import build_model
 
     with torch.device("meta"):
-        model = build_model(cfg.model, input_shape=input_shape, num_classes=classes, width=cfg.width,
-                            dropout=cfg.dropout)
+        model = build_model(name, input_shape=input_shape, num_classes=classes, width=width, dropout=dropout)
     sums = [0, 0]
 
     def hook(_mod: Any, inputs: Any, out: Any) -> None:
@@ -79,7 +86,7 @@ def _model_profile(cfg: TrainConfig, input_shape: tuple[int, ...], classes: int)
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    dtype = torch.long if cfg.model == "lstm" else torch.float32
+    dtype = torch.long if name == "lstm" else torch.float32
     with torch.no_grad():
         model.train()
         model(torch.empty(1, *input_shape, dtype=dtype, device="meta"))
@@ -142,14 +149,29 @@ def _virtual_kernel(cfg: TrainConfig) -> str:
     return "vmap" if cfg.device != "cpu" and torch.cuda.is_available() else "loop"
 
 
-def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int) -> MemoryEstimate:
+#: The interpreter of a run grows beyond what it holds when the guard runs (torch imported): MPI, the trainer's
+#: modules, thread stacks, the allocator's slack. Measured: 220 MiB after importing the CLI, 290 MiB with the
+#: modules the estimate itself loads, 300 MiB after MPI_Init; a rank's peak less the estimate's other parts was
+#: 300-330 MiB. The guard counts the resident size it sees times this margin.
+INTERPRETER_MARGIN = 1.25
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (/proc/self/statm; 0 where it cannot be read)."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int, interpreter: int = 0) -> MemoryEstimate:
     """What one process of the run `cfg` needs (`workers` of its workers in this process: 1 under engine mpi, K
     under virtual), `processes` such processes on this machine. Counted: the dataset (every rank holds it whole),
     each worker's model state (parameters, gradients, momentum, the averager's buffers, global-momentum anchors,
     compression state, checkpoint copies), the batches, the step's activations (ACTIVATION_FACTOR times the layer
-    outputs of the batch) and an evaluation chunk's."""
+    outputs of the batch) and an evaluation chunk's, plus `interpreter` bytes (Python with torch)."""
     _, n_test, shape, classes, data_bytes = _data_profile(cfg)
-    params, acts, widest = _model_profile(cfg, shape, classes)
+    params, acts, widest = _model_profile(cfg.model, cfg.width, cfg.dropout, tuple(shape), classes)
     el = 8 if cfg.dtype == "float64" else 4
     virtual = cfg.engine == "virtual"
     vmapped = virtual and _virtual_kernel(cfg) == "vmap"
@@ -173,12 +195,14 @@ def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int) -> Memory
         "batches": int(workers * batch * sample * 3),               # gathered, augmented, stacked
         "activations": int(ACTIVATION_FACTOR["vmap" if vmapped else "one"] * alive * batch * acts * el),
         "evaluation": int(2 * min(EVAL_CHUNK, n_test) * widest * el),
+        "interpreter": int(interpreter),
     }
     hints = {"data": "the dataset (--synthetic-train, --synthetic-test, --synthetic-size)",
              "model state": "the model (--model, --width)" + (" and --workers" if virtual else ""),
              "batches": "--batch-size" + (" and --workers" if virtual else ""),
              "activations": "--batch-size" + (" and --workers" if virtual else ", --model, --width"),
-             "evaluation": "the model (--model, --width)"}
+             "evaluation": "the model (--model, --width)",
+             "interpreter": "the number of ranks per machine"}
     return MemoryEstimate(parts=parts, processes=processes, hints=hints)
 
 
@@ -227,16 +251,23 @@ def check_memory(cfg: TrainConfig, *, size: int, local_ranks: int | None = None)
     `local_ranks`: the ranks on this machine (default: all of them)."""
     virtual = cfg.engine == "virtual"
     processes = 1 if virtual else (local_ranks or size)
-    est = estimate_memory(cfg, workers=cfg.workers_of(size) if virtual else 1, processes=processes)
+    workers = cfg.workers_of(size) if virtual else 1
+    estimate_memory(cfg, workers=workers, processes=processes)  # loads what estimating needs, then:
+    now = resident_bytes()
+    est = estimate_memory(cfg, workers=workers, processes=processes, interpreter=int(INTERPRETER_MARGIN * now))
     top = max(est.parts, key=lambda k: est.parts[k])
-    lower = f"lower {est.hints[top]}" + ("" if virtual or processes == 1 else " or use fewer ranks per machine")
+    lower = f"lower {est.hints[top]}" if top != "interpreter" else "use fewer ranks per machine"
+    if top != "interpreter" and not virtual and processes > 1:
+        lower += " or use fewer ranks per machine"
     avail = available_memory()
-    if avail is not None and est.total > avail[0]:
+    # this process is resident already; the other ranks of the machine may not be yet (they start together)
+    if avail is not None and est.total > avail[0] + now:
         raise TrainError(f"this run needs an estimated {est.describe()} of memory but this machine has "
-                         f"{fmt_bytes(avail[0])} available ({avail[1]}); {lower}")
+                         f"{fmt_bytes(avail[0] + now)} available ({avail[1]}, and this process); {lower}")
     left = address_space_left()
-    if left is not None and est.per_process > left:
-        raise TrainError(f"this run needs an estimated {fmt_bytes(est.per_process)} of memory per process "
-                         f"({', '.join(f'{k} {fmt_bytes(v)}' for k, v in est.parts.items() if v)}) but its address "
-                         f"space limit (ulimit -v) leaves {fmt_bytes(left)}; {lower}")
+    if left is not None and est.allocations > left:
+        shown = ", ".join(f"{k} {fmt_bytes(v)}" for k, v in est.parts.items() if v and k != "interpreter")
+        raise TrainError(f"this run needs an estimated {fmt_bytes(est.allocations)} of memory per process beyond "
+                         f"the interpreter ({shown}) but its address space limit (ulimit -v) leaves "
+                         f"{fmt_bytes(left)}; {lower}")
     return est

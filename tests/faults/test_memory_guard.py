@@ -80,11 +80,16 @@ def test_estimate_scales_with_what_drives_it() -> None:
 def test_check_names_the_estimate_what_is_available_and_the_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("train.memory.available_memory", lambda: (1 << 30, "MemAvailable"))
     monkeypatch.setattr("train.memory.address_space_left", lambda: None)
-    check_memory(TrainConfig(), size=4)  # the default run fits in 1 GiB
+    monkeypatch.setattr("train.memory.resident_bytes", lambda: 100 << 20)  # the interpreter: 125 MiB with margin
+    est = check_memory(TrainConfig(), size=4)  # the default run fits in 1 GiB
+    assert est.parts["interpreter"] == 125 << 20 and est.processes == 4
     with pytest.raises(TrainError, match=r"needs an estimated .* \(4 ranks x .*activations .*\) of memory but this "
-                                         r"machine has 1\.0 GiB available \(MemAvailable\); lower --batch-size"):
+                                         r"machine has 1\.1 GiB available \(MemAvailable, and this process\); "
+                                         r"lower --batch-size"):
         check_memory(TrainConfig(batch_size=100_000), size=4)
     with pytest.raises(TrainError, match=r"lower the dataset \(--synthetic-train"):
         check_memory(TrainConfig(synthetic_train=10**8), size=1)
+    with pytest.raises(TrainError, match=r"\(32 ranks x .*interpreter 125\.0 MiB.*; use fewer ranks per machine$"):
+        check_memory(TrainConfig(), size=32)  # 32 interpreters do not fit in 1 GiB
     monkeypatch.setattr("train.memory.available_memory", lambda: None)  # nothing known: nothing refused
     check_memory(TrainConfig(batch_size=100_000), size=4)
