@@ -56,7 +56,7 @@ class RecordsMixin:
     startup_s: float | None
     prediction: dict[str, Any] | None
     memory: MemoryEstimate | None
-    peak_rss: list[int] | None
+    usage: list[tuple[int, float]] | None
     signal: int
     no_decay: set[str]
     _t0: float | None
@@ -134,7 +134,9 @@ class RecordsMixin:
         }
         summary["engine"] = self.cfg.engine  # mpi: K ranks; virtual: K workers in one process (no comm timing)
         summary["processes"] = self.world.Get_size()
-        rss = self.peak_rss or [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024]
+        usage = self.usage or [(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 0.0)]
+        rss = [u[0] for u in usage]
+        summary["train_cpu_s"] = sum(u[1] for u in usage)  # CPU seconds of the loop in this invocation, all ranks
         summary["memory"] = {"peak_rss_bytes_sum": sum(rss), "peak_rss_bytes_max": max(rss),
                              "estimate_bytes": None if self.memory is None else self.memory.total,
                              "estimate_parts": None if self.memory is None else dict(self.memory.parts)}

@@ -97,7 +97,8 @@ class Trainer(RecordsMixin):
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
         self.memory = memory  # the estimate train/memory.py checked before the run; summary.json keeps it
-        self.peak_rss: list[int] | None = None  # every rank's peak resident memory at the end (rank 0)
+        self.usage: list[tuple[int, float]] | None = None  # every rank's (peak resident bytes, loop CPU s) (rank 0)
+        self._cpu0 = 0.0  # time.process_time() when run() started training
         self.signal = 0  # the signal the ranks agreed to stop on (0: none); not part of a checkpoint
         self.stopper: StopAgreement | None = None  # run() sets it: steps driven from outside never stop on signals
         self.objective_writer: JsonlWriter | None = None  # run() opens it on rank 0 with --log-objective
@@ -224,6 +225,7 @@ class Trainer(RecordsMixin):
         self.stopper.install()
         self.startup_s = process_age()
         self._t0 = self._ckpt_t = time.perf_counter()
+        self._cpu0 = time.process_time()
         status = "completed"
         self.model.train()
         failed = True
@@ -254,7 +256,8 @@ class Trainer(RecordsMixin):
                 self.objective_writer.close()
                 self.objective_writer = None
         summary, unwritten = None, None
-        self.peak_rss = self.world.gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, root=0)
+        self.usage = self.world.gather((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                        time.process_time() - self._cpu0), root=0)
         if self.rank == 0:
             try:
                 summary = self._summary(status)
