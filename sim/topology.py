@@ -12,9 +12,10 @@ from sim.atomic import atomic_open
 from sim.compute import ComputeModel
 from sim.costs import LevelCost
 from sim.errors import SimError
+from sim.plausible import level_warnings, step_warnings, warn_once
 
 __all__ = ["Level", "Topology", "LINK_SHARING", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
-           "topology_from_json"]
+           "topology_from_json", "topology_warnings"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 LEVEL_NAMES = ("intra", "inter")
@@ -183,6 +184,17 @@ def topology_from_json(obj: object, where: str = "topology") -> Topology:
         raise SimError(f"{where}: {e}") from None
 
 
+def topology_warnings(topo: Topology, where: str) -> list[str]:
+    """One line per physically implausible value of `topo` (sim/plausible.py)."""
+    out = []
+    for lv in (topo.intra, topo.inter):
+        out += level_warnings(where, lv.name or "level", lv.latency_s, lv.bandwidth_GBps)
+    c = topo.compute
+    if c.kind in ("table", "fixed"):
+        out += step_warnings(where, "compute seconds_per_iter", c.seconds_per_iter)
+    return out
+
+
 def preset_names() -> list[str]:
     """Names of the bundled presets (sim/presets/*.json)."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
@@ -204,7 +216,10 @@ def load_topology(spec: str | os.PathLike[str]) -> Topology:
                        f"column {e.colno}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SimError(f"cannot read topology file {str(path)!r}: {e}") from None
-    return topology_from_json(obj, f"topology file {str(path)!r}")
+    where = f"topology file {str(path)!r}"
+    topo = topology_from_json(obj, where)
+    warn_once(topology_warnings(topo, where))
+    return topo
 
 
 def save_topology(topo: Topology, path: str | os.PathLike[str]) -> None:

@@ -34,6 +34,7 @@ from sim.calibrate import fit_level, read_bench
 from sim.errors import SimError
 from train.config import TrainConfig
 from train.errors import TrainError
+from train.fitcheck import assess
 from train.metrics import write_json_atomic
 from train.predict import MACHINE_SCHEMA, WAIT_FORMS, calibration_code_version, profile_model, scheduling_wait
 
@@ -281,6 +282,7 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
                      "nodes": 1, "gpus_per_node": cpu, "intra": level, "inter": level,
                      "compute": {"kind": "fixed", "device": "cpu", "seconds_per_iter": [t_alone]}},
     }
+    machine["quality"] = assess(machine)  # written even when it fails: what was measured is kept
     write_json_atomic(ns.out, machine)
     return machine
 
@@ -319,6 +321,14 @@ def _cmd(ns: argparse.Namespace) -> int:
           f"{1e3 * st.get('checkpoint_s_per_write', 0.0):.2f} ms per checkpoint")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "
           f"took {m['calibration_s']:.1f} s; wrote {ns.out}")
+    q = m["quality"]
+    if not q["ok"]:
+        for problem in q["problems"]:
+            print(f"WARNING: {problem}", file=sys.stderr)
+        print(f"WARNING: this calibration does not explain its own measurements (rule: {q['rule']}); --predict "
+              f"will warn on every use of {ns.out}; recalibrate on a quieter machine (exit status 3)",
+              file=sys.stderr, flush=True)
+        return 3
     return 0
 
 

@@ -15,7 +15,7 @@ from atomicio import OutputError, check_output_dir
 from sim.clivocab import group_by_topic, name_flags, typed_options
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
-from train.launch import RankZeroParser, launch_nodes, launch_rank_size
+from train.launch import RankZeroParser, launch_nodes, launch_rank_size, resume_command
 from train.models import MODEL_HELP
 from train.signals import EARLY
 
@@ -276,9 +276,16 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
+    pred = s.get("prediction")
+    if isinstance(pred, dict) and pred.get("wall_s") and s["status"] == "completed" and s["wall_s"] > 0:
+        err = 100 * (pred["wall_s"] - s["wall_s"]) / s["wall_s"]
+        rows.append(("prediction", (f"predicted {pred['wall_s']:.2f} s, measured {s['wall_s']:.2f} s "
+                                   f"(error {err:+.1f} %)")))
     rows.append(("run folder", s["run_dir"]))
     if s["status"] in ("paused", "interrupted"):
-        rows.append(("continue with", f"python -m train --resume {s['run_dir']}"))
+        rows.append(("continue with", resume_command(s["run_dir"], s["world_size"])))
+    else:
+        rows.append(("next", f"python -m analysis report {s['run_dir']}   (curves, timings, an HTML page)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -299,6 +306,20 @@ def _verify(ns: argparse.Namespace) -> int:
         verdict = "bitwise identical" if res["identical"] else f"DIFFERENT ({', '.join(res['differing'][:5])})"
         print(f"step {res['step']}: parameters of {res['world_size']} ranks are {verdict}")
     return 0 if res["identical"] else 1
+
+
+def check_predict_flags(ns: argparse.Namespace) -> None:
+    """The --predict-* numbers, named by their flags (the simulator's own messages name its parameters)."""
+    for flag, v in (("--predict-workers", ns.predict_workers), ("--predict-nodes", ns.predict_nodes)):
+        if v is not None and v < 1:
+            raise TrainError(f"{flag} must be an integer >= 1, got {v}")
+    load = ns.predict_load
+    if load is not None and not (load >= 0 and load != float("inf")):
+        raise TrainError(f"--predict-load must be a finite number >= 0 (other runnable processes), got {load}")
+    if not ns.predict_topology and any(v is not None for v in (ns.predict_workers, ns.predict_nodes, ns.predict_load,
+                                                                ns.predict_network)):
+        raise TrainError("--predict-workers, --predict-nodes, --predict-load and --predict-network need "
+                         "--predict-topology FILE|PRESET")
 
 
 def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> int:
@@ -342,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             except TrainError as e:
                 raise flag_error(e, ns) from None
         plan = None
+        check_predict_flags(ns)
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
             if ns.predict or ns.predict_topology:

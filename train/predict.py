@@ -89,6 +89,10 @@ def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: f
         was = f"code {version}" if version else "code older than code versions (no code_version)"
         out.append(f"machine file {spec!r} was written by {was}, this is {now}: its figures may mean something else "
                    f"now; rerun python -m train calibrate")
+    from train.fitcheck import quality_warning
+    bad_fit = quality_warning(m, spec)
+    if bad_fit:
+        out.append(bad_fit)
     if load_now is not None and abs(load_now - load_used) > LOAD_WARN:
         out.append(f"background load now {load_now:.2f} runnable processes, the prediction assumes {load_used:.2f} "
                    f"(differs by more than {LOAD_WARN:g}): pass --predict-load {load_now:.1f} or recalibrate")
@@ -203,10 +207,8 @@ def load_source(spec: str) -> tuple[str, Any]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TrainError(f"cannot read topology or machine file {spec!r}: {e}") from None
         if isinstance(obj, dict) and obj.get("schema") == MACHINE_SCHEMA:
-            for key in ("background_load", "level", "level_share", "step", "cpu_count"):
-                if key not in obj:
-                    raise TrainError(f"machine file {spec!r} lacks key {key!r}; "
-                                     f"rewrite it with python -m train calibrate")
+            from train.machinefile import check_machine
+            check_machine(obj, spec)
             return "machine", obj
     try:
         return "topology", load_topology(spec)

@@ -26,7 +26,7 @@ from train.launch import process_age
 from train.lmstate import CarriedState, ContiguousStream
 from train.metrics import JsonlWriter, OutputError
 from train.models import build_model, no_decay_names
-from train.outputs import open_outputs, rewind_records
+from train.outputs import discard_outputs, open_outputs, rewind_records
 from train.plan import RunPlan
 from train.records import RecordsMixin
 from train.signals import EARLY, interrupt_on_signal
@@ -74,6 +74,9 @@ class Trainer(RecordsMixin):
         if problems or loaded is None:
             raise AgreedError(problems[0] if problems else "internal: no data loaded")
         self.data, self.carry, self.stream, self.plan = loaded
+        if self.rank == 0 and not resume_dir:
+            for line in self.plan.warnings(cfg):
+                print(f"warning: {line}", file=sys.stderr, flush=True)
         node = comm.Topology.from_comm(self.world)
         self.device = pick_device(cfg.device, node.node_rank)
         hier = cfg.algorithm == "hierarchical"
@@ -214,6 +217,8 @@ class Trainer(RecordsMixin):
             except OutputError as e:
                 problem = (str(e), True)
         agreed = self.world.allgather((problem, EARLY.seen))  # the last start-up agreement: outputs and Ctrl-C
+        if max(sig for _, sig in agreed) and self.rank == 0 and writer is not None and not self.resumed:
+            discard_outputs(self.run_dir, [writer, self.objective_writer])  # no step ran: the folder is free again
         interrupt_on_signal(max(sig for _, sig in agreed))
         for p, _ in agreed:
             if p:
@@ -257,9 +262,10 @@ class Trainer(RecordsMixin):
                 self.objective_writer.close()
                 self.objective_writer = None
         summary, unwritten = None, None
+        per_rank = self.world.gather(self._totals(), root=0)  # after the final checkpoint, which they count
         if self.rank == 0:
             try:
-                summary = self._summary(status)
+                summary = self._summary(status, per_rank)
             except OutputError as e:
                 unwritten = str(e)
         unwritten = self.world.bcast(unwritten, root=0)
