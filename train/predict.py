@@ -40,6 +40,7 @@ from sim.stragglers import Stragglers
 from sim.topology import Level, Topology, load_topology
 from train.config import TrainConfig
 from train.errors import TrainError
+from train.models import is_sequence_model
 from train.plan import RunPlan
 
 __all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "calibration_code_version",
@@ -179,7 +180,7 @@ def profile_model(cfg: TrainConfig) -> ModelProfile:
     n_train, n_test, shape, classes = _dataset_shape(cfg)
     model = build_model(cfg.model, input_shape=shape, num_classes=classes, width=cfg.width, dropout=cfg.dropout)
     params = sum(p.numel() for p in model.parameters())
-    if cfg.model == "lstm":
+    if is_sequence_model(cfg.model):
         x = torch.zeros((1, *shape), dtype=torch.long)
     else:
         x = torch.zeros((1, *shape))

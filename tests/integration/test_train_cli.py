@@ -97,7 +97,7 @@ def test_train_lstm_carried_state_resumes_bit_identical(tmp_path: Path) -> None:
     """WikiText-2 format, --lm-state auto (= carry): paused mid-column, the hidden state each rank carries is
     checkpointed, and the resumed run ends bitwise equal to the uninterrupted one, test loss included."""
     data = write_fake_wikitext(tmp_path / "wt", n_train=1500, n_test=300)
-    args = ["-m", "train", "--model", "lstm", "--dataset", "wikitext2", "--data-dir", str(data), "--bptt", "5",
+    args = ["-m", "train", "--model", "lstm64", "--dataset", "wikitext2", "--data-dir", str(data), "--bptt", "5",
             "--batch-size", "4", "--algorithm", "local", "--H", "3", "--epochs", "1", "--eval-every", "0.5",
             "--lr-warmup-epochs", "0", "--quiet"]
     full, part = tmp_path / "full", tmp_path / "part"
