@@ -144,9 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
         "post-local SGD, about a minute on 2 CPU cores)."))
     sub = p.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="train (the default subcommand)", description=p.description,
-                         epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
-                                "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
+    # `run` is the default subcommand: `python -m train FLAGS` is `python -m train run FLAGS`, so usage lines and
+    # error hints name the short form
+    run = sub.add_parser("run", prog="python -m train", help="train (the default subcommand: the word may be left "
+                         "out)", description=p.description,
+                         epilog="`python -m train FLAGS` and `python -m train run FLAGS` are the same (run is the "
+                                "default subcommand). Other subcommands: `python -m train download cifar10|cifar100 "
+                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate` (see "
+                                "their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)

@@ -129,7 +129,7 @@ def test_train_usage_error_is_one_line_from_rank_0_under_mpirun() -> None:
     proc = subprocess.run([MPIRUN, "-n", "3", sys.executable, "-m", "train", "--H", "four"], cwd=REPO,
                           env=mpi_env(), capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: argument --H: invalid int value: 'four' (see `python -m train run --help`)"
+    assert proc.stderr.strip() == "error: argument --H: invalid int value: 'four' (see `python -m train --help`)"
     assert proc.stdout == ""
 
 
