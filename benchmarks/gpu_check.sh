@@ -27,11 +27,11 @@ note() { echo "$*" | tee -a "$SUMMARY"; }
 {
     echo "# GPU check, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), python $($PY -c 'import sys; print(sys.version.split()[0])' 2>&1)"
+    echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), python $("$PY" -c 'import sys; print(sys.version.split()[0])' 2>&1)"
     echo
 } > "$SUMMARY"
 
-if ! line=$($PY benchmarks/gpu_check.py cuda 2>&1); then
+if ! line=$("$PY" benchmarks/gpu_check.py cuda 2>&1); then
     note "skipped: ${line##*$'\n'}"
     note "nothing else was run; run this on a machine with a CUDA GPU (results would go to $RES)"
     exit 0
@@ -40,16 +40,16 @@ note "$line"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >> "$SUMMARY" 2>/dev/null
 
 # Missing packages from carried wheels (no network on the GPU machines); they go to a private site folder.
-missing=$($PY - <<'EOF'
+missing=$("$PY" - <<'EOF'
 import importlib.util
 print(" ".join(m for m in ("simpy", "mpi4py", "pytest", "pytest_timeout", "tqdm", "scipy")
                if importlib.util.find_spec(m) is None))
 EOF
 )
 if [[ -n "$missing" && -d .whl ]]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/localsgd-site .whl/*.whl \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/localsgd-site .whl/*.whl \
         > "$RES/pip.log" 2>&1 && export PYTHONPATH="$PYTHONPATH:/tmp/localsgd-site" PATH="/tmp/localsgd-site/bin:$PATH"
-    missing=$($PY -c 'import importlib.util as u; print(" ".join(m for m in ("simpy","mpi4py","pytest","pytest_timeout","tqdm","scipy") if u.find_spec(m) is None))')
+    missing=$("$PY" -c 'import importlib.util as u; print(" ".join(m for m in ("simpy","mpi4py","pytest","pytest_timeout","tqdm","scipy") if u.find_spec(m) is None))')
 fi
 MPIRUN=${MPIRUN:-$(dirname "$(command -v "$PY")")/mpirun}
 [[ -x "$MPIRUN" ]] || MPIRUN=$(command -v mpirun || true)
@@ -74,7 +74,7 @@ mpi_ok() { [[ -n "$MPIRUN" && " $missing " != *" mpi4py "* && " $missing " != *"
 
 # 1. comm on CUDA tensors at 1-4 ranks sharing the GPU (staged through pinned host memory unless MPI is CUDA-aware)
 if mpi_ok && [[ " $missing " != *" pytest "* ]]; then
-    part cuda-tests 150 $PY -m pytest -q -p no:cacheprovider tests/parallel/test_comm_cuda.py -rA
+    part cuda-tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/parallel/test_comm_cuda.py -rA
 else
     skip cuda-tests "needs mpirun, mpi4py, simpy and pytest"
 fi
@@ -102,7 +102,7 @@ done
 part resnet20-steps 90 "$PY" benchmarks/gpu_check.py steps --out "$RES"
 
 # 5. The virtual-worker engine at K = 4-64 on the GPU, where this checkout has it.
-if $PY -m train --help 2>/dev/null | grep -q -- "--engine"; then
+if "$PY" -m train --help 2>/dev/null | grep -q -- "--engine"; then
     for k in 4 16 64; do
         part "virtual-K$k" 60 "$PY" -m train --engine virtual --workers "$k" --model resnet20 --width 16 \
             --synthetic-size 32 --synthetic-train $(( 64 * k * 8 )) --synthetic-test 512 --batch-size 64 \
@@ -120,7 +120,7 @@ fi
     echo
     [[ -f "$RES/resnet20_steps.md" ]] && cat "$RES/resnet20_steps.md"
     for s in "$RES"/train-n*/summary.json "$RES"/virtual-K*/summary.json; do
-        [[ -f "$s" ]] && $PY -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"- {sys.argv[1]}: {s.get('engine','mpi')} K={s['world_size']} {s['steps_done']} steps, {s['samples_per_s']:.0f} samples/s, final test acc {s['final']['test_acc']}\")" "$s"
+        [[ -f "$s" ]] && "$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"- {sys.argv[1]}: {s.get('engine','mpi')} K={s['world_size']} {s['steps_done']} steps, {s['samples_per_s']:.0f} samples/s, final test acc {s['final']['test_acc']}\")" "$s"
     done
     echo
     echo "total $(( $(date +%s) - T0 )) s"
