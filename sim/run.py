@@ -201,6 +201,19 @@ def _factors(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
     return f * cfg.jitter.block(n_steps, K) if cfg.jitter.active else f
 
 
+#: At most this many (step, worker) factors are drawn at once: memory stays bounded at any K x steps.
+FACTOR_CHUNK = 1 << 21
+
+
+def _factor_sums(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
+    """Per worker, the sum of the next n_steps factors, drawn in chunks of rows (the streams are the same)."""
+    rows = max(1, FACTOR_CHUNK // K)
+    total = np.zeros(K)
+    for a in range(0, n_steps, rows):
+        total += _factors(cfg, min(rows, n_steps - a), K).sum(axis=0)
+    return total
+
+
 def _fast(cfg: RunConfig) -> RunResult:
     K, b, nodes = cfg.K, cfg.topology.gpus_per_node, cfg.nodes_used
     T = cfg.total_steps
@@ -221,7 +234,7 @@ def _fast(cfg: RunConfig) -> RunResult:
     for step, level in cfg.schedule.events(T):
         seg = step - prev
         prev = step
-        dt = c0 * _factors(cfg, seg, K).sum(axis=0) if random else np.full(K, c0 * seg)
+        dt = c0 * _factor_sums(cfg, seg, K) if random else np.full(K, c0 * seg)
         if cfg.cpu is not None:             # work on shared cores: wall time by processor sharing
             end = cfg.cpu.finish(clock, dt)
             dt = end - clock
