@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 from atomicio import EXIT_OUTPUT, OutputError, check_output_file
-from sim.calibrate import calibrated_topology, fit_level, read_bench, report_fits
 from sim.clivocab import VocabParser, group_by_topic, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
@@ -320,6 +319,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
     if not a.intra and not a.inter:
         raise SimError("calibrate needs --runs FILE..., --steps FILE..., --bench FILE, or at least one --intra FILE "
                        "or --inter FILE")
+    from sim.calibrate import calibrated_topology, fit_level, read_bench, report_fits  # scipy: only here
     fits = {}
     for level, files in (("intra", a.intra), ("inter", a.inter)):
         if files:

@@ -308,7 +308,8 @@ def _simulate_fast(topo: Topology, ranks: tuple[int, ...], algorithm: str, nbyte
             raise SimError(f"the {algorithm} collective over {p} ranks with {topo.link_sharing} link sharing shares "
                            f"NICs between flows that are not in step (no symmetry to exploit), and simulating its "
                            f"{msgs:,} messages one by one exceeds the limit of {EVENT_MESSAGE_LIMIT:,}; use K a "
-                           f"power of two, --allreduce auto, hierarchical or rail, or fair link sharing")
+                           f"power of two or --allreduce auto, hierarchical or rail"
+                           + (", or fair link sharing" if topo.link_sharing == "fifo" else ""))
         log.info("collective %s over %d ranks not certified for the round recurrence: event engine (%d messages)",
                  algorithm, p, msgs)
         return None

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize, nnls
 
 from sim.errors import SimError
 from sim.layers import LayerTable
@@ -110,6 +109,7 @@ class DeviceFit:
 def _solve(points: Sequence[StepPoint], feats: list[Any], peak: float, bw: float, cols: list[int]
            ) -> tuple[float, np.ndarray]:
     """Relative squared residual and the linear coefficients (zero outside cols) for given peak and bandwidth."""
+    from scipy.optimize import nnls
     t = np.array([p.seconds for p in points])
     roof = np.array([_roof(f, m, peak, bw) for _, f, m in feats])
     A = np.array([lin for lin, _, _ in feats])
@@ -129,6 +129,8 @@ def fit_device(points: Sequence[StepPoint], *, spec: tuple[float, float] | None 
     are free. rates (peak FLOP/s, bandwidth B/s): both held (e.g. another device's efficiency on this one's spec).
     fixed: values held for any of step_s, sample_s, launch_s (the rest are fitted, >= 0).
     """
+    from scipy.optimize import minimize
+
     if not points:
         raise SimError("the device fit needs at least one measured step")
     for p in points:

@@ -151,8 +151,8 @@ def profile_section(models: Sequence[str], batches: Sequence[int], repeats: int,
 
 def cmd_profile_only(ns: argparse.Namespace) -> int:
     """--profile-only: measure and fit the compute profile alone, write it (train.compute_profile/1)."""
-    from train.predict import calibration_code_version
     from train.metrics import write_json_atomic
+    from train.predict import calibration_code_version
 
     models = ns.profile_models or [ns.model or "resnet20"]
     prof = profile_section(models, ns.profile_batches, ns.profile_repeats,
