@@ -43,8 +43,9 @@ def _strs(text: str) -> list[str]:
 
 def _add_workload(p: argparse.ArgumentParser) -> None:
     """Flags shared by run and whatif: model, data, schedule details, all-reduce, delays, stragglers."""
-    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20); "
-                   "wideresnet28-10, as train spells it, is wrn28-10")
+    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20), or another "
+                   "of the trainer's image models (resnetD, densenetD-K, wideresnetD-K); wideresnet28-10, as train "
+                   "spells it, is wrn28-10")
     p.add_argument("--batch-size", old=("--B",), dest="B", type=int, default=128,
                    help="local batch per worker per step (default 128)")
     g = p.add_mutually_exclusive_group()

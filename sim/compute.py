@@ -63,11 +63,12 @@ def get_model(name: str) -> ModelSpec:
     key = MODEL_ALIASES.get(name, name)
     if key in MODELS:
         return MODELS[key]
-    from sim.layers import LAYER_MODEL_HELP, layer_table
+    from sim.layers import layer_table
     try:
         table = layer_table(name)
     except SimError:
-        raise SimError(f"model must be one of {', '.join(MODELS)} or {LAYER_MODEL_HELP}, got {name!r}") from None
+        raise SimError(f"model must be one of {', '.join(MODELS)} or another of the trainer's image models "
+                       f"(resnetD with D = 6n+2, densenetD-K, wideresnetD-K), got {name!r}") from None
     return ModelSpec(name=table.model, params=table.params, gflops_per_sample=table.macs / 1e9,
                      train_samples=1_281_167 if table.input_shape[1] > 64 else 50_000)
 
