@@ -84,7 +84,9 @@ class Topology:
     ``link_sharing``: "fair" (concurrent messages share a port or NIC direction max-min fairly, each
     keeping its own latency) or "fifo" (one message at a time). ``sync_overhead_s``: seconds added to
     every (global, block) sync on top of its collective, the per-sync software cost that
-    `sim calibrate --runs` fits (0 for link-spec presets).
+    `sim calibrate --runs` fits (0 for link-spec presets). ``sync_collective_factor``: besides, every sync costs
+    this many times its own collective on the links (the fitted cost's part that grows with the bytes: the software
+    ran the collective 1 + factor times slower than the links allow); 0 for link-spec presets.
     """
 
     name: str
@@ -96,6 +98,7 @@ class Topology:
     description: str = ""
     link_sharing: str = "fair"
     sync_overhead_s: tuple[float, float] = (0.0, 0.0)  # (global, block): fitted software cost per sync
+    sync_collective_factor: tuple[float, float] = (0.0, 0.0)  # (global, block): fitted cost per sync / collective
 
     def __post_init__(self) -> None:
         for key in ("nodes", "gpus_per_node"):
@@ -110,6 +113,13 @@ class Topology:
         for name, v in zip(("global", "block"), over):
             _num("sync_overhead_s ", name, v)
         object.__setattr__(self, "sync_overhead_s", tuple(float(v) for v in over))
+        fac = tuple(self.sync_collective_factor)
+        if len(fac) != 2:
+            raise SimError(f"sync_collective_factor must be (global, block) factors, got "
+                           f"{self.sync_collective_factor!r}")
+        for name, v in zip(("global", "block"), fac):
+            _num("sync_collective_factor ", name, v)
+        object.__setattr__(self, "sync_collective_factor", tuple(float(v) for v in fac))
 
     @property
     def gpus(self) -> int:
@@ -130,11 +140,14 @@ class Topology:
         return {"name": self.name, "description": self.description, "nodes": self.nodes,
                 "gpus_per_node": self.gpus_per_node, "intra": self.intra.to_json(),
                 "inter": self.inter.to_json(), "compute": self.compute.to_json(), "link_sharing": self.link_sharing,
-                "sync_overhead_s": {"global": self.sync_overhead_s[0], "block": self.sync_overhead_s[1]}}
+                "sync_overhead_s": {"global": self.sync_overhead_s[0], "block": self.sync_overhead_s[1]},
+                **({"sync_collective_factor": {"global": self.sync_collective_factor[0],
+                                               "block": self.sync_collective_factor[1]}}
+                   if any(self.sync_collective_factor) else {})}
 
 
 TOP_KEYS = {"name", "description", "nodes", "gpus_per_node", "intra", "inter", "compute", "link_sharing",
-            "sync_overhead_s"}
+            "sync_overhead_s", "sync_collective_factor"}
 OVERHEAD_KEYS = ("global", "block")
 LEVEL_KEYS = {"latency_s", "bandwidth_GBps", "overhead_s", "gamma_s_per_byte"}
 
@@ -170,13 +183,18 @@ def topology_from_json(obj: object, where: str = "topology") -> Topology:
     if not isinstance(over, dict) or set(over) - set(OVERHEAD_KEYS):
         raise SimError(f"{where}: 'sync_overhead_s' must be a JSON object with keys global and block "
                        f"(seconds per sync), got {over!r}")
+    fac = obj.get("sync_collective_factor", {})
+    if not isinstance(fac, dict) or set(fac) - set(OVERHEAD_KEYS):
+        raise SimError(f"{where}: 'sync_collective_factor' must be a JSON object with keys global and block "
+                       f"(times the sync's collective), got {fac!r}")
     try:
         compute = ComputeModel.from_json(obj["compute"], "compute")
         return Topology(name=str(obj["name"]), description=str(obj.get("description", "")),
                         nodes=obj["nodes"], gpus_per_node=obj["gpus_per_node"],
                         intra=_level(obj["intra"], "intra", where), inter=_level(obj["inter"], "inter", where),
                         compute=compute, link_sharing=obj.get("link_sharing", "fair"),
-                        sync_overhead_s=(over.get("global", 0.0), over.get("block", 0.0)))
+                        sync_overhead_s=(over.get("global", 0.0), over.get("block", 0.0)),
+                        sync_collective_factor=(fac.get("global", 0.0), fac.get("block", 0.0)))
     except SimError as e:
         msg = str(e)
         raise SimError(msg if msg.startswith(where) else f"{where}: {msg}") from None
@@ -192,6 +210,9 @@ def topology_warnings(topo: Topology, where: str) -> list[str]:
     c = topo.compute
     if c.kind in ("table", "fixed"):
         out += step_warnings(where, "compute seconds_per_iter", c.seconds_per_iter)
+    elif c.kind == "layers":
+        for model, _, seconds in c.measured:
+            out += step_warnings(where, f"compute measured[{model!r}] seconds_per_iter", seconds)
     return out
 
 

@@ -282,12 +282,21 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
                      "nodes": 1, "gpus_per_node": cpu, "intra": level, "inter": level,
                      "compute": {"kind": "fixed", "device": "cpu", "seconds_per_iter": [t_alone]}},
     }
+    if ns.profile_models:  # the compute profile of the listed models, for predictions of other models
+        from train.stepprofile import profile_section
+        machine["compute_profile"] = profile_section(ns.profile_models, ns.profile_batches, ns.profile_repeats,
+                                                     lambda s: log.info("profile: %s", s))
     machine["quality"] = assess(machine)  # written even when it fails: what was measured is kept
     write_json_atomic(ns.out, machine)
     return machine
 
 
 def _cmd(ns: argparse.Namespace) -> int:
+    if ns.profile_repeats < 1:
+        raise TrainError(f"profile_repeats must be an integer >= 1, got {ns.profile_repeats}")
+    if ns.profile_only:
+        from train.stepprofile import cmd_profile_only
+        return cmd_profile_only(ns)
     if ns.steps < 16:
         raise TrainError(f"steps must be an integer >= 16, got {ns.steps}")
     if not ns.probe_ranks or min(ns.probe_ranks) < 2:
@@ -339,6 +348,14 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,6, got {text!r}") from None
 
 
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model names like resnet20,wideresnet16-4, got "
+                                         f"{text!r}")
+    return names
+
+
 def register(sub: Any) -> None:
     """Add the `calibrate` subcommand to the trainer's subparsers."""
     p = sub.add_parser("calibrate", help="measure this machine (comm bench, trainer step times) into a machine "
@@ -357,5 +374,14 @@ def register(sub: Any) -> None:
     p.add_argument("--bench-sizes", default="1K,16K,64K,256K,1M", help="comm bench message sizes")
     p.add_argument("--iters", type=int, default=20, help="comm bench timed iterations per cell")
     p.add_argument("--mpirun", default=None, help="mpirun to use (default: beside python, else on PATH)")
+    p.add_argument("--profile-models", type=_names, default=[], metavar="M1,M2",
+                   help="also time one step of these models (CPU seconds, one thread) at --profile-batches and fit "
+                        "the layer model that predicts other models' step times (e.g. resnet20,wideresnet16-4)")
+    p.add_argument("--profile-batches", type=_ints, default=[8, 32, 64], metavar="B1,B2",
+                   help="batch sizes of the profile (default: 8,32,64)")
+    p.add_argument("--profile-repeats", type=int, default=5,
+                   help="repeats of each profile point, interleaved; the median counts (default: %(default)s)")
+    p.add_argument("--profile-only", action="store_true",
+                   help="measure only the profile (of --profile-models, else --model) and write it to --out")
     p.add_argument("--json", action="store_true", help="print the machine file")
     p.set_defaults(calibrate=_cmd)
