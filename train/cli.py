@@ -15,7 +15,7 @@ from atomicio import OutputError, check_output_dir
 from sim.clivocab import group_by_topic, name_flags, typed_options
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
-from train.launch import RankZeroParser, launch_local_size, launch_nodes, launch_rank_size
+from train.launch import RankZeroParser, launch_local_size, launch_nodes, launch_rank_size, resume_command
 from train.models import MODEL_HELP
 from train.signals import EARLY
 
@@ -153,9 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
         "post-local SGD, about a minute on 2 CPU cores)."))
     sub = p.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="train (the default subcommand)", description=p.description,
-                         epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
-                                "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
+    # `run` is the default subcommand: `python -m train FLAGS` is `python -m train run FLAGS`, so usage lines and
+    # error hints name the short form
+    run = sub.add_parser("run", prog="python -m train", help="train (the default subcommand: the word may be left "
+                         "out)", description=p.description,
+                         epilog="`python -m train FLAGS` and `python -m train run FLAGS` are the same (run is the "
+                                "default subcommand). Other subcommands: `python -m train download cifar10|cifar100 "
+                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate` (see "
+                                "their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
@@ -300,9 +305,19 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
+    pred = s.get("prediction")
+    if isinstance(pred, dict) and pred.get("wall_s") and s.get("engine") == "virtual":  # not this run's clock
+        rows.append(("prediction", (f"{pred['wall_s']:.2f} s for this run on {s['world_size']} MPI ranks there "
+                                    f"(engine virtual measures no ranks to compare with)")))
+    elif isinstance(pred, dict) and pred.get("wall_s") and s["status"] == "completed" and s["wall_s"] > 0:
+        err = 100 * (pred["wall_s"] - s["wall_s"]) / s["wall_s"]
+        rows.append(("prediction", (f"predicted {pred['wall_s']:.2f} s, measured {s['wall_s']:.2f} s "
+                                   f"(error {err:+.1f} %)")))
     rows.append(("run folder", s["run_dir"]))
     if s["status"] in ("paused", "interrupted"):
-        rows.append(("continue with", f"python -m train --resume {s['run_dir']}"))
+        rows.append(("continue with", resume_command(s["run_dir"], s["world_size"], s.get("engine", "mpi"))))
+    else:
+        rows.append(("next", f"python -m analysis report {s['run_dir']}   (curves, timings, an HTML page)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -324,6 +339,20 @@ def _verify(ns: argparse.Namespace) -> int:
         who = f"{res['workers']} virtual workers" if res.get("engine") == "virtual" else f"{res['world_size']} ranks"
         print(f"step {res['step']}: parameters of {who} are {verdict}")
     return 0 if res["identical"] else 1
+
+
+def check_predict_flags(ns: argparse.Namespace) -> None:
+    """The --predict-* numbers, named by their flags (the simulator's own messages name its parameters)."""
+    for flag, v in (("--predict-workers", ns.predict_workers), ("--predict-nodes", ns.predict_nodes)):
+        if v is not None and v < 1:
+            raise TrainError(f"{flag} must be an integer >= 1, got {v}")
+    load = ns.predict_load
+    if load is not None and not (load >= 0 and load != float("inf")):
+        raise TrainError(f"--predict-load must be a finite number >= 0 (other runnable processes), got {load}")
+    if not ns.predict_topology and any(v is not None for v in (ns.predict_workers, ns.predict_nodes, ns.predict_load,
+                                                                ns.predict_network)):
+        raise TrainError("--predict-workers, --predict-nodes, --predict-load and --predict-network need "
+                         "--predict-topology FILE|PRESET")
 
 
 def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> int:
@@ -371,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             except TrainError as e:
                 raise flag_error(e, ns) from None
         plan = None
+        check_predict_flags(ns)
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
             if ns.predict or ns.predict_topology:

@@ -16,7 +16,8 @@ from typing import NoReturn
 
 from sim.clivocab import VocabParser
 
-__all__ = ["launch_rank_size", "launch_nodes", "launch_local_size", "RankZeroParser", "process_age"]
+__all__ = ["launch_rank_size", "launch_nodes", "launch_local_size", "RankZeroParser", "process_age",
+           "resume_command"]
 
 _LAUNCHERS = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
               ("SLURM_PROCID", "SLURM_NTASKS"))
@@ -80,3 +81,11 @@ def process_age() -> float | None:
         return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def resume_command(run_dir: object, world_size: int, engine: str = "mpi") -> str:
+    """The whole command that continues a run: a checkpoint must be resumed by as many ranks as wrote it (engine
+    virtual: its one process)."""
+    if engine == "virtual":
+        return f"python -m train --resume {run_dir}"
+    return f"mpirun -n {world_size} python -m train --resume {run_dir}"

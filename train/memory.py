@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from train.errors import TrainError
+from train.models import is_sequence_model
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -86,7 +87,7 @@ def _model_profile(name: str, width: int, dropout: float, input_shape: tuple[int
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
-    dtype = torch.long if name == "lstm" else torch.float32
+    dtype = torch.long if is_sequence_model(name) else torch.float32
     with torch.no_grad():
         model.train()
         model(torch.empty(1, *input_shape, dtype=dtype, device="meta"))
@@ -99,7 +100,7 @@ def _data_profile(cfg: TrainConfig) -> tuple[int, int, tuple[int, ...], int, int
     """(training samples, test samples, input shape, classes, bytes while loading) of the dataset, without
     loading it: from the configuration, the fixed CIFAR sizes, or the sizes of the files."""
     el = 8 if cfg.dtype == "float64" else 4
-    if cfg.dataset == "synthetic" and cfg.model == "lstm":
+    if cfg.dataset == "synthetic" and is_sequence_model(cfg.model):
         n, m, shape = cfg.synthetic_train, cfg.synthetic_test, (cfg.bptt,)
         return n, m, shape, max(cfg.synthetic_classes, 2), 2 * (n + m) * (cfg.bptt + 1) * 8
     if cfg.dataset == "synthetic":
@@ -185,7 +186,7 @@ def estimate_memory(cfg: TrainConfig, *, workers: int, processes: int, interpret
     copies += 4 * 8 / el if cfg.compress != "none" else 0          # anchors and error feedback (numpy, 2 levels)
     copies += 1 if vmapped else 0                                   # the vmapped gradients before they are copied
     copies += 2                                                     # a checkpoint's state, written and read back
-    sample = 16 if cfg.model == "lstm" else el  # token ids and targets are int64
+    sample = 16 if is_sequence_model(cfg.model) else el  # token ids and targets are int64
     for s in shape:
         sample *= s
     batch = cfg.batch_size

@@ -40,6 +40,7 @@ from sim.stragglers import Stragglers
 from sim.topology import Level, Topology, load_topology
 from train.config import TrainConfig
 from train.errors import TrainError
+from train.models import is_sequence_model
 from train.plan import RunPlan
 
 __all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "calibration_code_version",
@@ -89,6 +90,10 @@ def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: f
         was = f"code {version}" if version else "code older than code versions (no code_version)"
         out.append(f"machine file {spec!r} was written by {was}, this is {now}: its figures may mean something else "
                    f"now; rerun python -m train calibrate")
+    from train.fitcheck import quality_warning
+    bad_fit = quality_warning(m, spec)
+    if bad_fit:
+        out.append(bad_fit)
     if load_now is not None and abs(load_now - load_used) > LOAD_WARN:
         out.append(f"background load now {load_now:.2f} runnable processes, the prediction assumes {load_used:.2f} "
                    f"(differs by more than {LOAD_WARN:g}): pass --predict-load {load_now:.1f} or recalibrate")
@@ -175,7 +180,7 @@ def profile_model(cfg: TrainConfig) -> ModelProfile:
     n_train, n_test, shape, classes = _dataset_shape(cfg)
     model = build_model(cfg.model, input_shape=shape, num_classes=classes, width=cfg.width, dropout=cfg.dropout)
     params = sum(p.numel() for p in model.parameters())
-    if cfg.model == "lstm":
+    if is_sequence_model(cfg.model):
         x = torch.zeros((1, *shape), dtype=torch.long)
     else:
         x = torch.zeros((1, *shape))
@@ -203,10 +208,8 @@ def load_source(spec: str) -> tuple[str, Any]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TrainError(f"cannot read topology or machine file {spec!r}: {e}") from None
         if isinstance(obj, dict) and obj.get("schema") == MACHINE_SCHEMA:
-            for key in ("background_load", "level", "level_share", "step", "cpu_count"):
-                if key not in obj:
-                    raise TrainError(f"machine file {spec!r} lacks key {key!r}; "
-                                     f"rewrite it with python -m train calibrate")
+            from train.machinefile import check_machine
+            check_machine(obj, spec)
             return "machine", obj
     try:
         return "topology", load_topology(spec)
@@ -262,16 +265,42 @@ def _network_level(spec: str) -> tuple[Level, float, str]:
     return net.inter, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
 
 
-def _machine_step_s(m: dict[str, Any], cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> float:
-    """Single-rank seconds per step for cfg's model and batch: measured, or scaled by FLOPs from what was measured."""
+def _profile_seconds(cp: dict[str, Any], model: str, batch: int) -> tuple[float, str] | None:
+    """(seconds, source) of `model` at `batch` from a machine file's compute profile: its measured steps (at the
+    batch, or interpolated), else its layer model; None for a model it cannot answer."""
+    from sim.compute import ComputeModel, get_model
+    try:
+        compute = ComputeModel.from_json(cp["fit"]["compute"], "compute_profile")
+        spec = get_model(model)
+        return compute.seconds(spec, batch), compute.provenance(spec, batch)[0]
+    except (SimError, KeyError, TypeError):
+        return None
+
+
+def _machine_step_s(m: dict[str, Any], cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> tuple[float, str]:
+    """Single-rank seconds per step for cfg's model and batch, and where it comes from (sim.compute.COMPUTE_SOURCES):
+    the calibrated step; else the calibrated step times the ratio of the compute profile's times for this model and
+    for the calibrated one (measured profile points, or its layer model); else scaled by FLOPs."""
     st = m["step"]
     same = all(st.get(k) == getattr(cfg, k) for k in ("model", "width", "dataset", "batch_size"))
     if same:
-        return float(st["seconds_per_step"])
+        return float(st["seconds_per_step"]), "measured"
+    cp = m.get("compute_profile")
+    if isinstance(cp, dict) and cfg.width == st.get("width") and cfg.dataset == st.get("dataset"):
+        mine = _profile_seconds(cp, cfg.model, cfg.batch_size)
+        ref = _profile_seconds(cp, st["model"], st["batch_size"])
+        if mine is not None and ref is not None and ref[0] > 0:
+            ratio = mine[0] / ref[0]
+            src = "measured" if mine[1] == "measured" and ref[1] == "measured" else \
+                "measured-interpolated" if mine[1].startswith("measured") else mine[1]
+            notes.append(f"compute: the calibrated {st['model']} step at batch {st['batch_size']} x{ratio:.3g}, the "
+                         f"ratio of {cfg.model} at batch {cfg.batch_size} to it in the machine's compute profile "
+                         f"({mine[1]} / {ref[1]})")
+            return float(st["seconds_per_step"]) * ratio, src
     ratio = (prof.gflops_per_sample * cfg.batch_size) / (st["gflops_per_sample"] * st["batch_size"])
     notes.append(f"compute scaled by FLOPs from the calibrated {st['model']} at batch {st['batch_size']} "
-                 f"(x{ratio:.3g}); calibrate with this model for a measured step time")
-    return float(st["seconds_per_step"]) * ratio
+                 f"(x{ratio:.3g}); calibrate with this model for a measured step time, or add --profile-models")
+    return float(st["seconds_per_step"]) * ratio, "extrapolated"
 
 
 def _stragglers(cfg: TrainConfig, notes: list[str]) -> Stragglers:
@@ -346,7 +375,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         elif n_nodes > 1:
             notes.append(f"no --predict-network: the links between the {n_nodes} nodes are modelled as this machine's "
                          f"shared memory")
-        alone = _machine_step_s(src, cfg, prof, notes)
+        alone, compute_source = _machine_step_s(src, cfg, prof, notes)
         step_s = alone * s
         cpu = SharedCPU(cores=int(src["cpu_count"]), background=L)
         where = f"{n_nodes} nodes x {per_node}" if n_nodes > 1 else f"{K} ranks"
@@ -378,8 +407,8 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         ckpt_per_write = 0.0
         notes.append("checkpoint writing not modelled on a topology (calibrate a machine file to measure it)")
         notes.append("evaluation estimated as the forward third of the step time per sample")
-        compute_source, compute_note = topo.compute.provenance(spec)
-        if compute_source == "extrapolated":
+        compute_source, compute_note = topo.compute.provenance(spec, cfg.batch_size)
+        if compute_source not in ("measured", "table"):
             notes.append(f"compute {compute_note}")
     g_eff = topo.gpus_per_node
     lvl = small or (topo.inter if g_eff < K else topo.intra)  # the level of rounds of empty messages
@@ -429,8 +458,7 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
         "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
         "checkpoint_s": ckpt_s, "checkpoints": n_ckpt,
         "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
-        "compute_source": "measured" if kind == "machine" and not any(n.startswith("compute scaled") for n in notes)
-        else "extrapolated" if kind == "machine" else out["compute_source"], "jitter": out["jitter"],
+        "compute_source": compute_source, "jitter": out["jitter"],
     }
 
 
@@ -446,7 +474,8 @@ def format_prediction(p: dict[str, Any]) -> str:
     head = (f"prediction for {alg} | {p['model']} ({p['model_params']:,} params, "
             f"{p['gflops_per_sample']:.3g} GFLOPs/sample) | K={p['workers']} on {p['topology']}")
     lines = [head,
-             (f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "
+             (f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each "
+             f"({p.get('compute_source', '?')}); syncs "
              f"{p['syncs_global']} global / {p['syncs_block']} block ({p['allreduce_global']} / "
              f"{p['allreduce_block']}, {p['wire_bytes']:,} B)"),
              f"  {'wall time':<16}{p['wall_s']:>12.3f} s",

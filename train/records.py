@@ -110,9 +110,17 @@ class RecordsMixin:
         self.last_epoch = rec
         return rec
 
-    def _summary(self, status: str) -> dict[str, Any]:
+    def _summary(self, status: str, per_rank: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Rank 0's summary.json. `per_rank`: every rank's totals gathered after the last step (and the final
+        checkpoint); without it (a second signal) the mean and max are those of the last epoch record."""
         last = self.last_epoch or {}
         totals = self._totals()
+        if per_rank is not None:
+            mean = {k: sum(r[k] for r in per_rank) / len(per_rank) if isinstance(totals[k], float) else totals[k]
+                    for k in totals}
+            high = {k: max(r[k] for r in per_rank) for k in totals}
+        else:
+            mean, high = {k: last.get(k) for k in totals}, {k: last.get(f"{k}_max") for k in totals}
         summary: dict[str, Any] = {
             "status": status, "run_dir": str(self.run_dir), "algorithm": self.cfg.algorithm,
             "model": self.cfg.model, "dataset": self.data.name, "world_size": self.K,
@@ -123,7 +131,7 @@ class RecordsMixin:
             "best_test_acc": self.best["test_acc"], "target_acc": self.cfg.target_acc,
             "time_to_target": self.best["target"],
             "totals_rank0": totals,
-            "totals_mean": {k: last.get(k) for k in totals}, "totals_max": {k: last.get(f"{k}_max") for k in totals},
+            "totals_mean": mean, "totals_max": high,
             "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),
             "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
             "payload_bytes": self.averager.nbytes, "samples_per_s": None, "prediction": self.prediction,

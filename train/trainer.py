@@ -24,7 +24,7 @@ from train.launch import process_age
 from train.lmstate import CarriedState, ContiguousStream
 from train.memory import MemoryEstimate
 from train.metrics import JsonlWriter, OutputError
-from train.outputs import open_outputs, rewind_records
+from train.outputs import discard_outputs, open_outputs, rewind_records
 from train.plan import RunPlan
 from train.records import RecordsMixin
 from train.signals import EARLY, interrupt_on_signal
@@ -76,8 +76,9 @@ class Trainer(RecordsMixin):
         if problems or loaded is None:
             raise AgreedError(problems[0] if problems else "internal: no data loaded")
         self.data, self.carry, streams, self.plan = loaded
-        if self.rank == 0:
-            self._warn_sizes()
+        if self.rank == 0 and not resume_dir:
+            for line in self.plan.warnings(cfg):
+                print(f"warning: {line}", file=sys.stderr, flush=True)
         node = comm.Topology.from_comm(self.world)
         self.device = pick_device(cfg.device, node.node_rank)
         hier = cfg.algorithm == "hierarchical" and not self.virtual  # virtual blocks are the workers' own
@@ -137,18 +138,6 @@ class Trainer(RecordsMixin):
                 streams.append(SamplerStream(data, rank=k, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
                                              mode=cfg.sampler))
         return data, carry, streams, plan
-
-    def _warn_sizes(self) -> None:
-        """One line each for sizes that run, but not as the flags read: a batch beyond a worker's share of an
-        epoch, an H beyond the run's steps (rank 0, stderr)."""
-        cfg, plan = self.cfg, self.plan
-        if cfg.batch_size > plan.n_local:
-            print(f"warning: --batch-size {cfg.batch_size} is more than the {plan.n_local} samples each of the "
-                  f"{self.K} workers has per epoch: one step reads {cfg.batch_size / plan.n_local:.2f} epochs of "
-                  f"its share, and the run takes {plan.total_steps} step(s)", file=sys.stderr, flush=True)
-        if cfg.algorithm != "minibatch" and plan.total_steps < cfg.H:
-            print(f"warning: --H {cfg.H} is more than the run's {plan.total_steps} steps per worker: the workers "
-                  f"sync once, at the end", file=sys.stderr, flush=True)
 
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
@@ -212,6 +201,8 @@ class Trainer(RecordsMixin):
             except OutputError as e:
                 problem = (str(e), True)
         agreed = self.world.allgather((problem, EARLY.seen))  # the last start-up agreement: outputs and Ctrl-C
+        if max(sig for _, sig in agreed) and self.rank == 0 and writer is not None and not self.resumed:
+            discard_outputs(self.run_dir, [writer, self.objective_writer])  # no step ran: the folder is free again
         interrupt_on_signal(max(sig for _, sig in agreed))
         for p, _ in agreed:
             if p:
@@ -256,11 +247,12 @@ class Trainer(RecordsMixin):
                 self.objective_writer.close()
                 self.objective_writer = None
         summary, unwritten = None, None
+        per_rank = self.world.gather(self._totals(), root=0)  # after the final checkpoint, which they count
         self.usage = self.world.gather((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                                         time.process_time() - self._cpu0), root=0)
         if self.rank == 0:
             try:
-                summary = self._summary(status)
+                summary = self._summary(status, per_rank)
             except OutputError as e:
                 unwritten = str(e)
         unwritten = self.world.bcast(unwritten, root=0)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from train.checkpoint import latest_checkpoint, rank_file, read_rank_file
+from train.errors import TrainError
 
 __all__ = ["verify_checkpoint"]
 
@@ -19,6 +21,15 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     Returns {"step", "world_size", "engine", "workers", "identical": bool, "digests": [sha256 of each worker's
     parameter bytes], "differing": [parameter names that differ from worker 0's on some worker]}.
     """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise TrainError(f"train verify: {root} is not a folder (give a run folder made by python -m train)")
+    if not (root / "config.json").is_file():
+        raise TrainError(f"train verify: {root} is not a run folder (no config.json; give a folder made by "
+                         f"python -m train)")
+    if not (root / "checkpoints" / "latest.json").is_file():
+        raise TrainError(f"train verify: run folder {root} has no checkpoint yet (checkpoints/latest.json is "
+                         f"missing): nothing to verify")
     meta = latest_checkpoint(run_dir)
     file_digests = meta.get("sha256")  # of each rank's file, checked as it is read
     models: list[dict[str, torch.Tensor]] = []
