@@ -100,3 +100,20 @@ def record_virtual() -> None:
             _run(K, name, over, out, "virtual")
             if name in VMAP.get(K, ()):
                 _run(K, name, over, out, "vmap")
+    _cli_pause_resume(out)
+
+
+def _cli_pause_resume(out: Path) -> None:
+    """The CLI's own main() (what `python -m train` calls; in this process, saving two interpreters' start-up):
+    the K = 2 hybrid run paused half-way with --stop-at-epoch into OUT/cli-pause-resume, then --resume'd."""
+    from train.cli import FLAG_OF, main
+
+    cfg = dict(configs(2)["resnet8-hybrid"], data_dir=None)
+    args = ["--engine", "virtual", "--workers", "2", "--quiet"]
+    for name, value in cfg.items():
+        if value is not None:
+            args += [FLAG_OF[name], repr(value) if isinstance(value, float) else str(value)]
+    run = out / "cli-pause-resume"
+    assert main([*args, "--out-dir", str(run), "--stop-at-epoch", repr(cfg["epochs"] / 2)]) == 0
+    assert json.loads((run / "summary.json").read_text())["status"] == "paused"
+    assert main(["--resume", str(run), "--quiet"]) == 0
