@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                      "with its saved configuration; only --epochs (e.g. to extend a finished run), --stop-at-epoch, "
-                     "--checkpoint-every, --checkpoint-minutes, --data-dir and --threads may differ from it "
+                     "--checkpoint-every, --checkpoint-minutes and --data-dir may differ from it "
                      "(docs/README-faults.md)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")

@@ -18,9 +18,8 @@ from train.errors import TrainError
 __all__ = ["MAY_CHANGE", "ResumePlan", "plan_resume"]
 
 #: Configuration fields a resume may change: more (or fewer, but not fewer than done) epochs, when to pause, how
-#: often to checkpoint, where the data lives and how many threads engine virtual computes with. Everything else
-#: would make the run a different run.
-MAY_CHANGE = ("epochs", "stop_at_epoch", "checkpoint_every", "checkpoint_minutes", "data_dir", "threads")
+#: often to checkpoint, and where the data lives. Everything else would make the run a different run.
+MAY_CHANGE = ("epochs", "stop_at_epoch", "checkpoint_every", "checkpoint_minutes", "data_dir")
 
 
 @dataclass(kw_only=True)
