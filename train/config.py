@@ -280,8 +280,8 @@ class TrainConfig:
             raise TrainError(f"allreduce {self.allreduce!r} does not apply to engine virtual (its syncs are means "
                              f"in memory, no all-reduce runs); leave it at auto")
         if is_sequence_model(self.model):
-            raise TrainError(f"model {self.model!r} is not supported by engine virtual (nn.LSTM has no batching "
-                             f"rule under torch.func.vmap); run it with mpirun")
+            raise TrainError(f"model {self.model!r} is not supported by engine virtual (a carried hidden state per "
+                             f"worker, and nn.LSTM under torch.func.vmap, are not implemented); run it with mpirun")
         if self.algorithm == "hierarchical" and self.gpus_per_node is None:
             raise TrainError("algorithm hierarchical with engine virtual needs gpus_per_node G (the workers per "
                              "block: there are no real nodes in one process), got none")
