@@ -111,6 +111,9 @@ def _from_summary(obj: dict[str, Any], path: Path) -> MeasuredRun:
     for key in ("world_size", "steps_done", "wall_s", "syncs", "payload_bytes", "model"):
         if key not in obj:
             raise SimError(f"{where}: missing key {key!r}")
+    if obj.get("engine", "mpi") != "mpi":
+        raise SimError(f"{where}: a run of engine {obj['engine']!r} (its K workers in one process) did not time K "
+                       f"ranks and their syncs; fit on runs of engine mpi (mpirun -n K python -m train)")
     cfg_path = path.with_name("config.json")
     try:
         cfg = json.loads(cfg_path.read_text())

@@ -1,6 +1,7 @@
 """The trainer's records: step and epoch lines of metrics.jsonl, the objective line, and summary.json."""
 from __future__ import annotations
 
+import resource
 import signal
 import time
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
     from train.averager import LocalSGD
     from train.config import TrainConfig
     from train.evaluate import Evaluator
+    from train.memory import MemoryEstimate
     from train.plan import RunPlan
     from train.sync import SyncTimer
+    from train.workers import Workers
 
 __all__ = ["RecordsMixin"]
 
@@ -33,6 +36,7 @@ class RecordsMixin:
     sync: SyncTimer
     averager: LocalSGD
     evaluator: Evaluator
+    workers: Workers
     model: torch.nn.Module
     data: Any
     world: Any
@@ -51,6 +55,8 @@ class RecordsMixin:
     last_epoch: dict[str, Any] | None
     startup_s: float | None
     prediction: dict[str, Any] | None
+    memory: MemoryEstimate | None
+    usage: list[tuple[int, float]] | None
     signal: int
     no_decay: set[str]
     _t0: float | None
@@ -77,7 +83,7 @@ class RecordsMixin:
     def _epoch_record(self, t: int, lr: float, h: int) -> dict[str, Any] | None:
         """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
         t0 = time.perf_counter()
-        test_loss, test_acc = self.evaluator.evaluate()
+        test_loss, test_acc = self.workers.evaluate()
         win = torch.tensor(self.window, dtype=torch.float64).numpy()
         comm.allreduce(win, op="sum", comm=self.world)
         self.window = [0.0, 0, 0]
@@ -130,10 +136,18 @@ class RecordsMixin:
             "syncs": {lvl: self.sync.stats[lvl]["syncs"] for lvl in LEVELS},
             "payload_bytes": self.averager.nbytes, "samples_per_s": None, "prediction": self.prediction,
             "compression": {"scheme": self.cfg.compress, "payload_bytes": self.averager.nbytes,
-                            "uncompressed_bytes": int(self.averager.flat.nbytes),
+                            "uncompressed_bytes": self.averager.model_nbytes,
                             "bytes_sent": {lvl: self.sync.stats[lvl]["bytes"] for lvl in LEVELS},
                             "bytes_recv": {lvl: self.sync.stats[lvl]["bytes_recv"] for lvl in LEVELS}},
         }
+        summary["engine"] = self.cfg.engine  # mpi: K ranks; virtual: K workers in one process (no comm timing)
+        summary["processes"] = self.world.Get_size()
+        usage = self.usage or [(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 0.0)]
+        rss = [u[0] for u in usage]
+        summary["train_cpu_s"] = sum(u[1] for u in usage)  # CPU seconds of the loop in this invocation, all ranks
+        summary["memory"] = {"peak_rss_bytes_sum": sum(rss), "peak_rss_bytes_max": max(rss),
+                             "estimate_bytes": None if self.memory is None else self.memory.total,
+                             "estimate_parts": None if self.memory is None else dict(self.memory.parts)}
         if self.signal:
             summary["signal"] = signal.Signals(self.signal).name
         if summary["wall_s"] > 0:
@@ -143,6 +157,6 @@ class RecordsMixin:
 
     def _objective_record(self, t: int) -> dict[str, Any]:
         """f(w) of the synchronised model over the whole training set (rank 0; all ranks hold the same w)."""
-        f = objective_value(self.model, self.data.x_train, self.data.y_train, weight_decay=self.cfg.weight_decay,
-                            skip=self.no_decay)
+        f = objective_value(self.workers.synced_model(), self.data.x_train, self.data.y_train,
+                            weight_decay=self.cfg.weight_decay, skip=self.no_decay)
         return {"kind": "objective", "step": t, "sync": self.sync.stats["global"]["syncs"], "f": f}
