@@ -4,7 +4,8 @@
 # before that is "waiting". Collectives then run at message level on the shared network. Block
 # syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
 # level is added to every worker of the group after the collective, and so is the topology's fitted
-# per-sync software overhead (sync_overhead_s, 0 unless `sim calibrate --runs` wrote it). Compute times
+# per-sync software overhead (sync_overhead_s plus sync_collective_factor times the sync's collective duration, both 0
+# unless `sim calibrate --runs` wrote them). Compute times
 # are the compute model's seconds times the stragglers' and the jitter's per-(worker, step) factors. With `cpu`
 # (ranks sharing one machine's cores, sim/cpushare.py) those seconds are work, and the ranks that compute at the
 # same time share the cores (processor sharing; the fast engine only).
@@ -187,6 +188,9 @@ class RunResult:
     sim_seconds: float
     sim_events: int
     overhead_s: float = 0.0
+    #: (global, block): seconds of one sync's collective alone (the slowest rank), and of its fitted overhead
+    collective_s: tuple[float, float] = (0.0, 0.0)
+    overhead_per_sync_s: tuple[float, float] = (0.0, 0.0)
     timeline: Timeline | None = None  # the clock at every sync (not part of to_json: one entry per sync)
 
     def to_json(self) -> dict[str, Any]:
@@ -196,7 +200,7 @@ class RunResult:
         C1, C2 = t.intra.message_s(n), t.inter.message_s(n)
         e6 = eq6(K=c.K, servers=c.nodes_used, N=c.N, B=c.B, H=s.H, Hb=s.Hb, C1=C1, C2=C2)
         single = total_steps(c.N, 1, c.B) * t.compute.seconds(c.model, c.B)
-        source, note = t.compute.provenance(c.model)
+        source, note = t.compute.provenance(c.model, c.B)
         return {
             "schema": SCHEMA, "topology": t.name, "nodes": c.nodes_used, "gpus_per_node": t.gpus_per_node,
             "K": c.K, "model": c.model.name, "model_bytes": c.model.bytes,
@@ -206,8 +210,12 @@ class RunResult:
             "allreduce": c.allreduce, "allreduce_global": self.algorithms[0],
             "allreduce_block": self.algorithms[1], "delay_global_s": c.delay_global_s,
             "delay_block_s": c.delay_block_s, "stragglers": c.stragglers.to_json(), "jitter": c.jitter.to_json(),
-            "link_sharing": t.link_sharing, "sync_overhead_global_s": t.sync_overhead_s[0],
-            "sync_overhead_block_s": t.sync_overhead_s[1], "compute_source": source, "compute_note": note,
+            "link_sharing": t.link_sharing, "sync_overhead_global_s": self.overhead_per_sync_s[0],
+            "sync_overhead_block_s": self.overhead_per_sync_s[1],
+            "sync_collective_factor_global": t.sync_collective_factor[0],
+            "sync_collective_factor_block": t.sync_collective_factor[1],
+            "sync_global_s": self.collective_s[0] + self.overhead_per_sync_s[0],
+            "compute_source": source, "compute_note": note,
             "step_s": t.compute.seconds(c.model, c.B), "engine": self.engine,
             "wall_s": self.wall_s, "compute_s": self.compute_s, "comm_intra_s": self.comm_intra_s,
             "comm_inter_s": self.comm_inter_s, "wait_s": self.wait_s, "delay_s": self.delay_s,
@@ -228,10 +236,29 @@ def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, Col
     return algs, gres, bres
 
 
+def _overheads(cfg: RunConfig, gres: CollectiveResult, bres: CollectiveResult) -> tuple[float, float]:
+    """Fitted seconds per (global, block) sync: the fixed part plus the factor times that sync's collective."""
+    (og, ob), (fg, fb) = cfg.topology.sync_overhead_s, cfg.topology.sync_collective_factor
+    return og + fg * gres.duration_s, ob + fb * bres.duration_s
+
+
 def _factors(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
     """Compute-time factors of the next n_steps steps: stragglers times jitter, each continuing its stream."""
     f = cfg.stragglers.block(n_steps, K) if cfg.stragglers.active else np.ones((n_steps, K))
     return f * cfg.jitter.block(n_steps, K) if cfg.jitter.active else f
+
+
+#: At most this many (step, worker) factors are drawn at once: memory stays bounded at any K x steps.
+FACTOR_CHUNK = 1 << 21
+
+
+def _factor_sums(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
+    """Per worker, the sum of the next n_steps factors, drawn in chunks of rows (the streams are the same)."""
+    rows = max(1, FACTOR_CHUNK // K)
+    total = np.zeros(K)
+    for a in range(0, n_steps, rows):
+        total += _factors(cfg, min(rows, n_steps - a), K).sum(axis=0)
+    return total
 
 
 def _fast(cfg: RunConfig) -> RunResult:
@@ -244,7 +271,7 @@ def _fast(cfg: RunConfig) -> RunResult:
     strag.reset()
     jit.reset()
     random = strag.active or jit.active
-    og, ob = cfg.topology.sync_overhead_s
+    og, ob = _overheads(cfg, gres, bres)
     clock, comp, wait = np.zeros(K), np.zeros(K), np.zeros(K)
     intra, inter, delay = np.zeros(K), np.zeros(K), np.zeros(K)
     g_intra, g_inter = gres.finish_s - gres.inter_s, gres.inter_s
@@ -258,7 +285,7 @@ def _fast(cfg: RunConfig) -> RunResult:
     for step, level in cfg.schedule.events(T):
         seg = step - prev
         prev = step
-        dt = c0 * _factors(cfg, seg, K).sum(axis=0) if random else np.full(K, c0 * seg)
+        dt = c0 * _factor_sums(cfg, seg, K) if random else np.full(K, c0 * seg)
         if cfg.cpu is not None:             # work on shared cores: wall time by processor sharing
             end = cfg.cpu.finish(clock, dt)
             dt = end - clock
@@ -292,7 +319,8 @@ def _fast(cfg: RunConfig) -> RunResult:
         bytes_intra=n_g * gres.bytes_intra + n_b * nodes * bres.bytes_intra,
         bytes_inter=n_g * gres.bytes_inter + n_b * nodes * bres.bytes_inter,
         comm_accounted_s=n_g * gres.duration_s + n_b * nodes * bres.duration_s, sim_seconds=0.0,
-        sim_events=events, timeline=_timeline(tl_steps, tl_levels, tl_ready, tl_end))
+        sim_events=events, collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(og, ob),
+        timeline=_timeline(tl_steps, tl_levels, tl_ready, tl_end))
 
 
 def _timeline(steps: list[int], levels: list[str], ready: list[float], end: list[float]) -> Timeline:
@@ -312,7 +340,8 @@ def _event(cfg: RunConfig) -> RunResult:
     cfg.stragglers.reset()
     cfg.jitter.reset()
     factors = _factors(cfg, T, K) if cfg.stragglers.active or cfg.jitter.active else None
-    over = dict(zip(("global", "block"), t.sync_overhead_s))
+    _, gres, bres = _collectives(cfg)  # memoised: only the fitted overhead's factor needs their durations
+    over = dict(zip(("global", "block"), _overheads(cfg, gres, bres)))
     env = CountingEnvironment()
     net = Network(env, t)
     acc = {k: np.zeros(K) for k in ("compute", "wait", "intra", "inter", "delay", "overhead", "finish")}
@@ -379,6 +408,7 @@ def _event(cfg: RunConfig) -> RunResult:
         syncs_block=int(totals["block"]), syncs_global=int(totals["global"]),
         bytes_intra=totals["bytes_intra"], bytes_inter=totals["bytes_inter"],
         comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events,
+        collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(over["global"], over["block"]),
         timeline=_timeline(*(list(col) for col in zip(*(marks[i] for i in sorted(marks))))))
 
 

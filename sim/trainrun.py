@@ -152,14 +152,17 @@ class TrainRun:
         return [t for t in range(T) if self.crosses(t, self.checkpoint_every) or t == T - 1]
 
 
-def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: float | None) -> list[str]:
-    """One line per reason to distrust a machine file now: other calibration code, or another background load."""
+def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: float | None,
+                     extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """One line per reason to distrust a machine file now: other calibration code, the `extra` lines of the caller
+    (the trainer adds its fit-quality check, train/fitcheck.py), or another background load."""
     out = []
     version, now = m.get("code_version"), calibration_code_version()
     if version != now:
         was = f"code {version}" if version else "code older than code versions (no code_version)"
         out.append(f"machine file {spec!r} was written by {was}, this is {now}: its figures may mean something else "
                    f"now; rerun python -m train calibrate")
+    out += list(extra)
     if load_now is not None and abs(load_now - load_used) > LOAD_WARN:
         out.append(f"background load now {load_now:.2f} runnable processes, the prediction assumes {load_used:.2f} "
                    f"(differs by more than {LOAD_WARN:g}): pass --predict-load {load_now:.1f} or recalibrate")
@@ -262,17 +265,42 @@ def _network_level(spec: str) -> tuple[Level, float, str]:
     return net.inter, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
 
 
-def _machine_step_s(m: dict[str, Any], run: TrainRun, notes: list[str]) -> float:
-    """Single-rank seconds per step for the run's model and batch: measured, or scaled by FLOPs from what was
-    measured."""
+def _profile_seconds(cp: dict[str, Any], model: str, batch: int) -> tuple[float, str] | None:
+    """(seconds, source) of `model` at `batch` from a machine file's compute profile: its measured steps (at the
+    batch, or interpolated), else its layer model; None for a model it cannot answer."""
+    from sim.compute import get_model
+    try:
+        compute = ComputeModel.from_json(cp["fit"]["compute"], "compute_profile")
+        spec = get_model(model)
+        return compute.seconds(spec, batch), compute.provenance(spec, batch)[0]
+    except (SimError, KeyError, TypeError):
+        return None
+
+
+def _machine_step_s(m: dict[str, Any], run: TrainRun, notes: list[str]) -> tuple[float, str]:
+    """Single-rank seconds per step for the run's model and batch, and where it comes from (sim.compute's sources):
+    the calibrated step; else the calibrated step times the ratio of the compute profile's times for this model and
+    for the calibrated one (measured profile points, or its layer model); else scaled by FLOPs."""
     st = m["step"]
     same = all(st.get(k) == getattr(run, k) for k in ("model", "width", "dataset", "batch_size"))
     if same:
-        return float(st["seconds_per_step"])
+        return float(st["seconds_per_step"]), "measured"
+    cp = m.get("compute_profile")
+    if isinstance(cp, dict) and run.width == st.get("width") and run.dataset == st.get("dataset"):
+        mine = _profile_seconds(cp, run.model, run.batch_size)
+        ref = _profile_seconds(cp, st["model"], st["batch_size"])
+        if mine is not None and ref is not None and ref[0] > 0:
+            ratio = mine[0] / ref[0]
+            src = "measured" if mine[1] == "measured" and ref[1] == "measured" else \
+                "measured-interpolated" if mine[1].startswith("measured") else mine[1]
+            notes.append(f"compute: the calibrated {st['model']} step at batch {st['batch_size']} x{ratio:.3g}, the "
+                         f"ratio of {run.model} at batch {run.batch_size} to it in the machine's compute profile "
+                         f"({mine[1]} / {ref[1]})")
+            return float(st["seconds_per_step"]) * ratio, src
     ratio = (run.gflops_per_sample * run.batch_size) / (st["gflops_per_sample"] * st["batch_size"])
     notes.append(f"compute scaled by FLOPs from the calibrated {st['model']} at batch {st['batch_size']} "
-                 f"(x{ratio:.3g}); calibrate with this model for a measured step time")
-    return float(st["seconds_per_step"]) * ratio
+                 f"(x{ratio:.3g}); calibrate with this model for a measured step time, or add --profile-models")
+    return float(st["seconds_per_step"]) * ratio, "extrapolated"
 
 
 def _stragglers(run: TrainRun, notes: list[str]) -> Stragglers:
@@ -292,7 +320,8 @@ def _alone(topo: Topology) -> Topology:
 
 def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "fast", load: float | None = None,
                 load_now: float | None = None, nodes: int | None = None, launcher_nodes: int | None = None,
-                network: str | None = None) -> tuple[dict[str, Any], RunResult]:
+                network: str | None = None, extra_warnings: list[str] | tuple[str, ...] = ()
+                ) -> tuple[dict[str, Any], RunResult]:
     """The simulator's prediction of `run` on `source` = (kind, content, spec) of load_source, and the simulated
     run itself (its timeline gives the clock at every sync).
 
@@ -301,6 +330,7 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
     `nodes` (machine files): the K ranks sit on this many nodes, K / nodes each (default 1), all on this machine's
     cores; `network` is a sim topology whose inter level is the links between them (default: this machine's level).
     `launcher_nodes`: the nodes the launcher reports for this job, used for machine files when `nodes` is None.
+    `extra_warnings`: the caller's own lines about the machine file (the trainer's fit-quality check).
     """
     K = run.K
     if load is not None and not (math.isfinite(load) and load >= 0):
@@ -347,7 +377,7 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
         elif n_nodes > 1:
             notes.append(f"no network file: the links between the {n_nodes} nodes are modelled as this machine's "
                          f"shared memory")
-        alone = _machine_step_s(src, run, notes)
+        alone, compute_source = _machine_step_s(src, run, notes)
         step_s = alone * s
         cpu = SharedCPU(cores=int(src["cpu_count"]), background=L)
         where = f"{n_nodes} nodes x {per_node}" if n_nodes > 1 else f"{K} ranks"
@@ -357,7 +387,7 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
         eval_per_sample = float(src["step"]["eval_s_per_sample"]) * s
         # every rank writes its checkpoint file at once, each at its CPU share (0 in older machine files)
         ckpt_per_write = float(src["step"].get("checkpoint_s_per_write", 0.0)) * s
-        warnings = machine_warnings(src, spec_name, L, load_now)
+        warnings = machine_warnings(src, spec_name, L, load_now, extra_warnings)
         for w in warnings:
             log.warning("%s", w)
         jitter = machine_jitter(src, notes)
@@ -373,8 +403,8 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
         ckpt_per_write = 0.0
         notes.append("checkpoint writing not modelled on a topology (calibrate a machine file to measure it)")
         notes.append("evaluation estimated as the forward third of the step time per sample")
-        compute_source, compute_note = topo.compute.provenance(spec)
-        if compute_source == "extrapolated":
+        compute_source, compute_note = topo.compute.provenance(spec, run.batch_size)
+        if compute_source not in ("measured", "table"):
             notes.append(f"compute {compute_note}")
     g_eff = topo.gpus_per_node
     lvl = small or (topo.inter if g_eff < K else topo.intra)  # the level of rounds of empty messages
@@ -421,8 +451,7 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
         "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
         "checkpoint_s": ckpt_s, "checkpoints": n_ckpt,
         "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
-        "compute_source": "measured" if kind == "machine" and not any(n.startswith("compute scaled") for n in notes)
-        else "extrapolated" if kind == "machine" else out["compute_source"], "jitter": out["jitter"],
+        "compute_source": compute_source, "jitter": out["jitter"],
     }
     return pred, res
 
@@ -439,7 +468,8 @@ def format_prediction(p: dict[str, Any]) -> str:
     head = (f"prediction for {alg} | {p['model']} ({p['model_params']:,} params, "
             f"{p['gflops_per_sample']:.3g} GFLOPs/sample) | K={p['workers']} on {p['topology']}")
     lines = [head,
-             (f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "
+             (f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each "
+             f"({p.get('compute_source', '?')}); syncs "
              f"{p['syncs_global']} global / {p['syncs_block']} block ({p['allreduce_global']} / "
              f"{p['allreduce_block']}, {p['wire_bytes']:,} B)"),
              f"  {'wall time':<16}{p['wall_s']:>12.3f} s",

@@ -15,7 +15,7 @@ from atomicio import OutputError, check_output_dir
 from sim.clivocab import group_by_topic, name_flags, typed_options
 from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
 from train.errors import AgreedInterrupt, TrainError
-from train.launch import RankZeroParser, launch_nodes, launch_rank_size
+from train.launch import RankZeroParser, launch_local_size, launch_nodes, launch_rank_size, resume_command
 from train.models import MODEL_HELP
 from train.signals import EARLY
 
@@ -118,6 +118,14 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
     ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),
     ("--out-dir", "out_dir", str, "run folder (default runs/train-<UTC time>-<algorithm>-K<ranks>)"),
+    ("--engine", "engine", str, ("mpi (one worker per MPI rank: mpirun -n K) or virtual (--workers K in this one "
+                                "process, no mpirun: the same run, faster for many small workers; "
+                                "docs/README-virtual.md)")),
+    ("--workers", "workers", int, "engine virtual: the number of workers K run in this process (required there)"),
+    ("--virtual-step", "virtual_step", str, ("engine virtual: loop (K model replicas on the rows of stacked "
+                                            "tensors, by worker threads), vmap (one torch.func.vmap call per step) "
+                                            "or auto (vmap on a GPU, loop on the CPU)")),
+    ("--threads", "threads", int, "engine virtual: threads of its one process (default: every core it may use)"),
 ]
 
 
@@ -138,6 +146,7 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
     ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--target-loss", "--fstar", "--log-every",
                               "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
+    ("engine", ("--engine", "--workers", "--virtual-step", "--threads")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
     ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers", "--predict-nodes",
                     "--predict-network")),
@@ -150,9 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
         "post-local SGD, about a minute on 2 CPU cores)."))
     sub = p.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="train (the default subcommand)", description=p.description,
-                         epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
-                                "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
+    # `run` is the default subcommand: `python -m train FLAGS` is `python -m train run FLAGS`, so usage lines and
+    # error hints name the short form
+    run = sub.add_parser("run", prog="python -m train", help="train (the default subcommand: the word may be left "
+                         "out)", description=p.description,
+                         epilog="`python -m train FLAGS` and `python -m train run FLAGS` are the same (run is the "
+                                "default subcommand). Other subcommands: `python -m train download cifar10|cifar100 "
+                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate` (see "
+                                "their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
@@ -168,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                      "with its saved configuration; only --epochs (e.g. to extend a finished run), --stop-at-epoch, "
-                     "--checkpoint-every and --data-dir may differ from it (docs/README-faults.md)")
+                     "--checkpoint-every, --checkpoint-minutes and --data-dir may differ from it "
+                     "(docs/README-faults.md)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -261,7 +276,8 @@ def format_summary(s: dict[str, Any]) -> str:
     acc = "-" if fin.get("test_acc") is None else f"{100 * fin['test_acc']:.2f} %"
     best = "-" if s["best_test_acc"] is None else f"{100 * s['best_test_acc']:.2f} %"
     rows = [
-        ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']} | {s['status']}"
+        ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']}"
+                + (" (virtual)" if s.get("engine") == "virtual" else "") + f" | {s['status']}"
                 + (f" by {s['signal']}" if s.get("signal") else "")),
         ("steps", f"{s['steps_done']} / {s['total_steps']} per worker ({s['epochs_done']:.2f} epochs)"),
         ("wall time", f"{s['wall_s']:.2f} s ({s['samples_per_s'] or 0:.0f} samples/s)"
@@ -271,10 +287,23 @@ def format_summary(s: dict[str, Any]) -> str:
         ("compute (mean/rank)", _fmt_s(mean.get("compute_s"))),
         ("comm global / block", f"{_fmt_s(mean.get('comm_s_global'))} / {_fmt_s(mean.get('comm_s_block'))}"),
         ("waiting global / block", f"{_fmt_s(mean.get('wait_s_global'))} / {_fmt_s(mean.get('wait_s_block'))}"),
+    ]
+    if s.get("engine") == "virtual":  # one process: no communication, its compute is all K workers'
+        rows[-3:] = [("compute (all workers)", _fmt_s(mean.get("compute_s"))),
+                     ("comm / waiting", "not applicable (engine virtual: syncs are means in memory)")]
+    rows += [
         ("syncs global / block", (f"{s['syncs']['global']} / {s['syncs']['block']} "
                                   f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})")),
         ("bytes per sync", f"{s['payload_bytes']:,}"),
     ]
+    mem = s.get("memory") or {}
+    if mem.get("peak_rss_bytes_sum"):
+        from train.memory import fmt_bytes
+        n = s.get("processes") or 1
+        est = mem.get("estimate_bytes")
+        rows.append(("peak memory", f"{fmt_bytes(mem['peak_rss_bytes_sum'])}"
+                                    + (f" (sum over {n} ranks)" if n > 1 else "")
+                                    + ("" if est is None else f" (the guard estimated {fmt_bytes(est)})")))
     comp = s.get("compression") or {}
     if comp.get("scheme", "none") != "none":
         sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]
@@ -289,9 +318,19 @@ def format_summary(s: dict[str, Any]) -> str:
         rows.append((f"time to f - f* <= {s['target_loss']:g}",
                      ("not reached" if tl is None else f"{tl['wall_s']:.2f} s (epoch {tl['epoch']:.2f})")
                      + (f"   f* {fs['value']:.15g} ({fs['source']})" if fs else "")))
+    pred = s.get("prediction")
+    if isinstance(pred, dict) and pred.get("wall_s") and s.get("engine") == "virtual":  # not this run's clock
+        rows.append(("prediction", (f"{pred['wall_s']:.2f} s for this run on {s['world_size']} MPI ranks there "
+                                    f"(engine virtual measures no ranks to compare with)")))
+    elif isinstance(pred, dict) and pred.get("wall_s") and s["status"] == "completed" and s["wall_s"] > 0:
+        err = 100 * (pred["wall_s"] - s["wall_s"]) / s["wall_s"]
+        rows.append(("prediction", (f"predicted {pred['wall_s']:.2f} s, measured {s['wall_s']:.2f} s "
+                                   f"(error {err:+.1f} %)")))
     rows.append(("run folder", s["run_dir"]))
     if s["status"] in ("paused", "interrupted"):
-        rows.append(("continue with", f"python -m train --resume {s['run_dir']}"))
+        rows.append(("continue with", resume_command(s["run_dir"], s["world_size"], s.get("engine", "mpi"))))
+    else:
+        rows.append(("next", f"python -m analysis report {s['run_dir']}   (curves, timings, an HTML page)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -310,8 +349,23 @@ def _verify(ns: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
     else:
         verdict = "bitwise identical" if res["identical"] else f"DIFFERENT ({', '.join(res['differing'][:5])})"
-        print(f"step {res['step']}: parameters of {res['world_size']} ranks are {verdict}")
+        who = f"{res['workers']} virtual workers" if res.get("engine") == "virtual" else f"{res['world_size']} ranks"
+        print(f"step {res['step']}: parameters of {who} are {verdict}")
     return 0 if res["identical"] else 1
+
+
+def check_predict_flags(ns: argparse.Namespace) -> None:
+    """The --predict-* numbers, named by their flags (the simulator's own messages name its parameters)."""
+    for flag, v in (("--predict-workers", ns.predict_workers), ("--predict-nodes", ns.predict_nodes)):
+        if v is not None and v < 1:
+            raise TrainError(f"{flag} must be an integer >= 1, got {v}")
+    load = ns.predict_load
+    if load is not None and not (load >= 0 and load != float("inf")):
+        raise TrainError(f"--predict-load must be a finite number >= 0 (other runnable processes), got {load}")
+    if not ns.predict_topology and any(v is not None for v in (ns.predict_workers, ns.predict_nodes, ns.predict_load,
+                                                                ns.predict_network)):
+        raise TrainError("--predict-workers, --predict-nodes, --predict-load and --predict-network need "
+                         "--predict-topology FILE|PRESET")
 
 
 def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> int:
@@ -319,19 +373,23 @@ def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> 
     if not ns.predict_topology:
         raise TrainError("--predict needs --predict-topology FILE|PRESET: a machine file from `python -m train "
                          "calibrate`, a sim topology file or a preset such as paper-8x2-10gbps")
-    K = ns.predict_workers if ns.predict_workers is not None else size
-    pred = predict(cfg, K, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
-                   launcher_nodes=launch_nodes(size) if size == K else None, network=ns.predict_network)
+    K = ns.predict_workers if ns.predict_workers is not None else cfg.workers_of(size)
+    launcher = launch_nodes(size) if size == K and cfg.engine == "mpi" else None
+    pred = predict(cfg.on_mpi(), K, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
+                   launcher_nodes=launcher, network=ns.predict_network)
     if rank == 0:
         print(json.dumps(pred, indent=2) if ns.json else format_prediction(pred), flush=True)
     return 0
 
 
 def _run_prediction(ns: argparse.Namespace, cfg: TrainConfig, size: int) -> dict[str, Any]:
-    """Rank 0, before a real run: the prediction that summary.json records next to the measurement."""
+    """Rank 0, before a real run: the prediction that summary.json records next to the measurement (engine
+    virtual: the prediction of the same run on K MPI ranks of that machine or cluster)."""
     from train.predict import predict
-    return predict(cfg, size, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
-                   launcher_nodes=launch_nodes(size), network=ns.predict_network)
+    virtual = cfg.engine == "virtual"
+    return predict(cfg.on_mpi(), cfg.workers_of(size), ns.predict_topology, load=ns.predict_load,
+                   nodes=ns.predict_nodes, launcher_nodes=None if virtual else launch_nodes(size),
+                   network=ns.predict_network)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "tune":
             return int(ns.tune(ns))
         plan = None
+        check_predict_flags(ns)
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
             if ns.predict or ns.predict_topology:
@@ -388,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.check_world(size)
         except TrainError as e:
             raise flag_error(e, ns) from None
+        from train.memory import check_memory
+        memory = check_memory(cfg, size=size, local_ranks=launch_local_size())  # before anything is allocated
         if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
             raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
                              f"--resume {cfg.out_dir} or choose another --out-dir")
@@ -413,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     # Under mpirun stderr is a pipe to the launcher, which forwards it to the terminal: show the bar there too.
     progress = not (ns.quiet or ns.no_progress) and (sys.stderr.isatty() or size > 1)
     trainer = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction,
-                      from_scratch=bool(plan and plan.from_scratch))
+                      from_scratch=bool(plan and plan.from_scratch), memory=memory)
     summary = trainer.run()
     if summary is not None and not ns.quiet:
         print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)

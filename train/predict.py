@@ -27,14 +27,15 @@ from sim.trainrun import (
     comm_auto_algorithm,
     format_prediction,
     machine_jitter,
-    machine_warnings,
     predict_run,
 )
 from sim.trainrun import cpu_share as _cpu_share
 from sim.trainrun import load_source as _load_source
+from sim.trainrun import machine_warnings as _machine_warnings
 from sim.trainrun import scheduling_wait as _scheduling_wait
 from train.config import TrainConfig
 from train.errors import TrainError
+from train.models import is_sequence_model
 from train.plan import RunPlan
 
 __all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "calibration_code_version",
@@ -66,11 +67,24 @@ def cpu_share(K: int, cores: int, load: float = 0.0) -> float:
 
 
 def load_source(spec: str) -> tuple[str, Any]:
-    """("machine", dict) for a train.machine/1 file, else ("topology", Topology) for a sim file or preset."""
+    """("machine", dict) for a train.machine/1 file, checked key by key (train/machinefile.py), else
+    ("topology", Topology) for a sim file or preset."""
     try:
-        return _load_source(spec)
+        kind, src = _load_source(spec)
     except SimError as e:
         raise TrainError(str(e)) from None
+    if kind == "machine":
+        from train.machinefile import check_machine
+        check_machine(src, spec)
+    return kind, src
+
+
+def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: float | None) -> list[str]:
+    """One line per reason to distrust a machine file now: other calibration code, a fit that does not explain its
+    own measurements (train/fitcheck.py), or another background load."""
+    from train.fitcheck import quality_warning
+    bad_fit = quality_warning(m, spec)
+    return _machine_warnings(m, spec, load_used, load_now, extra=[bad_fit] if bad_fit else [])
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -107,7 +121,7 @@ def model_gflops(model: Any, shape: tuple[int, ...], name: str) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros((1, *shape), dtype=torch.long if name == "lstm" else next(model.parameters()).dtype)
+    x = torch.zeros((1, *shape), dtype=torch.long if is_sequence_model(name) else next(model.parameters()).dtype)
     was = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
@@ -184,12 +198,18 @@ def predict_with_run(cfg: TrainConfig, K: int, source: str, *, profile: ModelPro
         except SimError as e:
             raise TrainError(f"--predict-network: {e}") from None
     prof = profile or profile_model(cfg)
-    if kind == "machine" and load_now is None and sample_load:
-        from train.calibrate import background_load
-        load_now = background_load(0.5, 10)
+    extra: list[str] = []
+    if kind == "machine":
+        if load_now is None and sample_load:
+            from train.calibrate import background_load
+            load_now = background_load(0.5, 10)
+        from train.fitcheck import quality_warning
+        bad_fit = quality_warning(src, source)
+        extra = [bad_fit] if bad_fit else []
     try:
         return predict_run(train_run(cfg, K, prof), (kind, src, source), engine=engine, load=load,
-                           load_now=load_now, nodes=nodes, launcher_nodes=launcher_nodes, network=network)
+                           load_now=load_now, nodes=nodes, launcher_nodes=launcher_nodes, network=network,
+                           extra_warnings=extra)
     except SimError as e:
         raise TrainError(str(e)) from None
 
