@@ -59,7 +59,8 @@ class Tune:
                  target: tuple[str, float], out: Path, engine: str) -> None:
         self.ns, self.cands, self.source, self.target, self.out = ns, cands, source, target, out
         self.by_id = {c.cid: c for c in cands}
-        self.engine = engine
+        self.engine = engine                       # the engine runs start on
+        self.fallback: dict[str, str] = {}        # candidate -> why it runs on mpi (auto: virtual refused it)
         self.mpirun = mpirun_path(ns.mpirun) if engine == "mpi" else ""
         self.logged = {r.get("key") for r in read_jsonl(out / "tune.jsonl")} if (out / "tune.jsonl").exists() \
             else set()
@@ -104,13 +105,21 @@ class Tune:
                 raise BudgetSpent
             flags = [*cand.flags, "--seed", str(cand.cfg.seed + seed)]
             stop = None if epochs >= E - 1e-9 else epochs
-            cmd = run_command(engine=self.engine, K=cand.K, flags=flags, run_dir=run_dir,
-                              resume=st.status != "absent", stop_at=stop, mpirun=self.mpirun)
-            if self.bar is not None:
-                self.bar.set_description(f"{name} to epoch {epochs:g}")
-            rc, secs = launch(cmd, self.out / "logs" / f"{name}.log")
-            self.spent += secs
+            # a run goes on with the engine it started on; a new one with the tune's (mpi where virtual refused it)
+            engine = st.engine or ("mpi" if cand.cid in self.fallback else self.engine)
+            rc, secs, cmd = self._launch(name, engine, cand, flags, run_dir, st.status != "absent", stop, epochs)
             st2 = run_state(run_dir)
+            if (rc == 2 and engine == "virtual" and self.ns.engine == "auto" and st.status == "absent"
+                    and st2.status == "absent"):   # refused before it started: this configuration runs on mpi
+                why = last_lines(self.out / "logs" / f"{name}.log", 1)
+                self.fallback[cand.cid] = why
+                self.record(f"fallback:{cand.cid}", {"kind": "engine", "cid": cand.cid, "engine": "mpi",
+                                                     "reason": f"engine virtual refused it: {why}"})
+                self.spent += secs
+                engine = "mpi"
+                rc, secs, cmd = self._launch(name, engine, cand, flags, run_dir, False, stop, epochs)
+                st2 = run_state(run_dir)
+            self.spent += secs
             if rc in (130, 143) or st2.status == "interrupted":
                 raise KeyboardInterrupt
             if rc != 0 or not st2.reached(epochs, E):
@@ -119,7 +128,7 @@ class Tune:
             if self.bar is not None:
                 self.bar.update(epochs - (st.epochs_done if st.status in ("paused", "completed") else 0.0))
             self.writer.write({"key": f"run:{name}:{epochs:g}:{time.time():.3f}", "kind": "run", "run": name,
-                               "cid": cand.cid, "seed": seed, "epochs": epochs, "run_s": secs, "engine": self.engine,
+                               "cid": cand.cid, "seed": seed, "epochs": epochs, "run_s": secs, "engine": engine,
                                "command": cmd})
         metric, value = self.target
         try:
@@ -132,6 +141,17 @@ class Tune:
         self.curves[name] = rt
         write_jsonl_atomic(self.out / "curves.jsonl", [self.curves[k] for k in sorted(self.curves)])
         return rt
+
+    def _launch(self, name: str, engine: str, cand: Candidate, flags: list[str], run_dir: Path, resume: bool,
+                stop: float | None, epochs: float) -> tuple[int, float, list[str]]:
+        if engine == "mpi" and not self.mpirun:
+            self.mpirun = mpirun_path(self.ns.mpirun)
+        cmd = run_command(engine=engine, K=cand.K, flags=flags, run_dir=run_dir, resume=resume, stop_at=stop,
+                          mpirun=self.mpirun)
+        if self.bar is not None:
+            self.bar.set_description(f"{name} to epoch {epochs:g}")
+        rc, secs = launch(cmd, self.out / "logs" / f"{name}.log")
+        return rc, secs, cmd
 
     # -- the tune -------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -224,7 +244,7 @@ class Tune:
 
 def _settings(ns: argparse.Namespace) -> dict[str, Any]:
     keep = ("on", "target_acc", "target_loss", "nodes", "network", "load", "seeds", "finalists", "rungs", "eta",
-            "train_flags") + tuple(fld for _, fld, _ in AXES)
+            "engine", "train_flags") + tuple(fld for _, fld, _ in AXES)
     return {k: getattr(ns, k) for k in keep}
 
 

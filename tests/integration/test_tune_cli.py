@@ -56,32 +56,36 @@ class _nothing:
         return False
 
 
-def _real(tmp_path: Path, *extra: str) -> list[str]:
+def _real(tmp_path: Path, engine: str, *extra: str) -> list[str]:
     return ["tune", "--on", "paper-8x2-10gbps", "--target-acc", "0.7", "--K", "2", "--H", "4", "--seeds", "1",
-            "--finalists", "1", "--rungs", "2", "--engine", "mpi", "--quiet", "--out", str(tmp_path / "t"), *extra,
+            "--finalists", "1", "--rungs", "2", "--engine", engine, "--quiet", "--out", str(tmp_path / "t"), *extra,
             "--", *TINY, "--epochs", "1"]
 
 
-def test_a_real_tune_pauses_resumes_and_is_not_redone(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("engine", ["mpi", "virtual"])
+def test_a_real_tune_pauses_resumes_and_is_not_redone(tmp_path, capsys, monkeypatch, engine):
     for k, v in mpi_env().items():
         monkeypatch.setenv(k, v)
     monkeypatch.chdir(REPO)
-    assert train_main(_real(tmp_path)) == 0
+    assert train_main(_real(tmp_path, engine)) == 0
     out = capsys.readouterr().out
     log = [json.loads(x) for x in (tmp_path / "t" / "tune.jsonl").read_text().splitlines()]
     runs = [r for r in log if r["kind"] == "run"]
     # rung 0 ends at 0.5 epochs (a pause), then the same run resumes to the full epoch (the finalist's seed 0)
-    assert [(r["epochs"], "--resume" in r["command"], r["command"][:3]) for r in runs] == \
-        [(0.5, False, [str(Path(sys.executable).with_name("mpirun")), "-n", "2"]), (1.0, True, runs[1]["command"][:3])]
+    head = [str(Path(sys.executable).with_name("mpirun")), "-n", "2"] if engine == "mpi" else \
+        [sys.executable, "-m", "train", "--engine", "virtual", "--workers", "2"]
+    assert [(r["epochs"], "--resume" in r["command"], r["command"][:len(head)], r["engine"]) for r in runs] == \
+        [(0.5, False, head, engine), (1.0, True, head, engine)]
     summary = json.loads((tmp_path / "t" / "runs" / "c00-s0" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps_done"] == summary["total_steps"]
+    assert summary.get("engine", "mpi") == engine
     result = json.loads((tmp_path / "t" / "result.json").read_text())
     top = result["ranked"][0]
-    assert top["cid"] == "c00" and top["engine"] == "mpi" and top["seeds"] == 1
+    assert top["cid"] == "c00" and top["engine"] == engine and top["seeds"] == 1
     assert top["tta_median_s"] is not None and top["tta_median_s"] > 0, "the tiny task reaches 70 %"
     assert "pick: c00 local H=4 K=2 B=32; run it with: mpirun -n 2 python -m train" in out
     # the same command again: everything is on disk, nothing runs, the same table comes out
-    assert train_main(_real(tmp_path)) == 0
+    assert train_main(_real(tmp_path, engine)) == 0
     again = capsys.readouterr().out
     assert again == out
     assert sum(1 for x in (tmp_path / "t" / "tune.jsonl").read_text().splitlines()
