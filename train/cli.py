@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "out)", description=p.description,
                          epilog="`python -m train FLAGS` and `python -m train run FLAGS` are the same (run is the "
                                 "default subcommand). Other subcommands: `python -m train download cifar10|cifar100 "
-                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate` (see "
-                                "their --help). Outputs: RUN_DIR/config.json, "
+                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate`, "
+                                "`python -m train tune` (see their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
