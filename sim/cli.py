@@ -1,4 +1,4 @@
-"""Command line of the simulator: `python -m sim cost|run|whatif|calibrate` (and `convex`)."""
+"""Command line of the simulator: `python -m sim cost|run|whatif|calibrate|retime` (and `convex`)."""
 from __future__ import annotations
 
 import argparse
@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sim.convex.cli import register
     register(sub)
+    from sim.retimecli import register as register_retime
+    register_retime(sub)
     return parser
 
 
@@ -360,7 +362,7 @@ _WORDS = {"delay_global_s": "delay_global", "delay_block_s": "delay_block", "str
           "switch-epoch": "switch_epoch"}
 #: Dests that are not configuration values (a file, a name): their words are left alone in messages.
 _NOT_VALUES = ("preset", "topology", "topologies", "out", "base", "name", "runs", "intra", "inter", "bench", "steps",
-               "device", "efficiency_from")
+               "device", "efficiency_from", "machine", "network", "reference", "run_dirs")
 
 
 def flag_error(e: SimError, args: argparse.Namespace) -> str:

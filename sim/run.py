@@ -44,7 +44,8 @@ from sim.schedule import SyncSchedule, total_steps
 from sim.stragglers import Stragglers
 from sim.topology import Topology
 
-__all__ = ["ALLREDUCE_CHOICES", "COMPRESSIONS", "ENGINES", "RunConfig", "RunResult", "simulate", "resolve_allreduce"]
+__all__ = ["ALLREDUCE_CHOICES", "COMPRESSIONS", "ENGINES", "RunConfig", "RunResult", "Timeline", "simulate",
+           "resolve_allreduce"]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,37 @@ def resolve_allreduce(choice: str, nodes: int, b: int, nbytes: float) -> tuple[s
     return choice, block
 
 
+@dataclass(kw_only=True, frozen=True)
+class Timeline:
+    """The run's clock at every sync: after step ``steps[i]`` the last worker finished computing at ``ready_s[i]``
+    and the sync (with its delay and overhead) ended at ``end_s[i]`` for the last worker of it (seconds from the
+    start, increasing). ``levels[i]`` is "global" or "block". The last step of a run always syncs."""
+
+    steps: np.ndarray
+    levels: tuple[str, ...]
+    ready_s: np.ndarray
+    end_s: np.ndarray
+
+    def time_after(self, steps: np.ndarray | list[int]) -> np.ndarray:
+        """Seconds from the start until 0-based step ``steps`` (each) has finished, with its sync if it has one.
+        Inside a round of local steps the compute time is shared out evenly over the round's steps."""
+        t = np.asarray(steps, dtype=np.int64)
+        if t.size and (t.min() < 0 or t.max() > self.steps[-1]):
+            raise SimError(f"steps must be in 0..{int(self.steps[-1])}, got {int(t.min())}..{int(t.max())}")
+        i = np.searchsorted(self.steps, t)               # the first sync at or after each step
+        prev_step = np.where(i > 0, self.steps[np.maximum(i - 1, 0)], -1)
+        prev_end = np.where(i > 0, self.end_s[np.maximum(i - 1, 0)], 0.0)
+        frac = (t - prev_step) / (self.steps[i] - prev_step)
+        inside = prev_end + frac * (self.ready_s[i] - prev_end)
+        return np.where(self.steps[i] == t, self.end_s[i], inside)
+
+    def syncs_through(self, step: int) -> dict[str, int]:
+        """Syncs of each level after steps 0..``step``."""
+        n = int(np.searchsorted(self.steps, step, side="right"))
+        glob = sum(1 for lvl in self.levels[:n] if lvl == "global")
+        return {"global": glob, "block": n - glob}
+
+
 @dataclass(kw_only=True)
 class RunResult:
     """Per-worker means of the time split, counts and the comparison figures of one run."""
@@ -159,6 +191,7 @@ class RunResult:
     #: (global, block): seconds of one sync's collective alone (the slowest rank), and of its fitted overhead
     collective_s: tuple[float, float] = (0.0, 0.0)
     overhead_per_sync_s: tuple[float, float] = (0.0, 0.0)
+    timeline: Timeline | None = None  # the clock at every sync (not part of to_json: one entry per sync)
 
     def to_json(self) -> dict[str, Any]:
         c = self.config
@@ -245,6 +278,10 @@ def _fast(cfg: RunConfig) -> RunResult:
     b_intra, b_inter = np.tile(bres.finish_s - bres.inter_s, nodes), np.tile(bres.inter_s, nodes)
     b_fin = bres.finish_s[None, :]
     prev, n_g, n_b = -1, 0, 0
+    tl_steps: list[int] = []
+    tl_levels: list[str] = []
+    tl_ready: list[float] = []
+    tl_end: list[float] = []
     for step, level in cfg.schedule.events(T):
         seg = step - prev
         prev = step
@@ -254,6 +291,9 @@ def _fast(cfg: RunConfig) -> RunResult:
             dt = end - clock
         clock += dt
         comp += dt
+        tl_steps.append(step)
+        tl_levels.append(level)
+        tl_ready.append(float(clock.max()))
         if level == "global":
             n_g += 1
             start = clock.max()
@@ -271,6 +311,7 @@ def _fast(cfg: RunConfig) -> RunResult:
             intra += b_intra
             inter += b_inter
             delay += cfg.delay_block_s
+        tl_end.append(float(clock.max()))
     return RunResult(
         config=cfg, engine="fast", algorithms=algs, wall_s=float(clock.max()), compute_s=float(comp.mean()),
         comm_intra_s=float(intra.mean()), comm_inter_s=float(inter.mean()), wait_s=float(wait.mean()),
@@ -278,7 +319,13 @@ def _fast(cfg: RunConfig) -> RunResult:
         bytes_intra=n_g * gres.bytes_intra + n_b * nodes * bres.bytes_intra,
         bytes_inter=n_g * gres.bytes_inter + n_b * nodes * bres.bytes_inter,
         comm_accounted_s=n_g * gres.duration_s + n_b * nodes * bres.duration_s, sim_seconds=0.0,
-        sim_events=events, collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(og, ob))
+        sim_events=events, collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(og, ob),
+        timeline=_timeline(tl_steps, tl_levels, tl_ready, tl_end))
+
+
+def _timeline(steps: list[int], levels: list[str], ready: list[float], end: list[float]) -> Timeline:
+    return Timeline(steps=np.asarray(steps, dtype=np.int64), levels=tuple(levels),
+                    ready_s=np.asarray(ready, dtype=np.float64), end_s=np.asarray(end, dtype=np.float64))
 
 
 def _event(cfg: RunConfig) -> RunResult:
@@ -300,6 +347,7 @@ def _event(cfg: RunConfig) -> RunResult:
     acc = {k: np.zeros(K) for k in ("compute", "wait", "intra", "inter", "delay", "overhead", "finish")}
     barriers: dict[tuple[int, int], dict[str, Any]] = {}
     totals = {"block": 0, "global": 0, "bytes_intra": 0.0, "bytes_inter": 0.0, "accounted": 0.0}
+    marks: dict[int, list[Any]] = {}  # sync number -> [step, level, last arrival, last end] over all workers
 
     def worker(k: int) -> Generator[simpy.Event, Any, None]:
         node, n_sync = k // b, 0
@@ -316,6 +364,8 @@ def _event(cfg: RunConfig) -> RunResult:
             ranks = tuple(range(K)) if level == "global" else tuple(range(node * b, node * b + b))
             bar = barriers.setdefault((n_sync, gid), {"n": 0, "ev": env.event(), "max_fin": 0.0})
             arrive = env.now
+            mark = marks.setdefault(n_sync, [step, level, 0.0, 0.0])
+            mark[2] = max(mark[2], arrive)
             bar["n"] += 1
             if bar["n"] == len(ranks):
                 paper = t.inter if level == "global" else t.intra  # eq. (6): global syncs cost C2
@@ -344,6 +394,7 @@ def _event(cfg: RunConfig) -> RunResult:
                 yield env.timeout(d + over[level])
             acc["delay"][k] += d
             acc["overhead"][k] += over[level]
+            mark[3] = max(mark[3], env.now)
         acc["finish"][k] = env.now
 
     for k in range(K):
@@ -357,7 +408,8 @@ def _event(cfg: RunConfig) -> RunResult:
         syncs_block=int(totals["block"]), syncs_global=int(totals["global"]),
         bytes_intra=totals["bytes_intra"], bytes_inter=totals["bytes_inter"],
         comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events,
-        collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(over["global"], over["block"]))
+        collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(over["global"], over["block"]),
+        timeline=_timeline(*(list(col) for col in zip(*(marks[i] for i in sorted(marks))))))
 
 
 def simulate(cfg: RunConfig, engine: str = "fast") -> RunResult:

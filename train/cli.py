@@ -103,6 +103,11 @@ _FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
     ("--eval-every", "eval_every", float, "epochs between evaluations of the synchronised model"),
     ("--log-every", "log_every", int, "steps between step records in metrics.jsonl"),
     ("--target-acc", "target_acc", float, "test accuracy for the time-to-accuracy figure (0..1)"),
+    ("--target-loss", "target_loss", float, ("target on the objective's gap f(w) - f* (f = mean training loss + "
+                                             "wd/2 ||w||^2 of the averaged model, at every evaluation); the "
+                                             "first evaluation that reaches it is recorded (docs/README-tune.md)")),
+    ("--fstar", "fstar", str, ("f* of --target-loss: computed (Newton on logreg-binary's objective over this "
+                               "training set), paper (SPEC's w8a value) or a number")),
     ("--global-sync-delay", "global_sync_delay", float, "seconds added to every global sync (slow network)"),
     ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
     ("--checkpoint-every", "checkpoint_every", float, ("epochs between checkpoints, the last two kept (0: only at "
@@ -138,7 +143,8 @@ _TOPICS: list[tuple[str, tuple[str, ...]]] = [
                                       "--slow-momentum", "--slow-buffers")),
     ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--global-sync-delay",
                                     "--block-sync-delay", "--straggler")),
-    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
+    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--target-loss", "--fstar", "--log-every",
+                              "--log-objective")),
     ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
     ("engine", ("--engine", "--workers", "--virtual-step", "--threads")),
     ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
@@ -159,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "out)", description=p.description,
                          epilog="`python -m train FLAGS` and `python -m train run FLAGS` are the same (run is the "
                                 "default subcommand). Other subcommands: `python -m train download cifar10|cifar100 "
-                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate` (see "
-                                "their --help). Outputs: RUN_DIR/config.json, "
+                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate`, "
+                                "`python -m train tune` (see their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
@@ -207,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--url", help="mirror URL of the archive (the md5 is still checked)")
     from train.calibrate import register as register_calibrate
     register_calibrate(sub)
+    from train.tune import register as register_tune
+    register_tune(sub)
     return p
 
 
@@ -305,6 +313,11 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["target_acc"] is not None:
         rows.append((f"time to {100 * s['target_acc']:.1f} %",
                      "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
+    if s.get("target_loss") is not None:
+        tl, fs = s.get("time_to_target_loss"), s.get("fstar") or {}
+        rows.append((f"time to f - f* <= {s['target_loss']:g}",
+                     ("not reached" if tl is None else f"{tl['wall_s']:.2f} s (epoch {tl['epoch']:.2f})")
+                     + (f"   f* {fs['value']:.15g} ({fs['source']})" if fs else "")))
     pred = s.get("prediction")
     if isinstance(pred, dict) and pred.get("wall_s") and s.get("engine") == "virtual":  # not this run's clock
         rows.append(("prediction", (f"{pred['wall_s']:.2f} s for this run on {s['world_size']} MPI ranks there "
@@ -399,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                 return int(ns.calibrate(ns))
             except TrainError as e:
                 raise flag_error(e, ns) from None
+        if ns.command == "tune":
+            return int(ns.tune(ns))
         plan = None
         check_predict_flags(ns)
         if ns.resume:                   # decided from the run folder's files, before MPI starts

@@ -122,6 +122,8 @@ class TrainConfig:
     eval_every: float = 1.0              # epochs between evaluations of the synchronised model
     log_every: int = 1                   # steps between step records
     target_acc: float | None = 0.9      # test accuracy for time-to-accuracy (None: not measured)
+    target_loss: float | None = None     # objective gap f(w) - f* for time-to-target (train/targets.py)
+    fstar: str = "computed"              # f* of the gap: computed (logreg-binary, Newton), paper, or a number
     global_sync_delay: float = 0.0
     block_sync_delay: float = 0.0
     stragglers: tuple[tuple[int, float], ...] = field(default_factory=tuple)
@@ -232,6 +234,23 @@ class TrainConfig:
         _int("log_every", self.log_every, 1)
         if self.target_acc is not None:
             _num("target_acc", self.target_acc, 0.0, hi=1.0)
+        if self.target_loss is not None:
+            _num("target_loss", self.target_loss, 0.0, strict=True)
+            if self.carries_state:
+                raise TrainError(f"target_loss needs the objective over the training set, which a carried-state "
+                                 f"LSTM does not evaluate; use --lm-state reset or --target-acc, got model "
+                                 f"{self.model!r} with lm_state {self.lm_state!r}")
+        if self.fstar not in ("computed", "paper"):
+            try:
+                ok = math.isfinite(float(self.fstar))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise TrainError(f"fstar must be computed, paper or a finite number, got {self.fstar!r}")
+        elif self.fstar == "computed" and self.target_loss is not None and (self.model != "logreg-binary"
+                                                                             or self.weight_decay <= 0):
+            raise TrainError(f"fstar computed solves the objective of logreg-binary with weight_decay > 0 only, got "
+                             f"model {self.model!r} with weight_decay {self.weight_decay}; give fstar as a number")
         _num("global_sync_delay", self.global_sync_delay, 0.0)
         _num("block_sync_delay", self.block_sync_delay, 0.0)
         self.stragglers = tuple((int(r), float(f)) for r, f in self.stragglers)

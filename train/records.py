@@ -12,6 +12,7 @@ import comm
 from train.convex import objective_value
 from train.metrics import write_json_atomic
 from train.sync import LEVELS
+from train.targets import crossing, reached
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -59,6 +60,7 @@ class RecordsMixin:
     usage: list[tuple[int, float]] | None
     signal: int
     no_decay: set[str]
+    fstar: tuple[float, str] | None
     _t0: float | None
 
     def _wall(self) -> float:
@@ -83,9 +85,9 @@ class RecordsMixin:
     def _epoch_record(self, t: int, lr: float, h: int) -> dict[str, Any] | None:
         """Collective: evaluate, reduce the training window, gather per-rank timings; the record on rank 0."""
         t0 = time.perf_counter()
-        test_loss, test_acc = self.workers.evaluate()
+        test_loss, test_acc, objective = self.workers.evaluate()
         win = torch.tensor(self.window, dtype=torch.float64).numpy()
-        comm.allreduce(win, op="sum", comm=self.world)
+        comm.allreduce(win, op="sum", comm=self.world, algorithm=self.cfg.allreduce)
         self.window = [0.0, 0, 0]
         self.eval_s += time.perf_counter() - t0
         per_rank = self.world.gather(self._totals(), root=0)
@@ -95,6 +97,10 @@ class RecordsMixin:
                                "train_s": self._wall() - self.eval_s, "lr": lr, "H": h,
                                "train_loss": win[0] / max(win[2], 1), "train_acc": win[1] / max(win[2], 1),
                                "test_loss": test_loss, "test_acc": test_acc}
+        if objective is not None:
+            rec["objective"] = objective
+            if self.fstar is not None:
+                rec["objective_gap"] = objective - self.fstar[0]
         for key in per_rank[0]:
             vals = [r[key] for r in per_rank]
             rec[key] = sum(vals) / len(vals) if isinstance(vals[0], float) else vals[0]
@@ -103,10 +109,12 @@ class RecordsMixin:
                                                                     "comm_s_global", "comm_s_block", "straggle_s")}
         if self.best["test_acc"] is None or test_acc > self.best["test_acc"]:
             self.best["test_acc"] = test_acc
-        target = self.cfg.target_acc
-        if target is not None and self.best["target"] is None and test_acc >= target:
-            self.best["target"] = {"wall_s": rec["wall_s"], "train_s": rec["train_s"], "step": t,
-                                   "epoch": rec["epoch"]}
+        prev = self.best.get("prev")  # the evaluation before this one (older checkpoints: none kept)
+        for key, metric, target in (("target", "test_acc", self.cfg.target_acc),
+                                    ("target_loss", "objective_gap", self.cfg.target_loss)):
+            if target is not None and self.best.get(key) is None and reached(metric, rec.get(metric), target):
+                self.best[key] = crossing(metric, target, prev, rec, self.plan.steps_per_epoch)
+        self.best["prev"] = {k: rec.get(k) for k in ("step", "test_acc", "objective_gap")}
         self.last_epoch = rec
         return rec
 
@@ -129,7 +137,9 @@ class RecordsMixin:
             "wall_s": self._wall(), "startup_s": self.startup_s,
             "final": {k: last.get(k) for k in ("test_loss", "test_acc", "train_loss", "train_acc")},
             "best_test_acc": self.best["test_acc"], "target_acc": self.cfg.target_acc,
-            "time_to_target": self.best["target"],
+            "time_to_target": self.best["target"], "target_loss": self.cfg.target_loss,
+            "fstar": None if self.fstar is None else {"value": self.fstar[0], "source": self.fstar[1]},
+            "time_to_target_loss": self.best.get("target_loss"),
             "totals_rank0": totals,
             "totals_mean": mean, "totals_max": high,
             "expected_syncs": self.plan.schedule.counts(self.plan.total_steps),

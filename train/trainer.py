@@ -26,9 +26,11 @@ from train.memory import MemoryEstimate
 from train.metrics import JsonlWriter, OutputError
 from train.outputs import discard_outputs, open_outputs, rewind_records
 from train.plan import RunPlan
+from train.predict import model_gflops
 from train.records import RecordsMixin
 from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
+from train.targets import resolve_fstar
 from train.workers import RankWorker, Workers
 
 __all__ = ["Trainer", "pick_device"]
@@ -94,6 +96,7 @@ class Trainer(RecordsMixin):
                                       world=self.world, rank=self.rank, device=self.device, topology=self.topology)
         self.model, self.opt, self.no_decay = self.workers.model, self.workers.opt, self.workers.no_decay
         self.evaluator = self.workers.evaluator
+        self.fstar = resolve_fstar(cfg, self.data.x_train, self.data.y_train) if self.rank == 0 else None
         self.sync, self.averager = self.workers.sync, self.workers.averager
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
@@ -191,6 +194,7 @@ class Trainer(RecordsMixin):
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
+                        "gflops_per_sample": model_gflops(self.model, tuple(self.data.input_shape), cfg.model),
                         "payload_bytes": self.averager.nbytes, "run_dir": str(self.run_dir),
                         "dataset": {"name": self.data.name, "n_train": len(self.data.x_train),
                                     "n_test": len(self.data.x_test), "input_shape": list(self.data.input_shape),

@@ -17,7 +17,7 @@ from train.flat import FlatTensors
 from train.models import build_model, no_decay_names
 from train.sync import SyncTimer, device_sync
 from train.virtual_backend import VirtualBackend
-from train.workers import StepResult, make_averager, make_optimizer, worker_seed
+from train.workers import StepResult, make_averager, make_optimizer, objective_args, worker_seed
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -91,7 +91,9 @@ class VirtualWorkers:
         self.sync = SyncTimer(backend, timed=False)
         self.averager = make_averager(cfg, plan, list(self.params.values()), backend, self.opt, self.sync)
         self.evaluator = Evaluator(self.model, FlatTensors(list(self.model.parameters())), world=MPI.COMM_SELF,
-                                   bn_eval=cfg.bn_eval, x_test=data.x_test, y_test=data.y_test, device=device)
+                                   bn_eval=cfg.bn_eval, x_test=data.x_test, y_test=data.y_test, device=device,
+                                   objective=objective_args(cfg, data, list(self.model.named_parameters()),
+                                                            self.no_decay))
         self.replicas = [self._replica(k) for k in range(K)] if self.kernel == "loop" else []
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="worker") if self.threads > 1 else None
         self._grad = vmap(grad_and_value(self._loss, has_aux=True), randomness="different")
@@ -190,10 +192,10 @@ class VirtualWorkers:
             stacked = self.buffers[n]
             b.copy_(stacked.mean(0) if bn == "average" and b.is_floating_point() else stacked[0])
 
-    def evaluate(self) -> tuple[float, float]:
-        """(test loss, test accuracy) of the averaged model, BatchNorm statistics per --bn-eval."""
+    def evaluate(self) -> tuple[float, float, float | None]:
+        """(test loss, test accuracy, objective or None) of the averaged model, BatchNorm statistics per --bn-eval."""
         self._load_model(average=True, bn=self.cfg.bn_eval)
-        return self.evaluator.evaluate()
+        return self.evaluator.evaluate_all()
 
     def synced_model(self) -> torch.nn.Module:
         """`model` holding worker 0's parameters and statistics (after a global sync: every worker's)."""

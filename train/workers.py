@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from train.lmstate import CarriedState
     from train.plan import RunPlan
 
-__all__ = ["StepResult", "Workers", "RankWorker", "make_optimizer", "worker_seed"]
+__all__ = ["StepResult", "Workers", "RankWorker", "make_optimizer", "make_averager", "objective_args", "worker_seed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ class Workers(Protocol):
     no_decay: set[str]
 
     def step(self, t: int, lr: float) -> StepResult: ...
-    def evaluate(self) -> tuple[float, float]: ...
+    def evaluate(self) -> tuple[float, float, float | None]: ...
     def synced_model(self) -> torch.nn.Module: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, st: dict[str, Any]) -> None: ...
@@ -69,6 +69,15 @@ def make_optimizer(cfg: TrainConfig, named: Sequence[tuple[str, torch.Tensor]], 
     local_m = 0.0 if cfg.momentum_variant == "global" else cfg.momentum
     return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=local_m, dampening=0.0,
                            nesterov=cfg.nesterov and local_m > 0)
+
+
+def objective_args(cfg: TrainConfig, data: Any, named: Sequence[tuple[str, torch.Tensor]],
+                   skip: set[str]) -> tuple[Any, Any, float, list[torch.Tensor]] | None:
+    """What the Evaluator needs for f(w) at every evaluation (--target-loss or --log-objective): the training set,
+    the weight decay and the decayed parameters; None otherwise."""
+    if cfg.target_loss is None and not cfg.log_objective:
+        return None
+    return data.x_train, data.y_train, cfg.weight_decay, [p for n, p in named if n not in skip]
 
 
 def make_averager(cfg: TrainConfig, plan: RunPlan, params: list[torch.Tensor], backend: Any,
@@ -100,7 +109,9 @@ class RankWorker:
         self.averager = make_averager(cfg, plan, [p for _, p in named], backend, self.opt, self.sync)
         self.evaluator = Evaluator(self.model, self.averager.flat, world=world, bn_eval=cfg.bn_eval,
                                    x_test=data.x_test, y_test=data.y_test, device=device,
-                                   contiguous=carry is not None)
+                                   contiguous=carry is not None, objective=objective_args(cfg, data, named,
+                                                                                          self.no_decay),
+                                   algorithm=cfg.allreduce)
         self.slow = dict(cfg.stragglers).get(rank, 1.0)
 
     def step(self, t: int, lr: float) -> StepResult:
@@ -130,8 +141,8 @@ class RankWorker:
         return StepResult(loss=loss_v, acc=correct / n, loss_sum=loss_v * n, correct=correct, n=n,
                           compute_s=dt + time.perf_counter() - t1, straggle_s=straggle)
 
-    def evaluate(self) -> tuple[float, float]:
-        return self.evaluator.evaluate()
+    def evaluate(self) -> tuple[float, float, float | None]:
+        return self.evaluator.evaluate_all()
 
     def synced_model(self) -> torch.nn.Module:
         return self.model
