@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 export MPIR_CVAR_ENABLE_HEAVY_YIELD ?= 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup demo lint test bench bench-comm bench-sim bench-convex bench-cluster clean
+.PHONY: setup demo lint test bench bench-comm bench-sim bench-convex bench-cluster gpu-check clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,11 @@ bench-sim: setup
 
 bench-convex: setup
 	$(PY) benchmarks/convex_grid_speed.py
+
+# The GPU paths on a machine with a CUDA GPU (no venv build: GPU machines bring their own CUDA torch and may have no
+# network); without CUDA it says why and exits 0. Results under runs/gpu-check-<time> (docs/gpu.md).
+gpu-check:
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -130,6 +130,11 @@ def _cmd_predict(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figur
     return plot_predict(pairs, cfg)
 
 
+def _cmd_tta(args: argparse.Namespace, cfg: RenderConfig) -> dict[str, Figure]:
+    from analysis.ttaplot import load_retimed, plot_tta
+    return plot_tta(load_retimed(args.retimed), cfg, metric=args.metric, name=args.name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out-dir", default="out/analysis", type=Path,
@@ -193,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", metavar="RUN_DIR", default=[],
                    help="run directories whose summary.json has wall_s and predicted.wall_s")
     p.set_defaults(handler=_cmd_predict)
+
+    p = sub.add_parser("tta", parents=[common], help="learning curves on a cluster's predicted clock (sim retime, "
+                                                     "train tune)")
+    p.add_argument("retimed", nargs="+", metavar="FILE.jsonl", help="`sim retime --out` or `train tune` JSONL files")
+    p.add_argument("--metric", default="auto", help="acc, gap (objective - f*) or loss (default: gap when every "
+                   "run's target is on the objective, else acc)")
+    p.add_argument("--name", default="tta", help="figure file stem (default: %(default)s)")
+    p.set_defaults(handler=_cmd_tta)
 
     p = sub.add_parser("report", parents=[common], help="one self-contained HTML page for a run")
     p.add_argument("run_dir", metavar="RUN_DIR")

@@ -1,4 +1,4 @@
-"""Command line of the simulator: `python -m sim cost|run|whatif|calibrate` (and `convex`)."""
+"""Command line of the simulator: `python -m sim cost|run|whatif|calibrate|retime` (and `convex`)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,6 @@ import sys
 from typing import Any
 
 from atomicio import EXIT_OUTPUT, OutputError, check_output_file
-from sim.calibrate import calibrated_topology, fit_level, read_bench, report_fits
 from sim.clivocab import VocabParser, group_by_topic, name_flags, typed_options
 from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
@@ -45,8 +44,9 @@ def _strs(text: str) -> list[str]:
 
 def _add_workload(p: argparse.ArgumentParser) -> None:
     """Flags shared by run and whatif: model, data, schedule details, all-reduce, delays, stragglers."""
-    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20); "
-                   "wideresnet28-10, as train spells it, is wrn28-10")
+    p.add_argument("--model", default="resnet20", help=f"one of {', '.join(MODELS)} (default resnet20), or another "
+                   "of the trainer's image models (resnetD, densenetD-K, wideresnetD-K); wideresnet28-10, as train "
+                   "spells it, is wrn28-10")
     p.add_argument("--batch-size", old=("--B",), dest="B", type=int, default=128,
                    help="local batch per worker per step (default 128)")
     g = p.add_mutually_exclusive_group()
@@ -156,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", default=[], metavar="FILE",
                    help="measured runs (summary.json, run folders, or a CSV / JSON table of model, K, B, algorithm, "
                         "H, [Hb], epochs or N, wall_s or wall_min): fit seconds per step and per sync")
+    p.add_argument("--steps", nargs="+", default=[], metavar="FILE",
+                   help="measured step times (CSV or JSON rows of model, batch, seconds_per_iter; or a train "
+                        "calibrate profile or machine file): fit the device's layer-model compute constants")
+    p.add_argument("--device", default=None, help="--steps: name of the device (default: the base's)")
+    p.add_argument("--device-spec", default=None, metavar="TFLOPS,GBPS",
+                   help="--steps: the vendor's peak FP32 TFLOP/s and memory GB/s; one efficiency scales both")
+    p.add_argument("--efficiency", type=float, default=None, help="--steps: hold the efficiency (of --device-spec)")
+    p.add_argument("--efficiency-from", default=None, metavar="TOPOLOGY",
+                   help="--steps: hold the efficiency of this preset's layer model (the same kernels on another GPU)")
+    p.add_argument("--hold", default=None, metavar="NAME=VALUE,...",
+                   help="--steps: hold step_s, sample_s or launch_s at a value (e.g. step_s=0)")
+    p.add_argument("--sync-split", choices=("scaled", "fixed"), default="scaled",
+                   help="--runs with one payload size: the fitted per-sync cost is the links' collective x a factor "
+                        "(scaled: grows with the bytes, default) or a constant (fixed); two sizes fit both")
     p.add_argument("--base", default=DEFAULT_PRESET, help="preset or file for unfitted levels and compute")
     p.add_argument("--nodes", type=int, default=None)
     p.add_argument("--gpus-per-node", type=int, default=None)
@@ -166,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sim.convex.cli import register
     register(sub)
+    from sim.retimecli import register as register_retime
+    register_retime(sub)
     return parser
 
 
@@ -320,6 +336,11 @@ def cmd_whatif(a: argparse.Namespace) -> int:
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
     _check_out(a.out)
+    if a.steps:
+        if a.intra or a.inter or a.bench or a.runs:
+            raise SimError("calibrate --steps fits a device's compute; give bench or run files in a separate call")
+        from sim.stepfit import cmd_calibrate_steps
+        return cmd_calibrate_steps(a)
     if a.runs:
         if a.intra or a.inter or a.bench:
             raise SimError("calibrate --runs fits measured runs; give the bench files (--intra, --inter, --bench) "
@@ -329,7 +350,9 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
         from sim.twolevel import cmd_calibrate_bench
         return cmd_calibrate_bench(a)
     if not a.intra and not a.inter:
-        raise SimError("calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE")
+        raise SimError("calibrate needs --runs FILE..., --steps FILE..., --bench FILE, or at least one --intra FILE "
+                       "or --inter FILE")
+    from sim.calibrate import calibrated_topology, fit_level, read_bench, report_fits  # scipy: only here
     fits = {}
     for level, files in (("intra", a.intra), ("inter", a.inter)):
         if files:
@@ -343,7 +366,7 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 def _calibrate_runs(a: argparse.Namespace) -> int:
     from sim.fitruns import fit_runs, fitted_topology, read_runs
     base = load_topology(a.base)
-    fit = fit_runs(read_runs(a.runs), base)
+    fit = fit_runs(read_runs(a.runs), base, a.sync_split)
     topo = fitted_topology(base, fit, name=a.name, table=" ".join(a.runs))
     if a.out:
         save_topology(topo, a.out)
@@ -351,7 +374,8 @@ def _calibrate_runs(a: argparse.Namespace) -> int:
         print(json.dumps({"runs_fit": fit.to_json(), "out": a.out}))
         return 0
     print(f"per step {fit.step_s:.6g} s ({fit.model}, B={fit.B}); per sync beyond the links of {base.name}: "
-          f"{fit.overhead_global_s:.6g} s global, {fit.overhead_block_s:.6g} s block")
+          f"global {fit.overhead_global_s:.6g} s + {fit.factor_global:.6g} x its collective, block "
+          f"{fit.overhead_block_s:.6g} s + {fit.factor_block:.6g} x its collective")
     for r in fit.rows:
         print(f"  {r['name']}: {r['steps']} steps, {r['syncs_global']} global + {r['syncs_block']} block syncs, "
               f"links {r['links_s']:.4g} s; measured {r['wall_s']:.6g} s, fit {r['fit_s']:.6g} s "
@@ -367,7 +391,8 @@ def _calibrate_runs(a: argparse.Namespace) -> int:
 _WORDS = {"delay_global_s": "delay_global", "delay_block_s": "delay_block", "straggler": "stragglers",
           "switch-epoch": "switch_epoch"}
 #: Dests that are not configuration values (a file, a name): their words are left alone in messages.
-_NOT_VALUES = ("preset", "topology", "topologies", "out", "base", "name", "runs", "intra", "inter", "bench")
+_NOT_VALUES = ("preset", "topology", "topologies", "out", "base", "name", "runs", "intra", "inter", "bench", "steps",
+               "device", "efficiency_from", "machine", "network", "reference", "run_dirs")
 
 
 def flag_error(e: SimError, args: argparse.Namespace) -> str:

@@ -1,11 +1,15 @@
 """Fit per-step and per-sync costs from measured runs (a table of configurations and wall times, or summary.json)."""
 # Model (exact for the simulator without stragglers or jitter): every worker computes the same `step_s` per
 # step, so the clocks stay aligned and a run of T steps with n_g global and n_b block syncs takes
-#     wall = T * step_s + n_g * (D_g + o_g) + n_b * (D_b + o_b)
-# where D_g, D_b are the collectives the base topology's links give (simulated at message level) and o_g, o_b
-# are the per-sync costs the links do not explain (software, staging, waiting for the slowest). step_s, o_g
-# and o_b are fitted by non-negative least squares on relative residuals; o_b only when some run has block
-# syncs. Two runs with different syncs per step determine step_s and o_g exactly.
+#     wall = T * step_s + n_g * (D_g + f_g + g_g D_g) + n_b * (D_b + f_b + g_b D_b)
+# where D_g, D_b are the collectives the base topology's links give (simulated at message level: the wire time of
+# the payload's bytes on the links, with their latencies) and f + g D the per-sync cost the links do not explain
+# (software, staging, waiting for the slowest): a fixed part f and a part g D that grows with the collective. step_s,
+# f and g are fitted by non-negative least squares on relative residuals; the block terms only when some run has
+# block syncs. f and g are told apart only by runs whose collectives differ (other payloads or K); where all are
+# alike, --sync-split says which carries the cost: "scaled" (f = 0: the software ran the links' collective 1 + g
+# times slower, its latency and its wire time alike, so a model with more bytes pays more) or "fixed" (g = 0: the
+# same cost per sync whatever the bytes). Two runs with different syncs per step determine step_s and one of them.
 from __future__ import annotations
 
 import csv
@@ -107,6 +111,9 @@ def _from_summary(obj: dict[str, Any], path: Path) -> MeasuredRun:
     for key in ("world_size", "steps_done", "wall_s", "syncs", "payload_bytes", "model"):
         if key not in obj:
             raise SimError(f"{where}: missing key {key!r}")
+    if obj.get("engine", "mpi") != "mpi":
+        raise SimError(f"{where}: a run of engine {obj['engine']!r} (its K workers in one process) did not time K "
+                       f"ranks and their syncs; fit on runs of engine mpi (mpirun -n K python -m train)")
     cfg_path = path.with_name("config.json")
     try:
         cfg = json.loads(cfg_path.read_text())
@@ -159,6 +166,9 @@ class RunsFit:
     step_s: float
     overhead_global_s: float
     overhead_block_s: float
+    factor_global: float
+    factor_block: float
+    split: str
     model: str
     B: int
     rows: list[dict[str, Any]]
@@ -168,8 +178,20 @@ class RunsFit:
         return dataclasses.asdict(self)
 
 
-def fit_runs(runs: list[MeasuredRun], base: Topology) -> RunsFit:
-    """step_s, o_g (and o_b) of `wall = T step_s + n_g (D_g + o_g) + n_b (D_b + o_b)` over `runs`, on base's links."""
+SPLITS = ("scaled", "fixed")
+
+
+def _spread(x: np.ndarray, on: np.ndarray) -> bool:
+    """Whether x differs (by > 1 %) between the rows selected by `on`."""
+    v = x[on]
+    return v.size > 1 and float(v.max() - v.min()) > 0.01 * float(np.abs(v).max())
+
+
+def fit_runs(runs: list[MeasuredRun], base: Topology, split: str = "scaled") -> RunsFit:
+    """step_s, f_g, g_g (and f_b, g_b) of `wall = T step_s + n_g (D_g + f_g + g_g D_g) + n_b (D_b + f_b + g_b D_b)`
+    over `runs`, on base's links; `split` ("scaled" or "fixed") decides between f and g where the runs cannot."""
+    if split not in SPLITS:
+        raise SimError(f"sync split must be one of {', '.join(SPLITS)}, got {split!r}")
     if len(runs) < 2:
         raise SimError(f"calibrate --runs needs at least 2 measured runs, got {len(runs)}")
     for r in runs[1:]:
@@ -177,7 +199,7 @@ def fit_runs(runs: list[MeasuredRun], base: Topology) -> RunsFit:
             raise SimError(f"all runs must share model and batch (one step time is fitted): {runs[0].name!r} has "
                            f"{runs[0].model} B={runs[0].B}, {r.name!r} has {r.model} B={r.B}")
     b = base.gpus_per_node
-    X, y, comm = [], [], []
+    X, y, comm, durs = [], [], [], []
     for r in runs:
         try:
             nodes = base.check_workers(r.K)
@@ -187,29 +209,47 @@ def fit_runs(runs: list[MeasuredRun], base: Topology) -> RunsFit:
         d_g = simulate_collective(base, tuple(range(r.K)), glob, float(r.payload_bytes), "inter").duration_s
         d_b = simulate_collective(base, tuple(range(b)), blk, float(r.payload_bytes), "intra").duration_s
         c = r.syncs_global * d_g + r.syncs_block * d_b
-        X.append([r.steps, r.syncs_global, r.syncs_block])
+        # columns: steps, fixed per global sync, per global collective second, the same for block syncs
+        X.append([r.steps, r.syncs_global, r.syncs_global * d_g, r.syncs_block, r.syncs_block * d_b])
         y.append(r.wall_s - c)
         comm.append(c)
+        durs.append((d_g, d_b))
     A, t = np.array(X, dtype=float), np.array(y)
+    D = np.array(durs)
     walls = np.array([r.wall_s for r in runs])
     notes = []
-    cols = [0, 1, 2] if A[:, 2].any() else [0, 1]
-    if len(cols) == 2:
-        notes.append("no run has block syncs: the per-block-sync overhead is not fitted (0)")
+    cols = [0]
+    for lvl, (fc, gc) in (("global", (1, 2)), ("block", (3, 4))):
+        on = A[:, fc] > 0
+        if not on.any():
+            notes.append(f"no run has {lvl} syncs: the per-{lvl}-sync cost is not fitted (0)")
+            continue
+        d = D[:, 0 if lvl == "global" else 1]
+        if _spread(d, on):
+            cols += [fc, gc]
+        elif not d[on].any():  # links that cost nothing: only a fixed cost can carry the syncs
+            cols.append(fc)
+        else:
+            cols.append(gc if split == "scaled" else fc)
+            notes.append(f"every run has the same {lvl} collective: its fitted cost per sync is "
+                         + ("that collective x a factor (--sync-split scaled: it grows with the bytes)"
+                            if split == "scaled" else "a constant (--sync-split fixed: the same for any bytes)"))
     W = A[:, cols] / walls[:, None]
     if np.linalg.matrix_rank(W) < len(cols):
         raise SimError("the runs cannot separate the per-step from the per-sync cost: give runs with different "
                        "syncs per step (e.g. H = 1 and H = 16)")
     coef_s, _ = nnls(W, t / walls)
-    coef = np.zeros(3)
+    coef = np.zeros(5)
     coef[cols] = coef_s
     if len(runs) == len(cols):
         notes.append(f"{len(runs)} runs for {len(cols)} unknowns: an exact fit, no residual to judge it by")
     pred = A @ coef + np.array(comm)
     rows = [{"name": r.name, "K": r.K, "steps": r.steps, "syncs_global": r.syncs_global, "syncs_block": r.syncs_block,
-             "links_s": c, "wall_s": r.wall_s, "fit_s": float(p), "rel_residual": float(p / r.wall_s - 1.0),
-             "source": r.source} for r, c, p in zip(runs, comm, pred)]
-    return RunsFit(step_s=float(coef[0]), overhead_global_s=float(coef[1]), overhead_block_s=float(coef[2]),
+             "links_s": c, "collective_global_s": float(d[0]), "wall_s": r.wall_s, "fit_s": float(p),
+             "rel_residual": float(p / r.wall_s - 1.0), "source": r.source}
+            for r, c, d, p in zip(runs, comm, D, pred)]
+    return RunsFit(step_s=float(coef[0]), overhead_global_s=float(coef[1]), overhead_block_s=float(coef[3]),
+                   factor_global=float(coef[2]), factor_block=float(coef[4]), split=split,
                    model=runs[0].model, B=runs[0].B, rows=rows, notes=notes)
 
 
@@ -219,20 +259,33 @@ def fitted_topology(base: Topology, fit: RunsFit, *, name: str, table: str) -> T
         spec: ModelSpec | None = get_model(fit.model)
     except SimError:
         spec = None
-    if base.compute.kind == "table" and spec is not None:
+    if base.compute.kind in ("table", "layers") and spec is not None:
         scale = fit.step_s / base.compute.seconds(spec, fit.B)
-        compute = dataclasses.replace(base.compute, device=f"{base.compute.device} (fitted)",
-                                      seconds_per_iter=tuple(v * scale for v in base.compute.seconds_per_iter))
-        how = (f"{base.name}'s compute table x{scale:.4g} so that {fit.model} at B={fit.B} takes the fitted "
-               f"{fit.step_s:.6g} s per step (other batches and models keep the table's shape: assumed)")
+        compute = base.compute.scaled(scale, f"{base.compute.device} (fitted)")
+        what = ("compute table" if base.compute.kind == "table"
+                else "compute model (every time of its layer model and its measured steps)")
+        how = (f"{base.name}'s {what} x{scale:.4g} so that {fit.model} at B={fit.B} takes the fitted "
+               f"{fit.step_s:.6g} s per step (other batches and models keep the model's shape: assumed)")
     else:
         compute = ComputeModel(kind="fixed", device="fitted", seconds_per_iter=(fit.step_s,))
         how = f"a fixed {fit.step_s:.6g} s per step (valid for {fit.model} at B={fit.B} only)"
     runs = "; ".join(f"{r['name']}: {r['wall_s']:.6g} s" for r in fit.rows)
-    desc = (f"FITTED to measured wall times by `python -m sim calibrate --runs {table} --base {base.name}`: {runs}. "
-            f"Per step {fit.step_s:.6g} s ({how}); per global sync {fit.overhead_global_s:.6g} s and per block sync "
-            f"{fit.overhead_block_s:.6g} s beyond {base.name}'s link-spec collectives (software, staging, waiting), "
-            f"which stay in the model. Answers: how long do runs like the measured ones take, all costs included, and "
-            f"which H is best there? The link-spec preset {base.name} answers what the wire alone costs.")
+    d0 = fit.rows[0]["collective_global_s"] if fit.rows else 0.0
+    total0 = fit.overhead_global_s + fit.factor_global * d0
+    per_sync = (f"per global sync {fit.overhead_global_s:.6g} s + {fit.factor_global:.6g} x the sync's collective "
+                f"on {base.name}'s links (for {fit.model}: {d0:.4g} s, so {total0:.6g} s), "
+                f"per block sync {fit.overhead_block_s:.6g} s + {fit.factor_block:.6g} x its collective")
+    split = (" A fixed part and a part that grows with the bytes could not both be fitted from these runs: "
+             + ("--sync-split scaled charges the fitted cost as the links' collective x a factor, so a model with "
+                "more bytes pays more (its wire time and latency on the preset's links, scaled alike)"
+                if fit.split == "scaled" else "--sync-split fixed charges the same fitted cost per sync whatever "
+                "the bytes") + ".") if any("every run has the same" in n for n in fit.notes) else ""
+    desc = (f"FITTED to measured wall times by `python -m sim calibrate --runs {table} --base {base.name}"
+            f"{' --sync-split fixed' if fit.split == 'fixed' else ''}`: {runs}. "
+            f"Per step {fit.step_s:.6g} s ({how}); {per_sync}, beyond {base.name}'s link-spec collectives (software, "
+            f"staging, waiting), which stay in the model.{split} Answers: how long do runs like the measured ones "
+            f"take, all costs included, and which H is best there? The link-spec preset {base.name} answers what the "
+            f"wire alone costs.")
     return dataclasses.replace(base, name=name, description=desc, compute=compute,
-                               sync_overhead_s=(fit.overhead_global_s, fit.overhead_block_s))
+                               sync_overhead_s=(fit.overhead_global_s, fit.overhead_block_s),
+                               sync_collective_factor=(fit.factor_global, fit.factor_block))

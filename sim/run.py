@@ -4,7 +4,8 @@
 # before that is "waiting". Collectives then run at message level on the shared network. Block
 # syncs of different nodes overlap in time (they use disjoint intra-node ports). An extra delay per
 # level is added to every worker of the group after the collective, and so is the topology's fitted
-# per-sync software overhead (sync_overhead_s, 0 unless `sim calibrate --runs` wrote it). Compute times
+# per-sync software overhead (sync_overhead_s plus sync_collective_factor times the sync's collective duration, both 0
+# unless `sim calibrate --runs` wrote them). Compute times
 # are the compute model's seconds times the stragglers' and the jitter's per-(worker, step) factors. With `cpu`
 # (ranks sharing one machine's cores, sim/cpushare.py) those seconds are work, and the ranks that compute at the
 # same time share the cores (processor sharing; the fast engine only).
@@ -16,19 +17,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import simpy
 
-from sim.collectives import ALL_ALGORITHMS, FLAT_ALGORITHMS
-from sim.compute import ModelSpec
-from sim.costs import auto_algorithm, eq6
-from sim.cpushare import SharedCPU
 from sim.engine import (
     CollectiveResult,
     CountingEnvironment,
@@ -38,167 +33,15 @@ from sim.engine import (
     start_collective,
 )
 from sim.errors import SimError
-from sim.jitter import StepJitter
-from sim.overlap import bucketed_step, check_buckets, check_overlap_steps, expose
-from sim.schedule import SyncSchedule, total_steps
-from sim.stragglers import Stragglers
-from sim.topology import Topology
+from sim.overlap import bucketed_step, expose
+from sim.runconfig import ALLREDUCE_CHOICES, COMPRESSIONS, RunConfig, RunResult, Timeline, resolve_allreduce
 
-__all__ = ["ALLREDUCE_CHOICES", "COMPRESSIONS", "ENGINES", "RunConfig", "RunResult", "simulate", "resolve_allreduce"]
+__all__ = ["ALLREDUCE_CHOICES", "COMPRESSIONS", "ENGINES", "RunConfig", "RunResult", "Timeline", "simulate",
+           "resolve_allreduce"]
 
 log = logging.getLogger(__name__)
 
-ALLREDUCE_CHOICES = ("auto", "paper") + ALL_ALGORITHMS
-#: Sign compression (SPEC section 2): 1 bit per parameter, gathered with a recursive-doubling
-#: all-gather; "ef-sign" also sends its float32 scale ||p||_1 / d.
-COMPRESSIONS = ("none", "sign", "ef-sign")
 ENGINES = ("fast", "event")
-SCHEMA = "sim.run/1"
-
-
-def _nonneg(name: str, v: object) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise SimError(f"{name} must be a finite number >= 0, got {v!r}")
-
-
-@dataclass(kw_only=True)
-class RunConfig:
-    """One simulated run: K workers of `topology`, training `model` for N samples with batch B per worker."""
-
-    topology: Topology
-    model: ModelSpec
-    K: int
-    B: int
-    N: int
-    schedule: SyncSchedule
-    allreduce: str = "auto"
-    delay_global_s: float = 0.0
-    delay_block_s: float = 0.0
-    stragglers: Stragglers = field(default_factory=Stragglers)
-    jitter: StepJitter = field(default_factory=StepJitter)
-    compression: str = "none"
-    epochs: float | None = None  # for the record only; N is what counts
-    cpu: SharedCPU | None = None  # ranks sharing one machine's cores; None: each worker has its own device
-    leader_allreduce: str = "auto"  # the hierarchical all-reduce's leader algorithm ("auto": MPICH's rule)
-    block_allreduce: str | None = None  # the block syncs' algorithm; None: as resolve_allreduce picks it
-    # hiding communication (sim/overlap.py; fast engine only): gradient buckets of mini-batch steps as (bytes, ready
-    # fraction of the step), and tau of overlapped local-SGD syncs (0: they block)
-    buckets: tuple[tuple[float, float], ...] = ()
-    overlap_steps: int = 0
-
-    def __post_init__(self) -> None:
-        self.nodes_used = self.topology.check_workers(self.K)
-        for name in ("B", "N"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise SimError(f"{name} must be an integer >= 1, got {v!r}")
-        if self.allreduce not in ALLREDUCE_CHOICES:
-            raise SimError(f"allreduce must be one of {', '.join(ALLREDUCE_CHOICES)}, got {self.allreduce!r}")
-        if self.leader_allreduce not in ("auto",) + FLAT_ALGORITHMS:
-            raise SimError(f"leader_allreduce must be one of auto, {', '.join(FLAT_ALGORITHMS)}, "
-                           f"got {self.leader_allreduce!r}")
-        if self.block_allreduce is not None and self.block_allreduce not in FLAT_ALGORITHMS:
-            raise SimError(f"block_allreduce must be one of {', '.join(FLAT_ALGORITHMS)}, got {self.block_allreduce!r}")
-        _nonneg("delay_global_s", self.delay_global_s)
-        _nonneg("delay_block_s", self.delay_block_s)
-        self.stragglers.check_workers(self.K)
-        if self.compression not in COMPRESSIONS:
-            raise SimError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {self.compression!r}")
-        if self.compression != "none" and self.allreduce == "paper":
-            raise SimError(f"compression {self.compression!r} cannot be combined with allreduce 'paper' (eq. 6 mode)")
-        self.buckets = check_buckets(self.buckets)
-        check_overlap_steps(self.overlap_steps)
-        if (self.buckets or self.overlap_steps) and (self.compression != "none" or self.allreduce == "paper"):
-            raise SimError("buckets and overlap_steps model our all-reduces: they cannot go with compression or "
-                           "allreduce 'paper'")
-        if self.overlap_steps > self.schedule.H:
-            raise SimError(f"overlap_steps must be <= H = {self.schedule.H}, got {self.overlap_steps}")
-
-    @property
-    def wire_bytes(self) -> int:
-        """Bytes each worker contributes to a sync: the model, or its packed signs (+ a float32 scale)."""
-        if self.compression == "none":
-            return self.model.bytes
-        return -(-self.model.params // 8) + (4 if self.compression == "ef-sign" else 0)
-
-    def algorithms(self) -> tuple[str, str]:
-        """(global, block) collective: all-reduces of the model, or all-gathers of compressed changes."""
-        if self.compression != "none":
-            return "allgather", "allgather"
-        glob, block = resolve_allreduce(self.allreduce, self.nodes_used, self.topology.gpus_per_node, self.model.bytes)
-        return glob, block if self.block_allreduce is None or block == "paper" else self.block_allreduce
-
-    @property
-    def total_steps(self) -> int:
-        return total_steps(self.N, self.K, self.B)
-
-
-def resolve_allreduce(choice: str, nodes: int, b: int, nbytes: float) -> tuple[str, str]:
-    """(global algorithm over all K ranks, block algorithm over one node's b ranks)."""
-    if choice == "paper":
-        return "paper", "paper"
-    block = auto_algorithm(nbytes) if choice in ("auto", "hierarchical") else choice
-    if choice in ("auto", "hierarchical"):
-        glob = "hierarchical" if nodes > 1 and b > 1 else auto_algorithm(nbytes)
-        return glob, block
-    if choice not in FLAT_ALGORITHMS + ("rail",):
-        raise SimError(f"allreduce must be one of {', '.join(ALLREDUCE_CHOICES)}, got {choice!r}")
-    return choice, block
-
-
-@dataclass(kw_only=True)
-class RunResult:
-    """Per-worker means of the time split, counts and the comparison figures of one run."""
-
-    config: RunConfig
-    engine: str
-    algorithms: tuple[str, str]
-    wall_s: float
-    compute_s: float
-    comm_intra_s: float
-    comm_inter_s: float
-    wait_s: float
-    delay_s: float
-    syncs_block: int
-    syncs_global: int
-    bytes_intra: float
-    bytes_inter: float
-    comm_accounted_s: float
-    sim_seconds: float
-    sim_events: int
-    overhead_s: float = 0.0
-    hidden_s: float = 0.0   # communication that ran beside computation (mean per worker; not in comm_*_s)
-
-    def to_json(self) -> dict[str, Any]:
-        c = self.config
-        t, s = c.topology, c.schedule
-        n = c.wire_bytes
-        C1, C2 = t.intra.message_s(n), t.inter.message_s(n)
-        e6 = eq6(K=c.K, servers=c.nodes_used, N=c.N, B=c.B, H=s.H, Hb=s.Hb, C1=C1, C2=C2)
-        single = total_steps(c.N, 1, c.B) * t.compute.seconds(c.model, c.B)
-        source, note = t.compute.provenance(c.model)
-        return {
-            "schema": SCHEMA, "topology": t.name, "nodes": c.nodes_used, "gpus_per_node": t.gpus_per_node,
-            "K": c.K, "model": c.model.name, "model_bytes": c.model.bytes,
-            "compression": c.compression, "wire_bytes": n, "B": c.B, "N": c.N, "epochs": c.epochs,
-            "algorithm": s.algorithm, "H": s.H, "Hb": s.Hb, "switch_step": s.switch_step,
-            "warmup": s.warmup, "warmup_steps": s.warmup_steps, "total_steps": c.total_steps,
-            "allreduce": c.allreduce, "allreduce_global": self.algorithms[0],
-            "allreduce_block": self.algorithms[1], "delay_global_s": c.delay_global_s,
-            "delay_block_s": c.delay_block_s, "stragglers": c.stragglers.to_json(), "jitter": c.jitter.to_json(),
-            "link_sharing": t.link_sharing, "sync_overhead_global_s": t.sync_overhead_s[0],
-            "sync_overhead_block_s": t.sync_overhead_s[1], "compute_source": source, "compute_note": note,
-            "step_s": t.compute.seconds(c.model, c.B), "engine": self.engine,
-            "wall_s": self.wall_s, "compute_s": self.compute_s, "comm_intra_s": self.comm_intra_s,
-            "comm_inter_s": self.comm_inter_s, "wait_s": self.wait_s, "delay_s": self.delay_s,
-            "overhead_s": self.overhead_s,
-            "syncs_block": self.syncs_block, "syncs_global": self.syncs_global,
-            "bytes_intra": self.bytes_intra, "bytes_inter": self.bytes_inter,
-            "comm_accounted_s": self.comm_accounted_s, "eq6_s": e6, "eq6_C1_s": C1, "eq6_C2_s": C2,
-            "single_worker_s": single, "speedup": single / self.wall_s if self.wall_s > 0 else None,
-            "sim_seconds": self.sim_seconds, "sim_events": self.sim_events,
-            "buckets": [list(b) for b in c.buckets], "overlap_steps": c.overlap_steps, "hidden_s": self.hidden_s,
-        }
 
 
 def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, CollectiveResult]:
@@ -209,10 +52,29 @@ def _collectives(cfg: RunConfig) -> tuple[tuple[str, str], CollectiveResult, Col
     return algs, gres, bres
 
 
+def _overheads(cfg: RunConfig, gres: CollectiveResult, bres: CollectiveResult) -> tuple[float, float]:
+    """Fitted seconds per (global, block) sync: the fixed part plus the factor times that sync's collective."""
+    (og, ob), (fg, fb) = cfg.topology.sync_overhead_s, cfg.topology.sync_collective_factor
+    return og + fg * gres.duration_s, ob + fb * bres.duration_s
+
+
 def _factors(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
     """Compute-time factors of the next n_steps steps: stragglers times jitter, each continuing its stream."""
     f = cfg.stragglers.block(n_steps, K) if cfg.stragglers.active else np.ones((n_steps, K))
     return f * cfg.jitter.block(n_steps, K) if cfg.jitter.active else f
+
+
+#: At most this many (step, worker) factors are drawn at once: memory stays bounded at any K x steps.
+FACTOR_CHUNK = 1 << 21
+
+
+def _factor_sums(cfg: RunConfig, n_steps: int, K: int) -> np.ndarray:
+    """Per worker, the sum of the next n_steps factors, drawn in chunks of rows (the streams are the same)."""
+    rows = max(1, FACTOR_CHUNK // K)
+    total = np.zeros(K)
+    for a in range(0, n_steps, rows):
+        total += _factors(cfg, min(rows, n_steps - a), K).sum(axis=0)
+    return total
 
 
 def _fast(cfg: RunConfig) -> RunResult:
@@ -225,7 +87,7 @@ def _fast(cfg: RunConfig) -> RunResult:
     strag.reset()
     jit.reset()
     random = strag.active or jit.active
-    og, ob = cfg.topology.sync_overhead_s
+    og, ob = _overheads(cfg, gres, bres)
     clock, comp, wait = np.zeros(K), np.zeros(K), np.zeros(K)
     intra, inter, delay, hidden = np.zeros(K), np.zeros(K), np.zeros(K), np.zeros(K)
     g_intra, g_inter = gres.finish_s - gres.inter_s, gres.inter_s
@@ -239,15 +101,24 @@ def _fast(cfg: RunConfig) -> RunResult:
     book = (intra, inter, delay, hidden)  # what expose() books a hidden sync's waited part to
     # overlapped sync in flight: (due step, per-rank completion time, its intra and inter seconds, its delay)
     pending: tuple[int, np.ndarray, np.ndarray, np.ndarray, float] | None = None
+    tl_steps: list[int] = []
+    tl_levels: list[str] = []
+    tl_ready: list[float] = []
+    tl_end: list[float] = []
 
     def compute(nsteps: int) -> np.ndarray:
         """Advance every rank by `nsteps` steps; returns the wall time of the last of them per rank."""
         nonlocal clock
         if nsteps <= 0:
             return np.zeros(K)
-        f = _factors(cfg, nsteps, K) if random else None
-        work = c0 * f.sum(axis=0) if f is not None else np.full(K, c0 * nsteps)
-        last = c0 * f[-1] if f is not None else np.full(K, c0)
+        last = np.full(K, c0)
+        if not random:
+            work = np.full(K, c0 * nsteps)
+        elif cfg.buckets:  # the last step's own factor times a bucketed step's backward
+            last = c0 * _factors(cfg, 1, K)[0]
+            work = c0 * _factor_sums(cfg, nsteps - 1, K) + last
+        else:
+            work = c0 * _factor_sums(cfg, nsteps, K)
         dt = work
         if cfg.cpu is not None and cfg.overlap_steps:  # no barrier keeps the ranks in step: all K compute at once
             dt = work / cfg.cpu.rate(K)
@@ -255,7 +126,7 @@ def _fast(cfg: RunConfig) -> RunResult:
             dt = cfg.cpu.finish(clock, work) - clock
         clock = clock + dt
         comp[:] += dt
-        return np.asarray(dt * last / work)
+        return np.divide(dt * last, work, out=np.zeros(K), where=work > 0)  # c0 = 0: paper mode, no compute
 
     def apply() -> None:
         """Each rank waits for what is left of the pending overlapped sync."""
@@ -276,12 +147,14 @@ def _fast(cfg: RunConfig) -> RunResult:
         prev = step
         if pending is not None:
             apply()
+        tl_steps.append(step)
+        tl_levels.append(level)
+        tl_ready.append(float(clock.max()))
         final = step == T - 1
         if cfg.buckets and step < grad_until:       # gradient buckets all-reduced during backward
             n_g += 1
             clock = bucketed_step(clock, last, cfg.buckets, bucket_res, cfg.delay_global_s, book) + og
-            continue
-        if cfg.overlap_steps and not final:           # overlapped: the ranks go on computing
+        elif cfg.overlap_steps and not final:         # overlapped: the ranks go on computing
             if level == "global":
                 n_g += 1
                 start = float(clock.max())
@@ -293,8 +166,7 @@ def _fast(cfg: RunConfig) -> RunResult:
                 start_b = grid.max(axis=1, keepdims=True)
                 pending = (step + cfg.overlap_steps, (start_b + b_fin).ravel() + cfg.delay_block_s + ob, b_intra,
                            b_inter, cfg.delay_block_s)
-            continue
-        if level == "global":
+        elif level == "global":
             n_g += 1
             start = clock.max()
             wait += start - clock
@@ -311,6 +183,7 @@ def _fast(cfg: RunConfig) -> RunResult:
             intra += b_intra
             inter += b_inter
             delay += cfg.delay_block_s
+        tl_end.append(float(clock.max()))  # an overlapped sync: the ranks went on, its end is its start
     nb = min(T, grad_until) if cfg.buckets else 0  # bucketed syncs
     return RunResult(
         config=cfg, engine="fast", algorithms=algs, wall_s=float(clock.max()), compute_s=float(comp.mean()),
@@ -322,7 +195,13 @@ def _fast(cfg: RunConfig) -> RunResult:
         + nb * sum(r.bytes_inter for r in bucket_res),
         comm_accounted_s=(n_g - nb) * gres.duration_s + n_b * nodes * bres.duration_s
         + nb * sum(r.duration_s for r in bucket_res), sim_seconds=0.0,
-        sim_events=events, hidden_s=float(hidden.mean()))
+        sim_events=events, hidden_s=float(hidden.mean()), collective_s=(gres.duration_s, bres.duration_s),
+        overhead_per_sync_s=(og, ob), timeline=_timeline(tl_steps, tl_levels, tl_ready, tl_end))
+
+
+def _timeline(steps: list[int], levels: list[str], ready: list[float], end: list[float]) -> Timeline:
+    return Timeline(steps=np.asarray(steps, dtype=np.int64), levels=tuple(levels),
+                    ready_s=np.asarray(ready, dtype=np.float64), end_s=np.asarray(end, dtype=np.float64))
 
 
 def _event(cfg: RunConfig) -> RunResult:
@@ -339,12 +218,14 @@ def _event(cfg: RunConfig) -> RunResult:
     cfg.stragglers.reset()
     cfg.jitter.reset()
     factors = _factors(cfg, T, K) if cfg.stragglers.active or cfg.jitter.active else None
-    over = dict(zip(("global", "block"), t.sync_overhead_s))
+    _, gres, bres = _collectives(cfg)  # memoised: only the fitted overhead's factor needs their durations
+    over = dict(zip(("global", "block"), _overheads(cfg, gres, bres)))
     env = CountingEnvironment()
     net = Network(env, t)
     acc = {k: np.zeros(K) for k in ("compute", "wait", "intra", "inter", "delay", "overhead", "finish")}
     barriers: dict[tuple[int, int], dict[str, Any]] = {}
     totals = {"block": 0, "global": 0, "bytes_intra": 0.0, "bytes_inter": 0.0, "accounted": 0.0}
+    marks: dict[int, list[Any]] = {}  # sync number -> [step, level, last arrival, last end] over all workers
 
     def worker(k: int) -> Generator[simpy.Event, Any, None]:
         node, n_sync = k // b, 0
@@ -361,6 +242,8 @@ def _event(cfg: RunConfig) -> RunResult:
             ranks = tuple(range(K)) if level == "global" else tuple(range(node * b, node * b + b))
             bar = barriers.setdefault((n_sync, gid), {"n": 0, "ev": env.event(), "max_fin": 0.0})
             arrive = env.now
+            mark = marks.setdefault(n_sync, [step, level, 0.0, 0.0])
+            mark[2] = max(mark[2], arrive)
             bar["n"] += 1
             if bar["n"] == len(ranks):
                 paper = t.inter if level == "global" else t.intra  # eq. (6): global syncs cost C2
@@ -389,6 +272,7 @@ def _event(cfg: RunConfig) -> RunResult:
                 yield env.timeout(d + over[level])
             acc["delay"][k] += d
             acc["overhead"][k] += over[level]
+            mark[3] = max(mark[3], env.now)
         acc["finish"][k] = env.now
 
     for k in range(K):
@@ -401,7 +285,9 @@ def _event(cfg: RunConfig) -> RunResult:
         delay_s=float(acc["delay"].mean()), overhead_s=float(acc["overhead"].mean()),
         syncs_block=int(totals["block"]), syncs_global=int(totals["global"]),
         bytes_intra=totals["bytes_intra"], bytes_inter=totals["bytes_inter"],
-        comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events)
+        comm_accounted_s=totals["accounted"], sim_seconds=0.0, sim_events=env.n_events,
+        collective_s=(gres.duration_s, bres.duration_s), overhead_per_sync_s=(over["global"], over["block"]),
+        timeline=_timeline(*(list(col) for col in zip(*(marks[i] for i in sorted(marks))))))
 
 
 def simulate(cfg: RunConfig, engine: str = "fast") -> RunResult:

@@ -12,9 +12,10 @@ from sim.atomic import atomic_open
 from sim.compute import ComputeModel
 from sim.costs import LevelCost
 from sim.errors import SimError
+from sim.plausible import level_warnings, step_warnings, warn_once
 
 __all__ = ["Level", "Topology", "LINK_SHARING", "PRESET_DIR", "preset_names", "load_topology", "save_topology",
-           "topology_from_json"]
+           "topology_from_json", "topology_warnings"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 LEVEL_NAMES = ("intra", "inter")
@@ -83,7 +84,9 @@ class Topology:
     ``link_sharing``: "fair" (concurrent messages share a port or NIC direction max-min fairly, each
     keeping its own latency) or "fifo" (one message at a time). ``sync_overhead_s``: seconds added to
     every (global, block) sync on top of its collective, the per-sync software cost that
-    `sim calibrate --runs` fits (0 for link-spec presets).
+    `sim calibrate --runs` fits (0 for link-spec presets). ``sync_collective_factor``: besides, every sync costs
+    this many times its own collective on the links (the fitted cost's part that grows with the bytes: the software
+    ran the collective 1 + factor times slower than the links allow); 0 for link-spec presets.
     """
 
     name: str
@@ -95,6 +98,7 @@ class Topology:
     description: str = ""
     link_sharing: str = "fair"
     sync_overhead_s: tuple[float, float] = (0.0, 0.0)  # (global, block): fitted software cost per sync
+    sync_collective_factor: tuple[float, float] = (0.0, 0.0)  # (global, block): fitted cost per sync / collective
 
     def __post_init__(self) -> None:
         for key in ("nodes", "gpus_per_node"):
@@ -109,6 +113,13 @@ class Topology:
         for name, v in zip(("global", "block"), over):
             _num("sync_overhead_s ", name, v)
         object.__setattr__(self, "sync_overhead_s", tuple(float(v) for v in over))
+        fac = tuple(self.sync_collective_factor)
+        if len(fac) != 2:
+            raise SimError(f"sync_collective_factor must be (global, block) factors, got "
+                           f"{self.sync_collective_factor!r}")
+        for name, v in zip(("global", "block"), fac):
+            _num("sync_collective_factor ", name, v)
+        object.__setattr__(self, "sync_collective_factor", tuple(float(v) for v in fac))
 
     @property
     def gpus(self) -> int:
@@ -129,11 +140,14 @@ class Topology:
         return {"name": self.name, "description": self.description, "nodes": self.nodes,
                 "gpus_per_node": self.gpus_per_node, "intra": self.intra.to_json(),
                 "inter": self.inter.to_json(), "compute": self.compute.to_json(), "link_sharing": self.link_sharing,
-                "sync_overhead_s": {"global": self.sync_overhead_s[0], "block": self.sync_overhead_s[1]}}
+                "sync_overhead_s": {"global": self.sync_overhead_s[0], "block": self.sync_overhead_s[1]},
+                **({"sync_collective_factor": {"global": self.sync_collective_factor[0],
+                                               "block": self.sync_collective_factor[1]}}
+                   if any(self.sync_collective_factor) else {})}
 
 
 TOP_KEYS = {"name", "description", "nodes", "gpus_per_node", "intra", "inter", "compute", "link_sharing",
-            "sync_overhead_s"}
+            "sync_overhead_s", "sync_collective_factor"}
 OVERHEAD_KEYS = ("global", "block")
 LEVEL_KEYS = {"latency_s", "bandwidth_GBps", "overhead_s", "gamma_s_per_byte"}
 
@@ -169,18 +183,37 @@ def topology_from_json(obj: object, where: str = "topology") -> Topology:
     if not isinstance(over, dict) or set(over) - set(OVERHEAD_KEYS):
         raise SimError(f"{where}: 'sync_overhead_s' must be a JSON object with keys global and block "
                        f"(seconds per sync), got {over!r}")
+    fac = obj.get("sync_collective_factor", {})
+    if not isinstance(fac, dict) or set(fac) - set(OVERHEAD_KEYS):
+        raise SimError(f"{where}: 'sync_collective_factor' must be a JSON object with keys global and block "
+                       f"(times the sync's collective), got {fac!r}")
     try:
         compute = ComputeModel.from_json(obj["compute"], "compute")
         return Topology(name=str(obj["name"]), description=str(obj.get("description", "")),
                         nodes=obj["nodes"], gpus_per_node=obj["gpus_per_node"],
                         intra=_level(obj["intra"], "intra", where), inter=_level(obj["inter"], "inter", where),
                         compute=compute, link_sharing=obj.get("link_sharing", "fair"),
-                        sync_overhead_s=(over.get("global", 0.0), over.get("block", 0.0)))
+                        sync_overhead_s=(over.get("global", 0.0), over.get("block", 0.0)),
+                        sync_collective_factor=(fac.get("global", 0.0), fac.get("block", 0.0)))
     except SimError as e:
         msg = str(e)
         raise SimError(msg if msg.startswith(where) else f"{where}: {msg}") from None
     except TypeError as e:
         raise SimError(f"{where}: {e}") from None
+
+
+def topology_warnings(topo: Topology, where: str) -> list[str]:
+    """One line per physically implausible value of `topo` (sim/plausible.py)."""
+    out = []
+    for lv in (topo.intra, topo.inter):
+        out += level_warnings(where, lv.name or "level", lv.latency_s, lv.bandwidth_GBps)
+    c = topo.compute
+    if c.kind in ("table", "fixed"):
+        out += step_warnings(where, "compute seconds_per_iter", c.seconds_per_iter)
+    elif c.kind == "layers":
+        for model, _, seconds in c.measured:
+            out += step_warnings(where, f"compute measured[{model!r}] seconds_per_iter", seconds)
+    return out
 
 
 def preset_names() -> list[str]:
@@ -204,7 +237,10 @@ def load_topology(spec: str | os.PathLike[str]) -> Topology:
                        f"column {e.colno}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SimError(f"cannot read topology file {str(path)!r}: {e}") from None
-    return topology_from_json(obj, f"topology file {str(path)!r}")
+    where = f"topology file {str(path)!r}"
+    topo = topology_from_json(obj, where)
+    warn_once(topology_warnings(topo, where))
+    return topo
 
 
 def save_topology(topo: Topology, path: str | os.PathLike[str]) -> None:

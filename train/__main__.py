@@ -35,7 +35,11 @@ def _entry() -> int:
                   flush=True)
         else:
             traceback.print_exc()
-            print(f"rank {rank}: aborting the MPI job after {type(exc).__name__}", file=sys.stderr, flush=True)
+            if size > 1:
+                print(f"rank {rank}: aborting the MPI job after {type(exc).__name__}", file=sys.stderr, flush=True)
+            else:  # no MPI job to abort: say what happened and where it belongs
+                print(f"error: unexpected {type(exc).__name__} (a bug: please report it with the traceback above)",
+                      file=sys.stderr, flush=True)
         if mpi is not None and size > 1:
             # MPI_Abort kills the job at once; give the launcher a moment to forward the message printed above
             # (without it, about one run in ten lost its only error line).

@@ -177,8 +177,13 @@ class LocalSGD:
                              "gpus_per_node=G) or TorchBackend(block_size=G)")
         self.flat = FlatTensors(self.params)
         self._grad_buf: torch.Tensor | None = None
+        # A backend may hold several workers' replicas of every parameter, stacked along dim 0 (train/virtual.py):
+        # its collectives combine the replicas, and it builds the per-replica compressor.
+        self.replicas = int(getattr(self.backend, "replicas", 1))
+        make_compressor = getattr(self.backend, "make_compressor", None) or SignCompressor
         self.compressor = None if compress == "none" else \
-            SignCompressor(compress, self.flat.numel, dtype=self.params[0].dtype, sign_scale=sign_scale)
+            make_compressor(compress, self.flat.numel // self.replicas, dtype=self.params[0].dtype,
+                            sign_scale=sign_scale)
         self.steps = 0  # optimiser steps taken so far (the step counter of torch's averagers)
         if broadcast:
             self.backend.broadcast(self.flat.pack(), 0)
@@ -235,9 +240,14 @@ class LocalSGD:
         return alg == "minibatch" or (alg == "postlocal" and self.steps < self.schedule.switch_step)
 
     @property
+    def model_nbytes(self) -> int:
+        """Bytes of one worker's flat model (or gradients), uncompressed."""
+        return int(self.flat.nbytes) // self.replicas
+
+    @property
     def nbytes(self) -> int:
         """Bytes one rank sends per sync: the flat model (or gradients), or its compressed payload."""
-        return int(self.flat.nbytes) if self.compressor is None else self.compressor.nbytes
+        return self.model_nbytes if self.compressor is None else int(self.compressor.nbytes)
 
     def _lr(self, lr: float | None) -> float:
         if lr is None:

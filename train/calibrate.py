@@ -34,6 +34,7 @@ from sim.calibrate import fit_level, read_bench
 from sim.errors import SimError
 from train.config import TrainConfig
 from train.errors import TrainError
+from train.fitcheck import assess
 from train.metrics import write_json_atomic
 from train.predict import MACHINE_SCHEMA, WAIT_FORMS, calibration_code_version, profile_model, scheduling_wait
 
@@ -281,11 +282,21 @@ def run_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
                      "nodes": 1, "gpus_per_node": cpu, "intra": level, "inter": level,
                      "compute": {"kind": "fixed", "device": "cpu", "seconds_per_iter": [t_alone]}},
     }
+    if ns.profile_models:  # the compute profile of the listed models, for predictions of other models
+        from train.stepprofile import profile_section
+        machine["compute_profile"] = profile_section(ns.profile_models, ns.profile_batches, ns.profile_repeats,
+                                                     lambda s: log.info("profile: %s", s))
+    machine["quality"] = assess(machine)  # written even when it fails: what was measured is kept
     write_json_atomic(ns.out, machine)
     return machine
 
 
 def _cmd(ns: argparse.Namespace) -> int:
+    if ns.profile_repeats < 1:
+        raise TrainError(f"profile_repeats must be an integer >= 1, got {ns.profile_repeats}")
+    if ns.profile_only:
+        from train.stepprofile import cmd_profile_only
+        return cmd_profile_only(ns)
     if ns.steps < 16:
         raise TrainError(f"steps must be an integer >= 16, got {ns.steps}")
     if not ns.probe_ranks or min(ns.probe_ranks) < 2:
@@ -319,6 +330,14 @@ def _cmd(ns: argparse.Namespace) -> int:
           f"{1e3 * st.get('checkpoint_s_per_write', 0.0):.2f} ms per checkpoint")
     print(f"load average {m['load_avg_before'][0]:.2f} before, {m['load_avg_after'][0]:.2f} after; "
           f"took {m['calibration_s']:.1f} s; wrote {ns.out}")
+    q = m["quality"]
+    if not q["ok"]:
+        for problem in q["problems"]:
+            print(f"WARNING: {problem}", file=sys.stderr)
+        print(f"WARNING: this calibration does not explain its own measurements (rule: {q['rule']}); --predict "
+              f"will warn on every use of {ns.out}; recalibrate on a quieter machine (exit status 3)",
+              file=sys.stderr, flush=True)
+        return 3
     return 0
 
 
@@ -327,6 +346,14 @@ def _ints(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,6, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated model names like resnet20,wideresnet16-4, got "
+                                         f"{text!r}")
+    return names
 
 
 def register(sub: Any) -> None:
@@ -347,5 +374,14 @@ def register(sub: Any) -> None:
     p.add_argument("--bench-sizes", default="1K,16K,64K,256K,1M", help="comm bench message sizes")
     p.add_argument("--iters", type=int, default=20, help="comm bench timed iterations per cell")
     p.add_argument("--mpirun", default=None, help="mpirun to use (default: beside python, else on PATH)")
+    p.add_argument("--profile-models", type=_names, default=[], metavar="M1,M2",
+                   help="also time one step of these models (CPU seconds, one thread) at --profile-batches and fit "
+                        "the layer model that predicts other models' step times (e.g. resnet20,wideresnet16-4)")
+    p.add_argument("--profile-batches", type=_ints, default=[8, 32, 64], metavar="B1,B2",
+                   help="batch sizes of the profile (default: 8,32,64)")
+    p.add_argument("--profile-repeats", type=int, default=5,
+                   help="repeats of each profile point, interleaved; the median counts (default: %(default)s)")
+    p.add_argument("--profile-only", action="store_true",
+                   help="measure only the profile (of --profile-models, else --model) and write it to --out")
     p.add_argument("--json", action="store_true", help="print the machine file")
     p.set_defaults(calibrate=_cmd)

@@ -17,6 +17,7 @@ import torch
 
 from atomicio import OutputError, atomic_open, describe_oserror, write_json_atomic
 from train.errors import AgreedError, AgreedOutputError, TrainError
+from train.launch import resume_command
 
 __all__ = ["save_checkpoint", "load_checkpoint", "latest_checkpoint", "rank_file", "read_rank_file",
            "checkpoint_sets"]
@@ -88,7 +89,7 @@ def save_checkpoint(run_dir: str | os.PathLike[str], step: int, state: dict[str,
         if rank == 0 and path.parent.name != _named(root):
             shutil.rmtree(path.parent, ignore_errors=True)  # incomplete; latest.json names the last complete set
         raise AgreedOutputError(f"{errors[0]}; the run stops here and can be resumed from its last complete "
-                                f"checkpoint (--resume {run_dir}) once the problem is fixed")
+                                f"checkpoint ({resume_command(run_dir, world.Get_size())}) once the problem is fixed")
     return path
 
 

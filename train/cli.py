@@ -7,159 +7,25 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
 from atomicio import OutputError, check_output_dir
 from sim.clivocab import group_by_topic, name_flags, typed_options
-from train.config import BN_EVAL, DATASETS, MOMENTUM_VARIANTS, TrainConfig, parse_straggler
+from train.cliflags import DEFAULTS as _D
+from train.cliflags import FLAGS as _FLAGS
+from train.cliflags import TOPICS as _TOPICS
+from train.cliflags import straggler_arg as _straggler
+from train.config import TrainConfig
 from train.errors import AgreedInterrupt, TrainError
-from train.launch import RankZeroParser, launch_nodes, launch_rank_size
-from train.models import MODEL_HELP
+from train.launch import RankZeroParser, launch_local_size, launch_nodes, launch_rank_size
 from train.signals import EARLY
+from train.summarytable import format_summary
 
 #: Free space a run folder must have before a run starts (checkpoints, metrics); a later full disk is still handled.
 MIN_FREE = 16 << 20
 
 __all__ = ["main", "build_parser", "config_from_args", "launch_rank_size", "format_summary"]
-
-_D = TrainConfig()
-
-
-def _fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.5,0.75, got {text!r}") from None
-
-
-def _bytes(text: str) -> int:
-    from sim.overlap import parse_bytes
-    try:
-        return parse_bytes(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _straggler(text: str) -> tuple[int, float]:
-    try:
-        return parse_straggler(text)
-    except TrainError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-# (flag, field, type, help); defaults come from TrainConfig so the help shows them.
-_FLAGS: list[tuple[str, str, Callable[[str], Any] | None, str]] = [
-    ("--model", "model", str, f"model: {MODEL_HELP}"),
-    ("--width", "width", int, "base width (channels) of the resnetD family (16 = the paper's ResNet-20)"),
-    ("--dropout", "dropout", float, "dropout of the LSTM and WideResNet"),
-    ("--dataset", "dataset", str, f"one of {', '.join(DATASETS)}"),
-    ("--data-dir", "data_dir", str, "folder with the dataset files (CIFAR batches, w8a, wiki.*.tokens)"),
-    ("--synthetic-train", "synthetic_train", int, "synthetic training samples"),
-    ("--synthetic-test", "synthetic_test", int, "synthetic test samples"),
-    ("--synthetic-classes", "synthetic_classes", int, "synthetic classes (vocabulary size for lstm)"),
-    ("--synthetic-size", "synthetic_size", int, "synthetic images are 3 x SIZE x SIZE"),
-    ("--synthetic-noise", "synthetic_noise", float, "noise std around the synthetic class templates"),
-    ("--test-fraction", "test_fraction", float, "w8a: share held out as the test set (fixed split)"),
-    ("--bptt", "bptt", int, "LSTM sequence length (backpropagation through time)"),
-    ("--lm-state", "lm_state", str, ("LSTM hidden state: carry (from batch to batch over contiguous text, truncated "
-                                    "BPTT), reset (zero for every sequence; sequences shuffled like images), auto "
-                                    "(carry on wikitext2, reset on synthetic)")),
-    ("--algorithm", "algorithm", str, "minibatch, local, postlocal or hierarchical"),
-    ("--H", "H", int, "local steps between syncs (target H after the local-step warm-up)"),
-    ("--Hb", "Hb", int, "hierarchical: block syncs per global sync (1 = plain local SGD)"),
-    ("--gpus-per-node", "gpus_per_node", int, ("hierarchical: virtual blocks of this many consecutive ranks "
-                                              "(default: the real shared-memory nodes)")),
-    ("--switch-step", "switch_step", int, "postlocal: first local step (default: the first lr decay)"),
-    ("--switch-epoch", "switch_epoch", float, "postlocal: switch at this epoch instead"),
-    ("--local-warmup", "local_warmup", str, "local-step warm-up shape: constant, linear or exponential"),
-    ("--local-warmup-steps", "local_warmup_steps", int, "local-step warm-up length in steps"),
-    ("--local-warmup-epochs", "local_warmup_epochs", float, "local-step warm-up length in epochs"),
-    ("--momentum-variant", "momentum_variant", str, (f"one of {', '.join(MOMENTUM_VARIANTS)} (SPEC section 2; "
-                                                    "slowmo: docs/README-averager.md)")),
-    ("--global-momentum", "global_momentum", float, "m_g of the global and hybrid momentum variants"),
-    ("--slow-lr", "slow_lr", float, ("slowmo: slow learning rate alpha (alpha = 1 is hybrid momentum with "
-                                    "m_g = --slow-momentum)")),
-    ("--slow-momentum", "slow_momentum", float, "slowmo: slow momentum beta (docs/README-averager.md)"),
-    ("--slow-buffers", "slow_buffers", str, ("slowmo: keep or reset the local momentum buffers at each global "
-                                            "sync")),
-    ("--allreduce", "allreduce", str, "comm algorithm: auto, recursive_doubling, rabenseifner, ring, native"),
-    ("--compress", "compress", str, ("none, sign (majority vote) or ef-sign (error feedback): each sync all-gathers "
-                                    "the packed 1-bit signs of the model change (docs/README-compress.md)")),
-    ("--sign-scale", "sign_scale", float, "sign: the majority vote moves each coordinate by SIGN_SCALE * lr"),
-    ("--bucket-size", "bucket_size", _bytes, ("mini-batch steps: gradient buckets of this many bytes (e.g. 256K), "
-                                              "each all-reduced as soon as backward has produced it; 0: one "
-                                              "all-reduce after backward (docs/README-overlap.md)")),
-    ("--first-bucket-size", "first_bucket_size", _bytes, "the first (smaller) gradient bucket, in bytes"),
-    ("--overlap-steps", "overlap_steps", int, ("--overlap: tau, the local steps a sync runs beside; its average is "
-                                              "applied after them (1 <= tau <= H)")),
-    ("--progress", "progress", str, ("how nonblocking all-reduces advance: thread (comm's helper thread) or poll "
-                                    "(from the training's own hooks)")),
-    ("--outer-optimizer", "outer_optimizer", str, ("none, sgd or nesterov: DiLoCo's outer step on the "
-                                                  "pseudo-gradient anchor - avg(x) at every global sync")),
-    ("--outer-lr", "outer_lr", float, "learning rate of the outer optimizer"),
-    ("--outer-momentum", "outer_momentum", float, "momentum of the outer optimizer"),
-    ("--sampler", "sampler", str, ("stream (per-epoch shuffled slices), or iid / shuffle: the convex simulator's "
-                                  "shared sampler (sim.convex.sampler)")),
-    ("--dtype", "dtype", str, "float32 or float64 parameters and data"),
-    ("--lr-schedule", "lr_schedule", str, ("protocol (SPEC section 3), or the convex rules with c = --lr: decay "
-                                          "(min(--lr-cap, c n/(t+1))) or const (--lr-cap * c)")),
-    ("--lr-cap", "lr_cap", float, "cap of the decay and const learning-rate schedules"),
-    ("--batch-size", "batch_size", int, "per-worker batch: B (minibatch) or B_loc (local variants)"),
-    ("--epochs", "epochs", float, "epochs of data the K workers access together (may be fractional)"),
-    ("--lr", "lr", float, "base learning rate gamma_0 for one worker at batch --lr-ref-batch"),
-    ("--lr-ref-batch", "lr_ref_batch", int, "batch the base learning rate is tuned for"),
-    ("--lr-scaling", "lr_scaling", str, "linear (peak = lr K B / ref batch) or none"),
-    ("--lr-warmup-epochs", "lr_warmup_epochs", float, "epochs of linear warm-up from lr to the scaled peak"),
-    ("--lr-decay-at", "lr_decay_at", _fractions, "fractions of all samples where lr is divided (e.g. 0.5,0.75)"),
-    ("--lr-decay-factor", "lr_decay_factor", float, "divisor at each decay"),
-    ("--momentum", "momentum", float, "local Nesterov momentum"),
-    ("--weight-decay", "weight_decay", float, "weight decay (never on BatchNorm parameters)"),
-    ("--clip-grad-norm", "clip_grad_norm", float, ("clip each step's gradient to this L2 norm (after a mini-batch "
-                                                   "step's all-reduce; per worker in local steps); none by default")),
-    ("--bn-eval", "bn_eval", str, (f"BatchNorm statistics for evaluation: {' or '.join(BN_EVAL)} "
-                                  "(average = mean of the workers' statistics; rank0 = rank 0's)")),
-    ("--eval-every", "eval_every", float, "epochs between evaluations of the synchronised model"),
-    ("--log-every", "log_every", int, "steps between step records in metrics.jsonl"),
-    ("--target-acc", "target_acc", float, "test accuracy for the time-to-accuracy figure (0..1)"),
-    ("--global-sync-delay", "global_sync_delay", float, "seconds added to every global sync (slow network)"),
-    ("--block-sync-delay", "block_sync_delay", float, "seconds added to every block sync"),
-    ("--checkpoint-every", "checkpoint_every", float, ("epochs between checkpoints, the last two kept (0: only at "
-                                                      "the end and at a pause or stop)")),
-    ("--checkpoint-minutes", "checkpoint_minutes", float, ("also checkpoint at the first global-sync check this "
-                                                          "many minutes after the last checkpoint (0: off)")),
-    ("--stop-at-epoch", "stop_at_epoch", float, "pause at this epoch: checkpoint and exit (continue with --resume)"),
-    ("--seed", "seed", int, "seed of the model initialisation, the data order and augmentation"),
-    ("--device", "device", str, "auto (cuda:(local rank %% GPUs) when CUDA is present), cpu or cuda"),
-    ("--out-dir", "out_dir", str, "run folder (default runs/train-<UTC time>-<algorithm>-K<ranks>)"),
-]
-
-
-#: --help topics: (title, flags); a flag not listed here stays under argparse's "options".
-_TOPICS: list[tuple[str, tuple[str, ...]]] = [
-    ("model & data", ("--model", "--width", "--dropout", "--dataset", "--data-dir", "--synthetic-train",
-                      "--synthetic-test", "--synthetic-classes", "--synthetic-size", "--synthetic-noise",
-                      "--test-fraction", "--bptt", "--lm-state", "--sampler", "--dtype", "--seed", "--device")),
-    ("algorithm & schedule", ("--algorithm", "--H", "--Hb", "--gpus-per-node", "--switch-step", "--switch-epoch",
-                              "--local-warmup", "--local-warmup-steps", "--local-warmup-epochs", "--epochs")),
-    ("optimisation & learning rate", ("--batch-size", "--lr", "--lr-ref-batch", "--lr-scaling",
-                                      "--lr-warmup-epochs", "--lr-decay-at", "--lr-decay-factor", "--lr-schedule",
-                                      "--lr-cap", "--momentum", "--no-nesterov", "--weight-decay",
-                                      "--clip-grad-norm", "--momentum-variant", "--global-momentum", "--slow-lr",
-                                      "--slow-momentum", "--slow-buffers", "--outer-optimizer", "--outer-lr",
-                                      "--outer-momentum")),
-    ("communication & slow-downs", ("--allreduce", "--compress", "--sign-scale", "--bucket-size",
-                                    "--first-bucket-size", "--overlap", "--overlap-steps", "--progress",
-                                    "--global-sync-delay",
-                                    "--block-sync-delay", "--straggler")),
-    ("evaluation & targets", ("--eval-every", "--bn-eval", "--target-acc", "--log-every", "--log-objective")),
-    ("faults & checkpoints", ("--checkpoint-every", "--checkpoint-minutes", "--stop-at-epoch", "--resume")),
-    ("output", ("--out-dir", "--quiet", "--json", "-v", "--no-progress")),
-    ("prediction", ("--predict", "--predict-topology", "--predict-load", "--predict-workers", "--predict-nodes",
-                    "--predict-network")),
-]
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = RankZeroParser(prog="python -m train", description=(
@@ -167,9 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch with mpirun, e.g. `mpirun -n 16 python -m train` (the default: synthetic data, resnet8, "
         "post-local SGD, about a minute on 2 CPU cores)."))
     sub = p.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="train (the default subcommand)", description=p.description,
-                         epilog="Other subcommands: `python -m train download cifar10|cifar100 --data-dir D` and "
-                                "`python -m train verify RUN_DIR` (see their --help). Outputs: RUN_DIR/config.json, "
+    # `run` is the default subcommand: `python -m train FLAGS` is `python -m train run FLAGS`, so usage lines and
+    # error hints name the short form
+    run = sub.add_parser("run", prog="python -m train", help="train (the default subcommand: the word may be left "
+                         "out)", description=p.description,
+                         epilog="`python -m train FLAGS` and `python -m train run FLAGS` are the same (run is the "
+                                "default subcommand). Other subcommands: `python -m train download cifar10|cifar100 "
+                                "--data-dir D`, `python -m train verify RUN_DIR`, `python -m train calibrate`, "
+                                "`python -m train tune` (see their --help). Outputs: RUN_DIR/config.json, "
                                 "metrics.jsonl, summary.json, checkpoints/ (docs/schema-train.md).")
     for flag, name, typ, text in _FLAGS:
         default = getattr(_D, name)
@@ -188,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="RANK:FACTOR", help="make RANK compute FACTOR times slower (repeatable)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                      "with its saved configuration; only --epochs (e.g. to extend a finished run), --stop-at-epoch, "
-                     "--checkpoint-every and --data-dir may differ from it (docs/README-faults.md)")
+                     "--checkpoint-every, --checkpoint-minutes and --data-dir may differ from it "
+                     "(docs/README-faults.md)")
     run.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     run.add_argument("--json", action="store_true", help="print summary.json's content instead of the table")
     run.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -218,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--url", help="mirror URL of the archive (the md5 is still checked)")
     from train.calibrate import register as register_calibrate
     register_calibrate(sub)
+    from train.tune import register as register_tune
+    register_tune(sub)
     return p
 
 
@@ -279,46 +153,6 @@ def flag_error(e: TrainError, ns: argparse.Namespace) -> TrainError:
     return TrainError(name_flags(str(e), {k: v for k, v in typed_options(ns).items() if k in names}, _WORDS))
 
 
-def _fmt_s(v: Any) -> str:
-    return "-" if v is None else f"{v:.2f} s"
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """The human summary table printed by rank 0 at the end of a run."""
-    fin, mean, tt = s["final"], s["totals_mean"], s["time_to_target"]
-    acc = "-" if fin.get("test_acc") is None else f"{100 * fin['test_acc']:.2f} %"
-    best = "-" if s["best_test_acc"] is None else f"{100 * s['best_test_acc']:.2f} %"
-    rows = [
-        ("run", f"{s['algorithm']} | {s['model']} on {s['dataset']} | K={s['world_size']} | {s['status']}"
-                + (f" by {s['signal']}" if s.get("signal") else "")),
-        ("steps", f"{s['steps_done']} / {s['total_steps']} per worker ({s['epochs_done']:.2f} epochs)"),
-        ("wall time", f"{s['wall_s']:.2f} s ({s['samples_per_s'] or 0:.0f} samples/s)"
-                      + ("" if s.get("startup_s") is None else f" after {s['startup_s']:.2f} s of start-up")),
-        ("test acc (final/best)", f"{acc} / {best}   test loss {fin.get('test_loss') or float('nan'):.4f}"),
-        ("train loss (last epoch)", f"{fin.get('train_loss') or float('nan'):.4f}"),
-        ("compute (mean/rank)", _fmt_s(mean.get("compute_s"))),
-        ("comm global / block", f"{_fmt_s(mean.get('comm_s_global'))} / {_fmt_s(mean.get('comm_s_block'))}"),
-        ("waiting global / block", f"{_fmt_s(mean.get('wait_s_global'))} / {_fmt_s(mean.get('wait_s_block'))}"),
-        ("syncs global / block", (f"{s['syncs']['global']} / {s['syncs']['block']} "
-                                  f"(schedule: {s['expected_syncs']['global']} / {s['expected_syncs']['block']})")),
-        ("bytes per sync", f"{s['payload_bytes']:,}"),
-    ]
-    comp = s.get("compression") or {}
-    if comp.get("scheme", "none") != "none":
-        sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]
-        full, small = comp["uncompressed_bytes"], comp["payload_bytes"]
-        rows.append(("compression", (f"{comp['scheme']}: {small:,} B per sync instead of {full:,} "
-                                     f"(1/{full / small:.2f}); {sent:,} B sent by rank 0")))
-    if s["target_acc"] is not None:
-        rows.append((f"time to {100 * s['target_acc']:.1f} %",
-                     "not reached" if tt is None else f"{tt['wall_s']:.2f} s (epoch {tt['epoch']:.2f})"))
-    rows.append(("run folder", s["run_dir"]))
-    if s["status"] in ("paused", "interrupted"):
-        rows.append(("continue with", f"python -m train --resume {s['run_dir']}"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
 def _download(ns: argparse.Namespace) -> int:
     from train.data import download_cifar
     folder = download_cifar(ns.name, ns.data_dir, url=ns.url)
@@ -333,11 +167,26 @@ def _verify(ns: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
     else:
         verdict = "bitwise identical" if res["identical"] else f"DIFFERENT ({', '.join(res['differing'][:5])})"
-        print(f"step {res['step']}: parameters of {res['world_size']} ranks are {verdict}")
+        who = f"{res['workers']} virtual workers" if res.get("engine") == "virtual" else f"{res['world_size']} ranks"
+        print(f"step {res['step']}: parameters of {who} are {verdict}")
         if res.get("pending_sync"):
             print("an overlapped sync was in flight at this checkpoint: the models differ by the local steps taken "
                   "since it, by design, and agree at the run's final sync (docs/README-overlap.md)")
     return 0 if res["identical"] else 1
+
+
+def check_predict_flags(ns: argparse.Namespace) -> None:
+    """The --predict-* numbers, named by their flags (the simulator's own messages name its parameters)."""
+    for flag, v in (("--predict-workers", ns.predict_workers), ("--predict-nodes", ns.predict_nodes)):
+        if v is not None and v < 1:
+            raise TrainError(f"{flag} must be an integer >= 1, got {v}")
+    load = ns.predict_load
+    if load is not None and not (load >= 0 and load != float("inf")):
+        raise TrainError(f"--predict-load must be a finite number >= 0 (other runnable processes), got {load}")
+    if not ns.predict_topology and any(v is not None for v in (ns.predict_workers, ns.predict_nodes, ns.predict_load,
+                                                                ns.predict_network)):
+        raise TrainError("--predict-workers, --predict-nodes, --predict-load and --predict-network need "
+                         "--predict-topology FILE|PRESET")
 
 
 def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> int:
@@ -345,19 +194,23 @@ def _predict(ns: argparse.Namespace, cfg: TrainConfig, size: int, rank: int) -> 
     if not ns.predict_topology:
         raise TrainError("--predict needs --predict-topology FILE|PRESET: a machine file from `python -m train "
                          "calibrate`, a sim topology file or a preset such as paper-8x2-10gbps")
-    K = ns.predict_workers if ns.predict_workers is not None else size
-    pred = predict(cfg, K, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
-                   launcher_nodes=launch_nodes(size) if size == K else None, network=ns.predict_network)
+    K = ns.predict_workers if ns.predict_workers is not None else cfg.workers_of(size)
+    launcher = launch_nodes(size) if size == K and cfg.engine == "mpi" else None
+    pred = predict(cfg.on_mpi(), K, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
+                   launcher_nodes=launcher, network=ns.predict_network)
     if rank == 0:
         print(json.dumps(pred, indent=2) if ns.json else format_prediction(pred), flush=True)
     return 0
 
 
 def _run_prediction(ns: argparse.Namespace, cfg: TrainConfig, size: int) -> dict[str, Any]:
-    """Rank 0, before a real run: the prediction that summary.json records next to the measurement."""
+    """Rank 0, before a real run: the prediction that summary.json records next to the measurement (engine
+    virtual: the prediction of the same run on K MPI ranks of that machine or cluster)."""
     from train.predict import predict
-    return predict(cfg, size, ns.predict_topology, load=ns.predict_load, nodes=ns.predict_nodes,
-                   launcher_nodes=launch_nodes(size), network=ns.predict_network)
+    virtual = cfg.engine == "virtual"
+    return predict(cfg.on_mpi(), cfg.workers_of(size), ns.predict_topology, load=ns.predict_load,
+                   nodes=ns.predict_nodes, launcher_nodes=None if virtual else launch_nodes(size),
+                   network=ns.predict_network)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -380,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
                 return int(ns.calibrate(ns))
             except TrainError as e:
                 raise flag_error(e, ns) from None
+        if ns.command == "tune":
+            return int(ns.tune(ns))
         plan = None
+        check_predict_flags(ns)
         if ns.resume:                   # decided from the run folder's files, before MPI starts
             from train.resume import plan_resume
             if ns.predict or ns.predict_topology:
@@ -412,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg.check_world(size)
         except TrainError as e:
             raise flag_error(e, ns) from None
+        from train.memory import check_memory
+        memory = check_memory(cfg, size=size, local_ranks=launch_local_size())  # before anything is allocated
         if not ns.resume and cfg.out_dir and os.path.exists(os.path.join(cfg.out_dir, "config.json")):
             raise TrainError(f"run folder {cfg.out_dir} already holds a run (config.json); continue it with "
                              f"--resume {cfg.out_dir} or choose another --out-dir")
@@ -437,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     # Under mpirun stderr is a pipe to the launcher, which forwards it to the terminal: show the bar there too.
     progress = not (ns.quiet or ns.no_progress) and (sys.stderr.isatty() or size > 1)
     trainer = Trainer(cfg, resume_dir=ns.resume, progress=progress, prediction=prediction,
-                      from_scratch=bool(plan and plan.from_scratch))
+                      from_scratch=bool(plan and plan.from_scratch), memory=memory)
     summary = trainer.run()
     if summary is not None and not ns.quiet:
         print(json.dumps(summary, indent=2, sort_keys=True) if ns.json else format_summary(summary), flush=True)

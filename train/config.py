@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from sim.schedule import ALGORITHMS, WARMUPS
 from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
-__all__ = ["DATASETS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS", "SAMPLERS", "DTYPES",
-           "LR_SCHEDULES", "LM_STATES", "OUTER", "PROGRESS", "TrainConfig", "parse_straggler"]
+__all__ = ["DATASETS", "ENGINES", "VIRTUAL_STEPS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS",
+           "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "OUTER", "PROGRESS", "TrainConfig", "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
 MOMENTUM_VARIANTS = ("local", "global", "hybrid", "slowmo")
@@ -27,6 +27,11 @@ LR_SCHEDULES = ("protocol", "decay", "const")
 LM_STATES = ("auto", "carry", "reset")
 OUTER = ("none", "sgd", "nesterov")       # DiLoCo's outer optimizer (train/outer.py)
 PROGRESS = ("thread", "poll")             # comm.PROGRESS, repeated here: importing comm starts MPI
+#: mpi: one worker per MPI rank (mpirun -n K); virtual: K workers in one process (train/virtual.py), no mpirun.
+ENGINES = ("mpi", "virtual")
+#: How engine virtual steps its K workers: loop (K replicas, by worker threads), vmap (one batched call per layer),
+#: auto (vmap on a GPU, loop on the CPU).
+VIRTUAL_STEPS = ("auto", "loop", "vmap")
 
 
 def _int(name: str, v: Any, lo: int) -> None:
@@ -128,6 +133,8 @@ class TrainConfig:
     eval_every: float = 1.0              # epochs between evaluations of the synchronised model
     log_every: int = 1                   # steps between step records
     target_acc: float | None = 0.9      # test accuracy for time-to-accuracy (None: not measured)
+    target_loss: float | None = None     # objective gap f(w) - f* for time-to-target (train/targets.py)
+    fstar: str = "computed"              # f* of the gap: computed (logreg-binary, Newton), paper, or a number
     global_sync_delay: float = 0.0
     block_sync_delay: float = 0.0
     stragglers: tuple[tuple[int, float], ...] = field(default_factory=tuple)
@@ -137,6 +144,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     out_dir: str | None = None
+    # engine (docs/README-virtual.md)
+    engine: str = "mpi"                  # mpi: the workers are the MPI ranks; virtual: `workers` in one process
+    workers: int | None = None           # virtual: K (required); mpi: None (K is the launcher's world size)
+    virtual_step: str = "auto"           # virtual: loop, vmap or auto (train/virtual.py)
+    threads: int | None = None           # virtual: threads of the one process (None: every core it may use)
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
@@ -234,6 +246,23 @@ class TrainConfig:
         _int("log_every", self.log_every, 1)
         if self.target_acc is not None:
             _num("target_acc", self.target_acc, 0.0, hi=1.0)
+        if self.target_loss is not None:
+            _num("target_loss", self.target_loss, 0.0, strict=True)
+            if self.carries_state:
+                raise TrainError(f"target_loss needs the objective over the training set, which a carried-state "
+                                 f"LSTM does not evaluate; use --lm-state reset or --target-acc, got model "
+                                 f"{self.model!r} with lm_state {self.lm_state!r}")
+        if self.fstar not in ("computed", "paper"):
+            try:
+                ok = math.isfinite(float(self.fstar))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise TrainError(f"fstar must be computed, paper or a finite number, got {self.fstar!r}")
+        elif self.fstar == "computed" and self.target_loss is not None and (self.model != "logreg-binary"
+                                                                             or self.weight_decay <= 0):
+            raise TrainError(f"fstar computed solves the objective of logreg-binary with weight_decay > 0 only, got "
+                             f"model {self.model!r} with weight_decay {self.weight_decay}; give fstar as a number")
         _num("global_sync_delay", self.global_sync_delay, 0.0)
         _num("block_sync_delay", self.block_sync_delay, 0.0)
         self.stragglers = tuple((int(r), float(f)) for r, f in self.stragglers)
@@ -249,6 +278,53 @@ class TrainConfig:
                                  f"would end before it pauses; lower stop_at_epoch or raise epochs")
         _int("seed", self.seed, 0)
         _choice("device", self.device, DEVICES)
+        _choice("engine", self.engine, ENGINES)
+        if self.engine == "virtual":
+            self._check_virtual()
+        elif self.workers is not None:
+            raise TrainError(f"workers applies to engine virtual only, got workers {self.workers!r} with engine mpi "
+                             f"(there each MPI rank is a worker: mpirun -n K)")
+        elif self.virtual_step != "auto" or self.threads is not None:
+            raise TrainError(f"virtual_step and threads apply to engine virtual only, got virtual_step "
+                             f"{self.virtual_step!r} and threads {self.threads!r} with engine mpi (a rank's threads: "
+                             f"OMP_NUM_THREADS)")
+
+    def _check_virtual(self) -> None:
+        """What the virtual engine (K workers in one process, no network) cannot do: one line each."""
+        if self.workers is None:
+            raise TrainError("engine virtual needs workers, the number K of workers to run in this process; "
+                             "got none")
+        _int("workers", self.workers, 1)
+        _choice("virtual_step", self.virtual_step, VIRTUAL_STEPS)
+        if self.threads is not None:
+            _int("threads", self.threads, 1)
+        for name, v, why in (("global_sync_delay", self.global_sync_delay, "no network to slow down"),
+                             ("block_sync_delay", self.block_sync_delay, "no network to slow down")):
+            if v != 0:
+                raise TrainError(f"{name} {v!r} does not apply to engine virtual ({why}: its syncs are means in "
+                                 f"memory); run with mpirun, or leave it at 0")
+        if self.stragglers:
+            rank, factor = self.stragglers[0]
+            raise TrainError(f"straggler {rank}:{factor:g} does not apply to engine virtual (every worker steps in "
+                             f"lock-step in one process); run with mpirun")
+        if self.allreduce != "auto":
+            raise TrainError(f"allreduce {self.allreduce!r} does not apply to engine virtual (its syncs are means "
+                             f"in memory, no all-reduce runs); leave it at auto")
+        if self.overlap:
+            raise TrainError("overlap does not apply to engine virtual (its syncs are means in memory that take no "
+                             "time, so there is nothing to hide); run with mpirun, or leave overlap off")
+        for name, got, default in (("bucket_size", self.bucket_size, 256 * 1024),
+                                   ("first_bucket_size", self.first_bucket_size, 64 * 1024),
+                                   ("progress", self.progress, "thread")):
+            if got != default and not (name == "bucket_size" and got == 0):
+                raise TrainError(f"{name} {got!r} does not apply to engine virtual (its gradient averages are means "
+                                 f"in memory, no all-reduce runs); leave it at {default!r}")
+        if is_sequence_model(self.model):
+            raise TrainError(f"model {self.model!r} is not supported by engine virtual (a carried hidden state per "
+                             f"worker, and nn.LSTM under torch.func.vmap, are not implemented); run it with mpirun")
+        if self.algorithm == "hierarchical" and self.gpus_per_node is None:
+            raise TrainError("algorithm hierarchical with engine virtual needs gpus_per_node G (the workers per "
+                             "block: there are no real nodes in one process), got none")
 
     def _check_overlap(self) -> None:
         _int("bucket_size", self.bucket_size, 0)
@@ -286,16 +362,29 @@ class TrainConfig:
         return is_sequence_model(self.model) and (self.lm_state == "carry" or
                                                   (self.lm_state == "auto" and self.dataset == "wikitext2"))
 
+    def workers_of(self, size: int) -> int:
+        """K, the number of workers: the world size under engine mpi, `workers` under engine virtual."""
+        return self.workers if self.engine == "virtual" and self.workers is not None else size
+
     def check_world(self, size: int) -> None:
-        """Checks that need the number of ranks K (run before MPI starts when the launcher tells K)."""
+        """Checks that need the number of ranks (run before MPI starts when the launcher tells it)."""
+        if self.engine == "virtual" and size != 1:
+            raise TrainError(f"engine virtual runs every worker in this one process; launch it without mpirun "
+                             f"(got a world of {size} ranks)")
+        K, what = self.workers_of(size), "workers" if self.engine == "virtual" else "ranks"
         for r, _ in self.stragglers:
-            if r >= size:
-                raise TrainError(f"straggler rank must be < the number of ranks {size}, got {r}")
+            if r >= K:
+                raise TrainError(f"straggler rank must be < the number of ranks {K}, got {r}")
         g = self.gpus_per_node
-        if g is not None and size % g:
-            raise TrainError(f"gpus_per_node must divide the number of ranks {size}, got {g}")
+        if g is not None and K % g:
+            raise TrainError(f"gpus_per_node must divide the number of {what} {K}, got {g}")
         if self.momentum_variant != "local" and self.algorithm == "minibatch":
             raise TrainError("momentum_variant must be local for minibatch")
+
+    def on_mpi(self) -> TrainConfig:
+        """The same run on the MPI engine (K = the workers, as ranks): what the simulator predicts for a virtual
+        run."""
+        return self if self.engine == "mpi" else replace(self, engine="mpi", workers=None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of every field (tuples become lists)."""

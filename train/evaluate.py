@@ -41,7 +41,8 @@ class Evaluator:
 
     def __init__(self, model: torch.nn.Module, model_fb: Any, *, world: Any, bn_eval: str,
                  x_test: torch.Tensor, y_test: torch.Tensor, device: torch.device, chunk: int = 500,
-                 contiguous: bool = False, columns: int = 16) -> None:
+                 contiguous: bool = False, columns: int = 16,
+                 objective: tuple[Any, Any, float, list[Any]] | None = None, algorithm: str = "auto") -> None:
         self.model, self.model_fb, self.world, self.bn_eval = model, model_fb, world, bn_eval
         rank, size = world.Get_rank(), world.Get_size()
         if contiguous:  # a carried-state LSTM: this rank's consecutive block of rows, read as columns (lmstate.py)
@@ -52,6 +53,13 @@ class Evaluator:
             self.x, self.y = x_test[rank::size], y_test[rank::size]
         self.contiguous = contiguous
         self.device, self.chunk = device, chunk
+        self.algorithm = algorithm  # the run's --allreduce: the same sums on one node as across nodes
+        # (x_train, y_train, weight decay, decayed parameters): f(w) = mean training loss + wd/2 ||w||^2 of the
+        # averaged model, each rank over training samples rank, rank + K, ... (not for a carried-state LSTM)
+        self.objective = None
+        if objective is not None:
+            x_tr, y_tr, wd, decayed = objective
+            self.objective = (x_tr[rank::size], y_tr[rank::size], float(wd), list(decayed), len(x_tr))
         self.buffers = [b for b in model.buffers() if b.is_floating_point()]
         self.buffer_fb = comm.FlatBuffer(self.buffers) if self.buffers else None
 
@@ -59,7 +67,7 @@ class Evaluator:
         params = self.model_fb.pack()
         if params.is_cuda:
             torch.cuda.synchronize(params.device)
-        comm.allreduce(params, op="mean", comm=self.world)
+        comm.allreduce(params, op="mean", comm=self.world, algorithm=self.algorithm)
         self.model_fb.unpack()
         if self.buffer_fb is None:
             return
@@ -67,38 +75,55 @@ class Evaluator:
         if self.bn_eval == "average":
             if buf.is_cuda:
                 torch.cuda.synchronize(buf.device)
-            comm.allreduce(buf, op="mean", comm=self.world)
+            comm.allreduce(buf, op="mean", comm=self.world, algorithm=self.algorithm)
         else:
             host = buf.detach().cpu().numpy().copy()
             self.world.Bcast(host, root=0)
             buf.copy_(torch.from_numpy(host))
         self.buffer_fb.unpack()
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
         """(test loss, test accuracy) of the synchronised model; collective over the world."""
+        loss, acc, _ = self.evaluate_all()
+        return loss, acc
+
+    @torch.no_grad()
+    def evaluate_all(self) -> tuple[float, float, float | None]:
+        """(test loss, test accuracy, objective f(w) or None) of the synchronised model; collective over the
+        world. The objective costs a forward pass over the rank's share of the training set."""
         saved_p = [p.detach().clone() for p in self.model_fb.tensors]
         saved_b = [b.clone() for b in self.buffers]
         was_training = self.model.training
         try:
             self._set_eval_state()
             self.model.eval()
-            sums = np.zeros(3, dtype=np.float64)
+            sums = np.zeros(4, dtype=np.float64)
             for _x, y, logits in (self._carried() if self.contiguous else self._chunks()):
                 loss, correct, n = batch_metrics(logits, y)
-                sums += (float(loss) * n, correct, n)
-            comm.allreduce(sums, op="sum", comm=self.world)
+                sums[:3] += (float(loss) * n, correct, n)
+            reg = 0.0
+            if self.objective is not None:
+                x_tr, y_tr, wd, decayed, _ = self.objective
+                for _x, y, logits in self._chunks(x_tr, y_tr):
+                    loss, _c, n = batch_metrics(logits, y)
+                    sums[3] += float(loss) * n
+                reg = 0.5 * wd * float(sum((p.double() ** 2).sum().cpu() for p in decayed))
+            comm.allreduce(sums, op="sum", comm=self.world, algorithm=self.algorithm)
         finally:
             for p, s in zip(self.model_fb.tensors, saved_p):
                 p.copy_(s)
             for b, s in zip(self.buffers, saved_b):
                 b.copy_(s)
             self.model.train(was_training)
-        return float(sums[0] / sums[2]), float(sums[1] / sums[2])
+        f = None if self.objective is None else float(sums[3] / self.objective[4]) + reg
+        return float(sums[0] / sums[2]), float(sums[1] / sums[2]), f
 
-    def _chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for i in range(0, len(self.x), self.chunk):
-            x, y = self.x[i:i + self.chunk].to(self.device), self.y[i:i + self.chunk].to(self.device)
+    def _chunks(self, xs: torch.Tensor | None = None,
+                ys: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        xs = self.x if xs is None else xs
+        ys = self.y if ys is None else ys
+        for i in range(0, len(xs), self.chunk):
+            x, y = xs[i:i + self.chunk].to(self.device), ys[i:i + self.chunk].to(self.device)
             yield x, y, self.model(x)
 
     def _carried(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

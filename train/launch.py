@@ -16,7 +16,8 @@ from typing import NoReturn
 
 from sim.clivocab import VocabParser
 
-__all__ = ["launch_rank_size", "launch_nodes", "RankZeroParser", "process_age"]
+__all__ = ["launch_rank_size", "launch_nodes", "launch_local_size", "RankZeroParser", "process_age",
+           "resume_command"]
 
 _LAUNCHERS = (("PMI_RANK", "PMI_SIZE"), ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
               ("SLURM_PROCID", "SLURM_NTASKS"))
@@ -38,15 +39,22 @@ def launch_rank_size() -> tuple[int, int]:
 _LOCAL_SIZE = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 
 
-def launch_nodes(size: int) -> int | None:
-    """Nodes the `size` ranks of this job sit on, from the launcher's ranks-per-node (assumed equal on every node),
-    before MPI starts; None when the launcher says nothing or its figure does not divide `size`."""
+def launch_local_size() -> int | None:
+    """Ranks of this job on this rank's node, as the launcher tells it before MPI starts (None: it does not)."""
     for name in _LOCAL_SIZE:
         text = os.environ.get(name, "")
         if text.isdigit() and int(text) >= 1:
-            local = int(text)
-            return size // local if size % local == 0 else None
+            return int(text)
     return None
+
+
+def launch_nodes(size: int) -> int | None:
+    """Nodes the `size` ranks of this job sit on, from the launcher's ranks-per-node (assumed equal on every node),
+    before MPI starts; None when the launcher says nothing or its figure does not divide `size`."""
+    local = launch_local_size()
+    if local is None:
+        return None
+    return size // local if size % local == 0 else None
 
 
 class RankZeroParser(VocabParser):
@@ -73,3 +81,11 @@ def process_age() -> float | None:
         return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def resume_command(run_dir: object, world_size: int, engine: str = "mpi") -> str:
+    """The whole command that continues a run: a checkpoint must be resumed by as many ranks as wrote it (engine
+    virtual: its one process)."""
+    if engine == "virtual":
+        return f"python -m train --resume {run_dir}"
+    return f"mpirun -n {world_size} python -m train --resume {run_dir}"

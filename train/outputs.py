@@ -1,6 +1,7 @@
 """Rank 0's run-folder files at start and on resume: config.json, the JSON-lines writers, records rewound."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ from typing import Any
 from atomicio import OutputError, clean_json, describe_oserror, read_jsonl
 from train.metrics import JsonlWriter, truncate_jsonl, write_json_atomic
 
-__all__ = ["open_outputs", "rewind_records"]
+__all__ = ["open_outputs", "discard_outputs", "rewind_records"]
 
 
 def open_outputs(run_dir: Path, resolved: dict[str, Any], *, resumed: bool,
@@ -33,6 +34,20 @@ def open_outputs(run_dir: Path, resolved: dict[str, Any], *, resumed: bool,
         write_json_atomic(path, resolved)
     obj = JsonlWriter(run_dir / "objective.jsonl") if objective else None
     return JsonlWriter(run_dir / "metrics.jsonl"), obj
+
+
+def discard_outputs(run_dir: Path, writers: list[JsonlWriter | None]) -> None:
+    """Undo open_outputs of a new run that is stopped before its first step (Ctrl-C during start-up): close the
+    writers, remove config.json and the empty record files, and the folder if nothing else is in it, so that the
+    same command can simply be run again."""
+    for w in writers:
+        if w is not None:
+            w.close()
+    for name in ("config.json", "metrics.jsonl", "objective.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only when empty
 
 
 def rewind_records(run_dir: Path, step: int) -> dict[str, Any] | None:

@@ -63,6 +63,29 @@ class RunPlan:
         return cls(workers=workers, n_local=n_local, total_steps=T, samples_total=N, steps_per_epoch=spe,
                    switch_step=switch, local_warmup_steps=warm, lr=lr, schedule=schedule)
 
+    def warnings(self, cfg: TrainConfig) -> list[str]:
+        """One line per setting the plan had to bend: a batch larger than a worker's data, a run whose step count
+        rounds its epochs noticeably, an H (or H x H^b) that leaves no sync before the end."""
+        out, T, B, K = [], self.total_steps, cfg.batch_size, self.workers
+        done = T * B / self.n_local  # epochs the T steps really access
+        if self.n_local < B:
+            out.append(f"--batch-size {B} is larger than the {self.n_local} samples each of the {K} workers holds: "
+                       f"every batch repeats samples and one step is {B / self.n_local:.2f} epochs; use at most "
+                       f"--batch-size {self.n_local} (or more data)")
+        if abs(done - cfg.epochs) > 0.01 * cfg.epochs:
+            out.append(f"--epochs {cfg.epochs:g} becomes {T} steps of batch {B} per worker, which access "
+                       f"{done:.2f} epochs (steps are whole); choose --epochs as a multiple of "
+                       f"{B / self.n_local:.4g} to get exactly what you ask")
+        alg, per_global = cfg.algorithm, cfg.H * (cfg.Hb if cfg.algorithm == "hierarchical" else 1)
+        if alg in ("local", "hierarchical") and per_global >= T:
+            what = "--H" if alg == "local" else "--H x --Hb"
+            out.append(f"{what} {per_global} is not below the run's {T} steps per worker: the workers average only "
+                       f"once, after the last step (local SGD becomes one-shot averaging); use {what} < {T}")
+        elif alg == "postlocal" and cfg.H >= T - self.switch_step > 0:
+            out.append(f"--H {cfg.H} is not below the {T - self.switch_step} local steps after the post-local switch "
+                       f"(step {self.switch_step}): the workers average only once more, after the last step")
+        return out
+
     def grad_phase(self, step: int) -> bool:
         """Whether `step` is a mini-batch step (gradients averaged before the update)."""
         alg = self.schedule.algorithm

@@ -1,141 +1,91 @@
 """Predict a trainer run's wall time with the simulator, from a resolved configuration and a machine or topology."""
-# Two kinds of source (docs/README-predict.md states every assumption):
-#
-# * a machine file (schema "train.machine/1", written by `python -m train calibrate`): this machine, measured. The
-#   K busy ranks and L other runnable processes (sampled, or the calibration's mean) share the C cores fairly, so every
-#   CPU-bound activity of a rank (its training step, every message of the all-reduce, the evaluation) runs
-#   s(K) = max(C, K + L) / C times slower than alone (the CPU-share model). The step time alone is scaled by s(K);
-#   the level fitted on the 2-rank bench by s(K) / s(2), and message rounds between oversubscribed ranks wait for
-#   the partner to be scheduled: alpha(s) = alpha_bench * s / s(2) + lam (1 - 1/s) g(s) for s > 1, lam and g
-#   (1, sqrt(s) or s) fitted by the calibration on local-SGD probes at rank counts that are not validated. The
-#   barrier the trainer puts before each sync costs ceil(lg p) such messages; an evaluation costs the seconds per
-#   test sample alone times the rank's share of the test set times s(K), plus its collectives (the model average
-#   and four small ones).
-#   Step times jitter: each rank's steps are drawn from the single-rank steps the calibration measured (resampled,
-#   normalised to mean 1), so every sync waits for the slowest rank. The prediction warns (one line each) when the
-#   machine file was written by other calibration code than this one, or when the background load now differs
-#   from the one the prediction assumes by more than LOAD_WARN runnable processes.
-# * a sim topology file or preset (a cluster this machine is not): the topology's links and compute model as
-#   they are, the trainer's model given by its measured parameter count and forward GFLOPs per sample.
+# The model of a run on a machine file or a topology is the simulator's (sim/trainrun.py, shared with `sim retime`,
+# docs/README-predict.md states every assumption); this module resolves the trainer's configuration into its
+# TrainRun: the plan (steps, schedule) and the model's parameters and forward FLOPs, counted with torch.
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sim.compute import ComputeModel, ModelSpec
-from sim.costs import allreduce_cost
-from sim.cpushare import SharedCPU
-from sim.engine import simulate_collective
+from sim.compute import ModelSpec
 from sim.errors import SimError
-from sim.jitter import StepJitter
-from sim.run import RunConfig, simulate
-from sim.stragglers import Stragglers
-from sim.topology import Level, Topology, load_topology
+from sim.overlap import uniform_buckets
+from sim.run import RunResult
+from sim.topology import load_topology
+from sim.trainrun import (
+    CODE_FILES,
+    COMM_AUTO_THRESHOLD_DEFAULT,
+    COMM_MULTINODE_RING_MAX_DEFAULT,
+    EVAL_SMALL_COLLECTIVES,
+    LOAD_WARN,
+    MACHINE_SCHEMA,
+    PREDICTION_SCHEMA,
+    WAIT_FORMS,
+    TrainRun,
+    calibration_code_version,
+    comm_auto_algorithm,
+    format_prediction,
+    machine_jitter,
+    predict_run,
+)
+from sim.trainrun import cpu_share as _cpu_share
+from sim.trainrun import load_source as _load_source
+from sim.trainrun import machine_warnings as _machine_warnings
+from sim.trainrun import scheduling_wait as _scheduling_wait
 from train.config import TrainConfig
 from train.errors import TrainError
+from train.models import is_sequence_model
 from train.plan import RunPlan
 
 __all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "calibration_code_version",
            "machine_warnings", "machine_jitter", "WAIT_FORMS", "scheduling_wait", "ModelProfile", "profile_model",
-           "comm_auto_algorithm", "count_checkpoints",
-           "load_source", "cpu_share", "count_evals", "predict", "format_prediction"]
+           "comm_auto_algorithm", "count_checkpoints", "model_gflops", "train_run", "predict_with_run",
+           "load_source", "cpu_share", "count_evals", "predict", "format_prediction",
+           "COMM_AUTO_THRESHOLD_DEFAULT", "COMM_MULTINODE_RING_MAX_DEFAULT", "EVAL_SMALL_COLLECTIVES"]
 
 log = logging.getLogger(__name__)
 
-MACHINE_SCHEMA = "train.machine/1"
-PREDICTION_SCHEMA = "train.prediction/1"
-#: comm's "auto" rule (comm/allreduce.py): recursive doubling up to this many bytes, Rabenseifner above. Repeated
-#: here because importing comm starts MPI; tests/unit/test_predict_model.py checks both agree.
-COMM_AUTO_THRESHOLD_DEFAULT = 512 * 1024
-#: comm's multi-node rule (comm/nodes.py, multinode_choice): where several nodes hold more than one rank each, the
-#: ring up to this many bytes and the rail all-reduce above (LOCALSGD_AUTO_MULTINODE_RING_MAX_BYTES overrides).
-COMM_MULTINODE_RING_MAX_DEFAULT = 256 * 1024
-#: Shapes g(s) of the scheduling wait per message round once ranks outnumber the cores: lam * (1 - 1/s) * g(s).
-WAIT_FORMS = ("const", "sqrt", "linear")
-#: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
-#: window and the gather of per-rank timings (train/evaluate.py, train/trainer.py).
-EVAL_SMALL_COLLECTIVES = 4
-#: --predict warns when the background load now and the one the prediction assumes differ by more than this many
-#: runnable processes (on a 2-core machine one extra process already slows every rank by up to 1.5x).
-LOAD_WARN = 1.0
-#: The code that measures a machine file and reads it: a machine file written by other versions of these is stale.
-CODE_FILES = ("train/calibrate.py", "train/predict.py", "sim/calibrate.py", "sim/run.py")
 #: Sizes of datasets whose files may be absent where a prediction is made (n_train, n_test, input shape, classes).
 KNOWN_DATASETS = {"cifar10": (50_000, 10_000, (3, 32, 32), 10), "cifar100": (50_000, 10_000, (3, 32, 32), 100)}
 
 
-def calibration_code_version() -> str:
-    """A short hash of CODE_FILES as they are now; `train calibrate` stores it in the machine file."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for rel in CODE_FILES:
-        h.update(rel.encode())
-        h.update((root / rel).read_bytes())
-    return h.hexdigest()[:16]
+def scheduling_wait(s: float, lam: float, form: str) -> float:
+    """sim.trainrun.scheduling_wait with the trainer's error type."""
+    try:
+        return _scheduling_wait(s, lam, form)
+    except SimError as e:
+        raise TrainError(str(e)) from None
+
+
+def cpu_share(K: int, cores: int, load: float = 0.0) -> float:
+    """sim.trainrun.cpu_share with the trainer's error type: max(cores, K + load) / cores."""
+    try:
+        return _cpu_share(K, cores, load)
+    except SimError as e:
+        raise TrainError(str(e)) from None
+
+
+def load_source(spec: str) -> tuple[str, Any]:
+    """("machine", dict) for a train.machine/1 file, checked key by key (train/machinefile.py), else
+    ("topology", Topology) for a sim file or preset."""
+    try:
+        kind, src = _load_source(spec)
+    except SimError as e:
+        raise TrainError(str(e)) from None
+    if kind == "machine":
+        from train.machinefile import check_machine
+        check_machine(src, spec)
+    return kind, src
 
 
 def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: float | None) -> list[str]:
-    """One line per reason to distrust a machine file now: other calibration code, or another background load."""
-    out = []
-    version, now = m.get("code_version"), calibration_code_version()
-    if version != now:
-        was = f"code {version}" if version else "code older than code versions (no code_version)"
-        out.append(f"machine file {spec!r} was written by {was}, this is {now}: its figures may mean something else "
-                   f"now; rerun python -m train calibrate")
-    if load_now is not None and abs(load_now - load_used) > LOAD_WARN:
-        out.append(f"background load now {load_now:.2f} runnable processes, the prediction assumes {load_used:.2f} "
-                   f"(differs by more than {LOAD_WARN:g}): pass --predict-load {load_now:.1f} or recalibrate")
-    return out
-
-
-def machine_jitter(m: dict[str, Any], notes: list[str]) -> StepJitter:
-    """Step-time jitter from the machine file's measured single-rank steps (none in files that lack them)."""
-    st = m.get("step", {})
-    samples = [v for v in st.get("samples_s") or [] if isinstance(v, (int, float)) and v > 0]
-    if len(samples) >= 2:
-        jit = StepJitter(kind="empirical", samples=tuple(samples))
-        notes.append(f"step times resampled from {len(samples)} measured single-rank steps (CV {jit.cv:.3g}): every "
-                     f"sync waits for the slowest rank")
-        return jit
-    if st.get("cv"):
-        return StepJitter(kind="lognormal", cv=float(st["cv"]))
-    return StepJitter()
-
-
-def scheduling_wait(s: float, lam: float, form: str) -> float:
-    """Extra seconds per message round at CPU share s: lam * (1 - 1/s) * g(s), g = 1, sqrt(s) or s by `form`.
-
-    1 - 1/s is the share of runnable processes that are off a core at any moment (0 while s <= 1): the chance
-    that a message's partner must first be scheduled again.
-    """
-    if form not in WAIT_FORMS:
-        raise TrainError(f"scheduling wait form must be one of {', '.join(WAIT_FORMS)}, got {form!r}")
-    if s <= 1.0:
-        return 0.0
-    return lam * (1.0 - 1.0 / s) * (1.0 if form == "const" else math.sqrt(s) if form == "sqrt" else s)
-
-
-def _env_bytes(name: str, default: int) -> int:
-    text = os.environ.get(name, "")
-    return int(text) if text.isdigit() else default
-
-
-def comm_auto_algorithm(nbytes: int, nodes: int = 1, per_node: int = 1) -> str:
-    """The algorithm comm's "auto" picks for `nbytes` on `nodes` nodes of `per_node` ranks each: on nodes that share
-    a NIC among several ranks the ring or the rail all-reduce, else recursive doubling or Rabenseifner (the
-    LOCALSGD_AUTO_* variables override the thresholds as they do in comm)."""
-    if nodes > 1 and per_node > 1:
-        ring_max = _env_bytes("LOCALSGD_AUTO_MULTINODE_RING_MAX_BYTES", COMM_MULTINODE_RING_MAX_DEFAULT)
-        return "ring" if nbytes <= ring_max else "rail"
-    limit = _env_bytes("LOCALSGD_AUTO_THRESHOLD_BYTES", COMM_AUTO_THRESHOLD_DEFAULT)
-    return "recursive_doubling" if nbytes <= limit else "rabenseifner"
+    """One line per reason to distrust a machine file now: other calibration code, a fit that does not explain its
+    own measurements (train/fitcheck.py), or another background load."""
+    from train.fitcheck import quality_warning
+    bad_fit = quality_warning(m, spec)
+    return _machine_warnings(m, spec, load_used, load_now, extra=[bad_fit] if bad_fit else [])
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -167,64 +117,46 @@ def _dataset_shape(cfg: TrainConfig) -> tuple[int, int, tuple[int, ...], int]:
         raise
 
 
-def profile_model(cfg: TrainConfig) -> ModelProfile:
-    """Build the trainer's model on the CPU; count parameters and forward FLOPs of one sample (torch's counter)."""
+def model_gflops(model: Any, shape: tuple[int, ...], name: str) -> float:
+    """Forward multiply-accumulates of one sample / 1e9 (the SPEC table's convention), by torch's FLOP counter.
+    The model is run in eval mode without gradients and left as it was (no random number is drawn)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from train.models import build_model
-    n_train, n_test, shape, classes = _dataset_shape(cfg)
-    model = build_model(cfg.model, input_shape=shape, num_classes=classes, width=cfg.width, dropout=cfg.dropout)
-    params = sum(p.numel() for p in model.parameters())
-    if cfg.model == "lstm":
-        x = torch.zeros((1, *shape), dtype=torch.long)
-    else:
-        x = torch.zeros((1, *shape))
+    x = torch.zeros((1, *shape), dtype=torch.long if is_sequence_model(name) else next(model.parameters()).dtype)
+    was = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(x)
+    try:
+        with counter, torch.no_grad():
+            model(x.to(next(model.parameters()).device))
+    finally:
+        model.train(was)
     flops = counter.get_total_flops()
     # torch's counter skips the fused LSTM kernel: each LSTM weight is one multiply-add per token of the sample
     flops += 2 * shape[-1] * sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.LSTM)
                                  for n, p in m.named_parameters() if n.startswith("weight"))
     if flops <= 0:  # an op the counter does not know: 2 FLOPs per parameter and sample
-        flops = 2 * params
+        flops = 2 * sum(p.numel() for p in model.parameters())
+    return float(flops) / 2 / 1e9
+
+
+def profile_model(cfg: TrainConfig) -> ModelProfile:
+    """Build the trainer's model on the CPU; count parameters and forward FLOPs of one sample (torch's counter)."""
+    from train.models import build_model
+    n_train, n_test, shape, classes = _dataset_shape(cfg)
+    model = build_model(cfg.model, input_shape=shape, num_classes=classes, width=cfg.width, dropout=cfg.dropout)
+    params = sum(p.numel() for p in model.parameters())
     dtype = getattr(cfg, "dtype", "float32")
+    import torch
+
     from train.gradprofile import grad_readiness
-    grads = grad_readiness(model, x)
+    x = torch.zeros((1, *shape), dtype=torch.long if is_sequence_model(cfg.model) else torch.float32)
+    grads = grad_readiness(model, x)  # when backward produces each gradient, for the gradient buckets
     if dtype == "float64":
         grads = tuple((2 * n, f) for n, f in grads)
-    return ModelProfile(params=params, gflops_per_sample=flops / 2 / 1e9, n_train=n_train, n_test=n_test,
-                        bytes_per_param=8 if dtype == "float64" else 4, grads=grads)
-
-
-def load_source(spec: str) -> tuple[str, Any]:
-    """("machine", dict) for a train.machine/1 file, else ("topology", Topology) for a sim file or preset."""
-    path = Path(spec)
-    if path.is_file():
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise TrainError(f"cannot read topology or machine file {spec!r}: {e}") from None
-        if isinstance(obj, dict) and obj.get("schema") == MACHINE_SCHEMA:
-            for key in ("background_load", "level", "level_share", "step", "cpu_count"):
-                if key not in obj:
-                    raise TrainError(f"machine file {spec!r} lacks key {key!r}; "
-                                     f"rewrite it with python -m train calibrate")
-            return "machine", obj
-    try:
-        return "topology", load_topology(spec)
-    except SimError as e:
-        raise TrainError(str(e)) from None
-
-
-def cpu_share(K: int, cores: int, load: float = 0.0) -> float:
-    """How many times slower each of K busy ranks runs than alone, on `cores` cores with `load` other runnable
-    processes: max(cores, K + load) / cores."""
-    if cores < 1 or load < 0:
-        raise TrainError(f"cores must be >= 1 and background load >= 0, got {cores} and {load}")
-    return max(cores, K + load) / cores
+    return ModelProfile(params=params, gflops_per_sample=model_gflops(model, tuple(shape), cfg.model),
+                        n_train=n_train, n_test=n_test, bytes_per_param=8 if dtype == "float64" else 4, grads=grads)
 
 
 def count_evals(plan: RunPlan, eval_every: float) -> int:
@@ -239,68 +171,68 @@ def count_checkpoints(plan: RunPlan, every: float) -> int:
     return count_evals(plan, every) if every > 0 else 1
 
 
-def _barrier_s(p: int, level: Level) -> float:
-    """MPICH's dissemination barrier: ceil(lg p) rounds of one empty message."""
-    return 0.0 if p < 2 else math.ceil(math.log2(p)) * (level.latency_s + level.overhead_s)
+def train_run(cfg: TrainConfig, K: int, prof: ModelProfile) -> TrainRun:
+    """The simulator's view of the run `cfg` on K ranks (sim/trainrun.py)."""
+    plan = RunPlan.build(cfg, workers=K, n_train=prof.n_train)
+    s = plan.schedule
+    return TrainRun(K=K, algorithm=cfg.algorithm, H=cfg.H, Hb=s.Hb, gpus_per_node=cfg.gpus_per_node,
+                    switch_step=s.switch_step, local_warmup=s.warmup, local_warmup_steps=s.warmup_steps,
+                    batch_size=cfg.batch_size, epochs=cfg.epochs, total_steps=plan.total_steps,
+                    samples_total=plan.samples_total, steps_per_epoch=plan.steps_per_epoch,
+                    eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, allreduce=cfg.allreduce,
+                    compress=getattr(cfg, "compress", "none"), global_sync_delay=cfg.global_sync_delay,
+                    block_sync_delay=cfg.block_sync_delay, stragglers=tuple(cfg.stragglers), model=cfg.model,
+                    width=cfg.width, dataset=cfg.dataset, params=prof.params,
+                    gflops_per_sample=prof.gflops_per_sample, n_train=prof.n_train, n_test=prof.n_test,
+                    bytes_per_param=prof.bytes_per_param, buckets=_buckets(cfg, prof),
+                    overlap_steps=cfg.overlap_steps if cfg.overlap else 0)
 
 
-def _machine_level(m: dict[str, Any], s: float) -> Level:
-    """The bench's level at CPU share s: alpha = alpha_bench s / s_2 + the scheduling wait; beta and gamma times
-    s / s_2."""
-    lv, r = m["level"], s / float(m["level_share"])
-    bw = lv.get("bandwidth_GBps")
-    lat = lv["latency_s"] * r + scheduling_wait(s, float(m.get("oversubscribed_latency_s", 0.0)),
-                                                m.get("oversubscribed_form", "const"))
-    return Level(name="intra", latency_s=lat, overhead_s=lv.get("overhead_s", 0.0) * r,
-                 bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
+def _buckets(cfg: TrainConfig, prof: ModelProfile) -> tuple[tuple[float, float], ...]:
+    """The gradient buckets of mini-batch steps as the trainer cuts them: (bytes, fraction of the step's compute
+    by which backward has produced all of them), from the model's per-layer backward FLOPs (train/gradprofile.py)."""
+    if not cfg.bucket_size or cfg.algorithm not in ("minibatch", "postlocal") or cfg.compress != "none":
+        return ()
+    if not prof.grads:  # a profile made without them: gradients taken as ready evenly over backward
+        return uniform_buckets(prof.params * prof.bytes_per_param, cfg.bucket_size, cfg.first_bucket_size)
+    from train.gradprofile import predicted_buckets
+    return predicted_buckets(prof.grads, cfg.bucket_size, cfg.first_bucket_size)
 
 
-def _network_level(spec: str) -> tuple[Level, float, str]:
-    """The links between nodes: the inter level of the sim topology `spec` (a `sim calibrate --bench` fit of
-    `comm bench --level inter` across the nodes) as it is, and its per-call overhead (the global sync's minus the
-    block's). No scheduling wait is added: TCP moves a message into the receiver's socket buffer whether or not the
-    receiving rank is on a core, unlike shared memory, where both ranks copy through a small buffer together."""
+def predict_with_run(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,
+                     engine: str = "fast", load: float | None = None, load_now: float | None = None,
+                     sample_load: bool = True, nodes: int | None = None, launcher_nodes: int | None = None,
+                     network: str | None = None) -> tuple[dict[str, Any], RunResult]:
+    """predict()'s prediction and the simulated run behind it (its timeline is the clock at every sync)."""
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise TrainError(f"workers must be an integer >= 1, got {K!r}")
+    if load is not None and not (math.isfinite(load) and load >= 0):
+        raise TrainError(f"background load must be a finite number >= 0, got {load!r}")
+    cfg.check_world(K)
+    kind, src = load_source(source)
+    if kind != "machine" and (nodes is not None or network is not None):
+        raise TrainError(f"--predict-nodes and --predict-network apply to machine files; {source!r} is a topology "
+                         f"and has its own nodes and links")
+    if network is not None:
+        try:
+            load_topology(network)
+        except SimError as e:
+            raise TrainError(f"--predict-network: {e}") from None
+    prof = profile or profile_model(cfg)
+    extra: list[str] = []
+    if kind == "machine":
+        if load_now is None and sample_load:
+            from train.calibrate import background_load
+            load_now = background_load(0.5, 10)
+        from train.fitcheck import quality_warning
+        bad_fit = quality_warning(src, source)
+        extra = [bad_fit] if bad_fit else []
     try:
-        net = load_topology(spec)
+        return predict_run(train_run(cfg, K, prof), (kind, src, source), engine=engine, load=load,
+                           load_now=load_now, nodes=nodes, launcher_nodes=launcher_nodes, network=network,
+                           extra_warnings=extra)
     except SimError as e:
-        raise TrainError(f"--predict-network: {e}") from None
-    return net.inter, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
-
-
-def _machine_step_s(m: dict[str, Any], cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> float:
-    """Single-rank seconds per step for cfg's model and batch: measured, or scaled by FLOPs from what was measured."""
-    st = m["step"]
-    same = all(st.get(k) == getattr(cfg, k) for k in ("model", "width", "dataset", "batch_size"))
-    if same:
-        return float(st["seconds_per_step"])
-    ratio = (prof.gflops_per_sample * cfg.batch_size) / (st["gflops_per_sample"] * st["batch_size"])
-    notes.append(f"compute scaled by FLOPs from the calibrated {st['model']} at batch {st['batch_size']} "
-                 f"(x{ratio:.3g}); calibrate with this model for a measured step time")
-    return float(st["seconds_per_step"]) * ratio
-
-
-def _stragglers(cfg: TrainConfig, notes: list[str]) -> Stragglers:
-    if not cfg.stragglers:
-        return Stragglers()
-    rank, factor = max(cfg.stragglers, key=lambda s: s[1])
-    if len(cfg.stragglers) > 1:
-        notes.append(f"the simulator models one straggler: only rank {rank} (x{factor}) is simulated")
-    return Stragglers(kind="fixed", rank=rank, slowdown=factor)
-
-
-def _hiding(cfg: TrainConfig, prof: ModelProfile, notes: list[str]) -> tuple[tuple[tuple[float, float], ...], int]:
-    """The gradient buckets of mini-batch steps (bytes, ready fraction) and tau of overlapped syncs, as the trainer
-    runs them."""
-    buckets: tuple[tuple[float, float], ...] = ()
-    if getattr(cfg, "bucket_size", 0) and cfg.algorithm in ("minibatch", "postlocal"):
-        from sim.overlap import uniform_buckets
-        from train.gradprofile import predicted_buckets
-        if prof.grads:
-            buckets = predicted_buckets(prof.grads, cfg.bucket_size, cfg.first_bucket_size)
-        else:
-            buckets = uniform_buckets(prof.spec(cfg.model).bytes, cfg.bucket_size, cfg.first_bucket_size)
-            notes.append("gradient buckets assumed ready evenly over the backward pass (no per-layer profile)")
-    return buckets, (cfg.overlap_steps if getattr(cfg, "overlap", False) else 0)
+        raise TrainError(str(e)) from None
 
 
 def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,
@@ -316,167 +248,5 @@ def predict(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | No
     cores; `network` is a sim topology whose inter level is the links between them (default: this machine's level).
     `launcher_nodes`: the nodes the launcher reports for this job, used for machine files when `nodes` is None.
     """
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise TrainError(f"workers must be an integer >= 1, got {K!r}")
-    if load is not None and not (math.isfinite(load) and load >= 0):
-        raise TrainError(f"background load must be a finite number >= 0, got {load!r}")
-    cfg.check_world(K)
-    kind, src = load_source(source)
-    if kind != "machine" and (nodes is not None or network is not None):
-        raise TrainError(f"--predict-nodes and --predict-network apply to machine files; {source!r} is a topology "
-                         f"and has its own nodes and links")
-    n_nodes = nodes if nodes is not None else launcher_nodes if launcher_nodes is not None and kind == "machine" else 1
-    if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 1 or K % n_nodes:
-        raise TrainError(f"nodes must be an integer >= 1 that divides the {K} workers, got {n_nodes!r}")
-    prof = profile or profile_model(cfg)
-    L = 0.0
-    plan = RunPlan.build(cfg, workers=K, n_train=prof.n_train)
-    hier = cfg.algorithm == "hierarchical"
-    notes: list[str] = []
-    warnings: list[str] = []
-    jitter = StepJitter()
-    spec = prof.spec(cfg.model)
-    payload = spec.bytes
-    compress = getattr(cfg, "compress", "none")
-    if cfg.allreduce == "native":
-        notes.append("native MPI_Allreduce is simulated as MPICH's choice (recursive doubling / Rabenseifner)")
-    per_node = K // n_nodes if kind == "machine" else 1
-    flat = comm_auto_algorithm(payload, n_nodes, per_node) if cfg.allreduce in ("auto", "native") else cfg.allreduce
-    small: Level | None = None      # the links' level for rounds of empty messages, when it differs
-    if kind == "machine":
-        L = float(src["background_load"]) if load is None else load
-        s = cpu_share(K, int(src["cpu_count"]), L)
-        if n_nodes > 1:
-            if hier and cfg.gpus_per_node not in (None, per_node):
-                raise TrainError(f"gpus_per_node must be the {per_node} ranks of each of the {n_nodes} nodes or be "
-                                 f"left out when predicting across nodes, got {cfg.gpus_per_node}")
-            g = per_node
-        else:
-            g = (cfg.gpus_per_node or K) if hier else K
-        level = _machine_level(src, s)
-        inter, o_inter = Level(name="inter", **level.to_json()), 0.0
-        if network is not None:
-            inter, o_inter, net_name = _network_level(network)
-            notes.append(f"links between the {n_nodes} nodes: the inter level of {net_name!r}")
-            # the barrier's rounds of empty messages, which ranks reach from computing, are all waiting for the
-            # partner to be scheduled, across the links as in shared memory
-            wait = scheduling_wait(s, float(src.get("oversubscribed_latency_s", 0.0)),
-                                   src.get("oversubscribed_form", "const"))
-            small = dataclasses.replace(inter, latency_s=inter.latency_s + wait)
-        elif n_nodes > 1:
-            notes.append(f"no --predict-network: the links between the {n_nodes} nodes are modelled as this machine's "
-                         f"shared memory")
-        alone = _machine_step_s(src, cfg, prof, notes)
-        step_s = alone * s
-        cpu = SharedCPU(cores=int(src["cpu_count"]), background=L)
-        where = f"{n_nodes} nodes x {per_node}" if n_nodes > 1 else f"{K} ranks"
-        topo = Topology(name=f"{src.get('name', 'machine')} ({where}, CPU share x{s:.3g})", nodes=K // g,
-                        gpus_per_node=g, intra=level, inter=inter, sync_overhead_s=(o_inter, 0.0),
-                        compute=ComputeModel(kind="fixed", device="cpu", seconds_per_iter=(alone,)))
-        eval_per_sample = float(src["step"]["eval_s_per_sample"]) * s
-        # every rank writes its checkpoint file at once, each at its CPU share (0 in older machine files)
-        ckpt_per_write = float(src["step"].get("checkpoint_s_per_write", 0.0)) * s
-        if load_now is None and sample_load:
-            from train.calibrate import background_load
-            load_now = background_load(0.5, 10)
-        warnings = machine_warnings(src, source, L, load_now)
-        for w in warnings:
-            log.warning("%s", w)
-        jitter = machine_jitter(src, notes)
-    else:
-        topo = src
-        s = 1.0
-        cpu = None
-        if hier and cfg.gpus_per_node not in (None, topo.gpus_per_node):
-            raise TrainError(f"gpus_per_node must match topology {topo.name!r} ({topo.gpus_per_node} per node) "
-                             f"or be left out, got {cfg.gpus_per_node}")
-        try:
-            step_s = topo.compute.seconds(spec, cfg.batch_size)
-        except SimError as e:
-            raise TrainError(str(e)) from None
-        eval_per_sample = step_s / cfg.batch_size / 3.0  # forward only: a third of forward + backward
-        ckpt_per_write = 0.0
-        notes.append("checkpoint writing not modelled on a topology (calibrate a machine file to measure it)")
-        notes.append("evaluation estimated as the forward third of the step time per sample")
-        compute_source, compute_note = topo.compute.provenance(spec)
-        if compute_source == "extrapolated":
-            notes.append(f"compute {compute_note}")
-    g_eff = topo.gpus_per_node
-    lvl = small or (topo.inter if g_eff < K else topo.intra)  # the level of rounds of empty messages
-    bar_global = _barrier_s(K, lvl)
-    bar_block = _barrier_s(g_eff, topo.intra)
-    allreduce = "hierarchical" if hier else flat
-    # comm's hierarchical all-reduce runs "auto" on the leaders (one rank per node) and inside a node: both are the
-    # flat rule (recursive doubling up to 512 KiB), and so are the block syncs
-    one_node = comm_auto_algorithm(payload)
-    buckets, tau = _hiding(cfg, prof, notes)
-    if buckets or tau:  # syncs beside computation have no barrier (the few blocking ones' barriers are left out)
-        bar_global = bar_block = 0.0
-    try:
-        rc = RunConfig(topology=topo, model=spec, K=K, B=cfg.batch_size, N=plan.samples_total,
-                       schedule=plan.schedule, allreduce=allreduce, buckets=buckets, overlap_steps=tau,
-                       delay_global_s=cfg.global_sync_delay + bar_global,
-                       delay_block_s=cfg.block_sync_delay + bar_block, stragglers=_stragglers(cfg, notes),
-                       compression=compress if compress in ("sign", "ef-sign") else "none", epochs=cfg.epochs,
-                       jitter=jitter, cpu=cpu, leader_allreduce=one_node, block_allreduce=one_node)
-        res = simulate(rc, engine=engine)
-    except SimError as e:
-        raise TrainError(str(e)) from None
-    n_eval = count_evals(plan, cfg.eval_every)
-    eval_sync = 0.0
-    if K >= 2 and n_nodes > 1:  # the model average as the run's own sync all-reduce, simulated on the nodes;
-        # the small collectives follow it back to back, with no rank computing: no scheduling wait on the links
-        alg = comm_auto_algorithm(payload, n_nodes, per_node)
-        eval_sync = (simulate_collective(topo, tuple(range(K)), alg, float(payload), "inter", one_node).duration_s
-                     + EVAL_SMALL_COLLECTIVES * allreduce_cost(comm_auto_algorithm(64, n_nodes, per_node), K, 64,
-                                                               topo.inter.cost))
-    elif K >= 2:
-        eval_sync = (allreduce_cost(comm_auto_algorithm(payload), K, payload, lvl.cost)
-                     + EVAL_SMALL_COLLECTIVES * allreduce_cost("recursive_doubling", K, 64, lvl.cost))
-    eval_s = n_eval * (math.ceil(prof.n_test / K) * eval_per_sample + eval_sync)
-    n_ckpt = count_checkpoints(plan, cfg.checkpoint_every)
-    ckpt_s = n_ckpt * ckpt_per_write
-    barrier_s = res.syncs_global * bar_global + res.syncs_block * bar_block
-    out = res.to_json()
-    return {
-        "schema": PREDICTION_SCHEMA, "source": kind, "source_spec": source, "topology": topo.name,
-        "workers": K, "nodes": out["nodes"], "real_nodes": n_nodes, "gpus_per_node": out["gpus_per_node"],
-        "cpu_share": s,
-        "background_load": L if kind == "machine" else None,
-        "algorithm": cfg.algorithm, "H": cfg.H, "Hb": cfg.Hb, "batch_size": cfg.batch_size,
-        "total_steps": plan.total_steps, "model": cfg.model, "model_params": prof.params,
-        "gflops_per_sample": prof.gflops_per_sample, "payload_bytes": payload, "wire_bytes": out["wire_bytes"],
-        "allreduce_global": out["allreduce_global"], "allreduce_block": out["allreduce_block"],
-        "step_s": step_s, "wall_s": res.wall_s + eval_s + ckpt_s, "train_s": res.wall_s, "compute_s": res.compute_s,
-        "comm_intra_s": res.comm_intra_s, "comm_inter_s": res.comm_inter_s, "wait_s": res.wait_s,
-        "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
-        "checkpoint_s": ckpt_s, "checkpoints": n_ckpt, "hidden_s": res.hidden_s, "overlap_steps": tau,
-        "buckets": [list(b) for b in buckets],
-        "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
-        "compute_source": "measured" if kind == "machine" and not any(n.startswith("compute scaled") for n in notes)
-        else "extrapolated" if kind == "machine" else out["compute_source"], "jitter": out["jitter"],
-    }
-
-
-def format_prediction(p: dict[str, Any]) -> str:
-    """The human table `python -m train --predict` prints."""
-    wall = p["wall_s"] or 1.0
-
-    def row(name: str, v: float) -> str:
-        return f"  {name:<16}{v:>12.3f} s  ({100 * v / wall:5.1f} %)"
-
-    alg = p["algorithm"] + ("" if p["algorithm"] == "minibatch" else f" H={p['H']}") + \
-        (f" Hb={p['Hb']}" if p["algorithm"] == "hierarchical" else "")
-    head = (f"prediction for {alg} | {p['model']} ({p['model_params']:,} params, "
-            f"{p['gflops_per_sample']:.3g} GFLOPs/sample) | K={p['workers']} on {p['topology']}")
-    lines = [head,
-             (f"  {'steps':<16}{p['total_steps']:>12d} per worker, {p['step_s'] * 1e3:.3f} ms each; syncs "
-             f"{p['syncs_global']} global / {p['syncs_block']} block ({p['allreduce_global']} / "
-             f"{p['allreduce_block']}, {p['wire_bytes']:,} B)"),
-             f"  {'wall time':<16}{p['wall_s']:>12.3f} s",
-             row("compute", p["compute_s"]), row("comm intra", p["comm_intra_s"]), row("comm inter", p["comm_inter_s"]),
-             row("waiting", p["wait_s"]), row("barriers", p["barrier_s"]), row("delays", p["delay_s"]),
-             row(f"evaluation x{p['evals']}", p["eval_s"]),
-             row(f"checkpoints x{p.get('checkpoints', 0)}", p.get("checkpoint_s", 0.0))]
-    lines += [f"  note: {n}" for n in p["notes"]]
-    return "\n".join(lines)
+    return predict_with_run(cfg, K, source, profile=profile, engine=engine, load=load, load_now=load_now,
+                            sample_load=sample_load, nodes=nodes, launcher_nodes=launcher_nodes, network=network)[0]

@@ -26,30 +26,39 @@ class SyncTimer:
     delay), delay_s. ``overlapped_sync(...)``: a sync that ran beside computation (bucketed gradients, overlapped
     local SGD): no barrier and no sleep (its delay was part of the request); comm_s counts only the time the caller
     was blocked waiting for it, inflight_s the time from its start to its completion.
+
+    ``timed=False`` (engine virtual: its syncs are means in memory, not communication): no barrier, no delays,
+    and comm_s, wait_s, delay_s and inflight_s stay None (not applicable); syncs and bytes are still counted.
     """
 
-    def __init__(self, backend: Any, *, delays: dict[str, float] | None = None) -> None:
+    def __init__(self, backend: Any, *, delays: dict[str, float] | None = None, timed: bool = True) -> None:
         self.backend = backend
+        self.timed = timed
         self.delays = {lvl: float((delays or {}).get(lvl, 0.0)) for lvl in LEVELS}
         # bytes: handed to the collective per sync by this rank (send buffer); bytes_recv: written into this rank's
         # buffer by the collective from the others (all-gather: (p-1) blocks; all-reduce: the reduced payload)
-        self.stats = {lvl: {"syncs": 0, "bytes": 0, "bytes_recv": 0, "comm_s": 0.0, "wait_s": 0.0, "delay_s": 0.0,
-                            "inflight_s": 0.0} for lvl in LEVELS}
+        zero = 0.0 if timed else None
+        self.stats: dict[str, dict[str, Any]] = {
+            lvl: {"syncs": 0, "bytes": 0, "bytes_recv": 0, "comm_s": zero, "wait_s": zero, "delay_s": zero,
+                  "inflight_s": zero} for lvl in LEVELS}
         self._t0 = 0.0
 
     def before_sync(self, level: str) -> None:
+        if not self.timed:
+            return
         t0 = time.perf_counter()
         self.backend.barrier(level)
         self._t0 = time.perf_counter()
         self.stats[level]["wait_s"] += self._t0 - t0
 
     def after_sync(self, level: str, sent: int, recv: int) -> None:
-        delay = self.delays[level]
-        if delay > 0:
-            time.sleep(delay)
         st = self.stats[level]
-        st["delay_s"] += delay
-        st["comm_s"] += time.perf_counter() - self._t0
+        if self.timed:
+            delay = self.delays[level]
+            if delay > 0:
+                time.sleep(delay)
+            st["delay_s"] += delay
+            st["comm_s"] += time.perf_counter() - self._t0
         st["syncs"] += 1
         st["bytes"] += sent
         st["bytes_recv"] += recv
@@ -73,4 +82,5 @@ class SyncTimer:
         return {"stats": {k: dict(v) for k, v in self.stats.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stats = {k: {"bytes_recv": 0, "inflight_s": 0.0, **v} for k, v in state["stats"].items()}
+        inflight = 0.0 if self.timed else None
+        self.stats = {k: {"bytes_recv": 0, "inflight_s": inflight, **v} for k, v in state["stats"].items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,24 +15,23 @@ import torch
 from mpi4py import MPI
 
 import comm
-from train.averager import LocalSGD
-from train.backend import MPIBackend
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import TrainConfig
 from train.convex import SamplerStream, cast_dataset, convex_lr
 from train.data import WorkerStream, load_dataset
 from train.errors import AgreedError, AgreedOutputError, TrainError
-from train.evaluate import Evaluator, batch_metrics
 from train.launch import process_age
 from train.lmstate import CarriedState, ContiguousStream
+from train.memory import MemoryEstimate
 from train.metrics import JsonlWriter, OutputError
-from train.models import build_model, no_decay_names
-from train.outputs import open_outputs, rewind_records
+from train.outputs import discard_outputs, open_outputs, rewind_records
 from train.plan import RunPlan
+from train.predict import model_gflops
 from train.records import RecordsMixin
 from train.signals import EARLY, interrupt_on_signal
 from train.stop import StopAgreement
-from train.sync import SyncTimer, device_sync
+from train.targets import resolve_fstar
+from train.workers import RankWorker, Workers
 
 __all__ = ["Trainer", "pick_device"]
 
@@ -50,17 +50,21 @@ def pick_device(choice: str, local_rank: int) -> torch.device:
 class Trainer(RecordsMixin):
     """One rank's share of a run. Construct on every rank (collective), then call run().
 
-    The synchronisation is train.averager.LocalSGD (the public averager) with a SyncTimer as its hooks; the
-    Trainer keeps the loop, evaluation, records (train/records.py) and checkpoints.
+    The workers of this process (train/workers.py: one per MPI rank; train/virtual.py: K in one process) run the
+    local steps, and sync through train.averager.LocalSGD (the public averager) with a SyncTimer as its hooks; the
+    Trainer keeps the loop, evaluation schedule, records (train/records.py) and checkpoints.
     """
 
     def __init__(self, cfg: TrainConfig, *, resume_dir: str | None = None, world: Any = None,
-                 progress: bool = False, prediction: dict[str, Any] | None = None, from_scratch: bool = False) -> None:
+                 progress: bool = False, prediction: dict[str, Any] | None = None, from_scratch: bool = False,
+                 memory: MemoryEstimate | None = None) -> None:
         self.world = world if world is not None else MPI.COMM_WORLD
-        self.rank, self.K = self.world.Get_rank(), self.world.Get_size()
-        cfg.check_world(self.K)
+        self.rank, size = self.world.Get_rank(), self.world.Get_size()
+        cfg.check_world(size)
         self.cfg = cfg
-        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
+        self.K = cfg.workers_of(size)  # workers: the ranks (engine mpi), or all in this process (engine virtual)
+        self.virtual = cfg.engine == "virtual"
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1") or 1))  # engine virtual sets its own
         # Data first: a missing file or a shard too small for the batch stops every rank alike, before training's
         # collectives (one agreement step: every rank learns of a problem found on any rank).
         problem, loaded = None, None
@@ -73,46 +77,32 @@ class Trainer(RecordsMixin):
         problems = [p for p, _ in agreed if p]
         if problems or loaded is None:
             raise AgreedError(problems[0] if problems else "internal: no data loaded")
-        self.data, self.carry, self.stream, self.plan = loaded
+        self.data, self.carry, streams, self.plan = loaded
+        if self.rank == 0 and not resume_dir:
+            for line in self.plan.warnings(cfg):
+                print(f"warning: {line}", file=sys.stderr, flush=True)
         node = comm.Topology.from_comm(self.world)
         self.device = pick_device(cfg.device, node.node_rank)
-        hier = cfg.algorithm == "hierarchical"
+        hier = cfg.algorithm == "hierarchical" and not self.virtual  # virtual blocks are the workers' own
         self.topology = comm.Topology.from_comm(self.world, cfg.gpus_per_node) if hier else None
         self.run_dir = Path(resume_dir or self.world.bcast(self._default_dir() if self.rank == 0 else None, root=0))
-
-        torch.manual_seed(cfg.seed)  # the same initial model on every rank (then broadcast to be sure)
-        self.model = build_model(cfg.model, input_shape=self.data.input_shape, num_classes=self.data.num_classes,
-                                 width=cfg.width, dropout=cfg.dropout).to(self.device, getattr(torch, cfg.dtype))
-        torch.manual_seed(cfg.seed * 100_003 + self.rank + 1)  # per-rank stream for dropout
-        self.gen = torch.Generator().manual_seed(cfg.seed * 100_003 + self.rank + 1)  # data augmentation
-        self.no_decay = skip = no_decay_names(self.model)
-        named = list(self.model.named_parameters())
-        groups = [{"params": [p for n, p in named if n not in skip], "weight_decay": cfg.weight_decay},
-                  {"params": [p for n, p in named if n in skip], "weight_decay": 0.0}]
-        local_m = 0.0 if cfg.momentum_variant == "global" else cfg.momentum
-        self.opt = torch.optim.SGD([g for g in groups if g["params"]], lr=self.plan.lr.lr_at(0), momentum=local_m,
-                                   dampening=0.0, nesterov=cfg.nesterov and local_m > 0)
-        backend = MPIBackend(self.world, hierarchical=hier, topology=self.topology, algorithm=cfg.allreduce,
-                             progress=cfg.progress)
-        self.sync = SyncTimer(backend, delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay})
-        # collective: rank 0's model is broadcast, then the anchors of momentum and compression are taken
-        self.averager = LocalSGD([p for _, p in named], schedule=self.plan.schedule, total_steps=self.plan.total_steps,
-                                 backend=backend, momentum_variant=cfg.momentum_variant,
-                                 global_momentum=cfg.global_momentum, slow_lr=cfg.slow_lr,
-                                 slow_momentum=cfg.slow_momentum, buffers=cfg.slow_buffers, optimizer=self.opt,
-                                 compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=self.sync,
-                                 bucket_bytes=cfg.bucket_size or None,
-                                 first_bucket_bytes=cfg.first_bucket_size,
-                                 overlap=cfg.overlap, overlap_steps=cfg.overlap_steps,
-                                 outer_optimizer=None if cfg.outer_optimizer == "none" else cfg.outer_optimizer,
-                                 outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum)
-        self.averager.poll_in(self.model)  # progress "poll": the forward passes drive an overlapped sync too
-        self.evaluator = Evaluator(self.model, self.averager.flat, world=self.world, bn_eval=cfg.bn_eval,
-                                   x_test=self.data.x_test, y_test=self.data.y_test, device=self.device,
-                                   contiguous=self.carry is not None)
-        self.slow = dict(self.cfg.stragglers).get(self.rank, 1.0)
+        # the workers of this process; collective: rank 0's model is broadcast, the averager's anchors are taken
+        self.workers: Workers
+        if self.virtual:
+            from train.virtual import VirtualWorkers
+            self.workers = VirtualWorkers(cfg, plan=self.plan, data=self.data, streams=streams, device=self.device)
+        else:
+            self.workers = RankWorker(cfg, plan=self.plan, data=self.data, stream=streams[0], carry=self.carry,
+                                      world=self.world, rank=self.rank, device=self.device, topology=self.topology)
+        self.model, self.opt, self.no_decay = self.workers.model, self.workers.opt, self.workers.no_decay
+        self.evaluator = self.workers.evaluator
+        self.fstar = resolve_fstar(cfg, self.data.x_train, self.data.y_train) if self.rank == 0 else None
+        self.sync, self.averager = self.workers.sync, self.workers.averager
         self.progress = progress and self.rank == 0
         self.prediction = prediction  # the simulator's, made before the run (train/predict.py); summary.json keeps it
+        self.memory = memory  # the estimate train/memory.py checked before the run; summary.json keeps it
+        self.usage: list[tuple[int, float]] | None = None  # every rank's (peak resident bytes, loop CPU s) (rank 0)
+        self._cpu0 = 0.0  # time.process_time() when run() started training
         self.signal = 0  # the signal the ranks agreed to stop on (0: none); not part of a checkpoint
         self.stopper: StopAgreement | None = None  # run() sets it: steps driven from outside never stop on signals
         self.objective_writer: JsonlWriter | None = None  # run() opens it on rank 0 with --log-objective
@@ -135,19 +125,22 @@ class Trainer(RecordsMixin):
             self._rewind(-1)
 
     # -- set-up helpers ------------------------------------------------------------------------------
-    def _load_data(self, cfg: TrainConfig) -> tuple[Any, CarriedState | None, Any, RunPlan]:
-        """The dataset, this rank's stream of batches (or the LSTM's contiguous columns) and the run plan."""
+    def _load_data(self, cfg: TrainConfig) -> tuple[Any, CarriedState | None, list[Any], RunPlan]:
+        """The dataset, the streams of batches of this process's workers (or the LSTM's contiguous columns) and
+        the run plan."""
         data = cast_dataset(load_dataset(cfg), getattr(torch, cfg.dtype))
+        plan = RunPlan.build(cfg, workers=self.K, n_train=len(data.x_train))
         carry = CarriedState() if cfg.carries_state else None  # the LSTM's truncated BPTT (train/lmstate.py)
-        stream: WorkerStream | SamplerStream | ContiguousStream
-        if carry is not None:
-            stream = ContiguousStream(data, rank=self.rank, size=self.K, batch=cfg.batch_size)
-        elif cfg.sampler == "stream":
-            stream = WorkerStream(data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed)
-        else:  # the convex simulator's sampler: the same samples as its worker `rank`
-            stream = SamplerStream(data, rank=self.rank, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
-                                   mode=cfg.sampler)
-        return data, carry, stream, RunPlan.build(cfg, workers=self.K, n_train=len(data.x_train))
+        streams: list[WorkerStream | SamplerStream | ContiguousStream] = []
+        for k in range(self.K) if self.virtual else [self.rank]:
+            if carry is not None:
+                streams.append(ContiguousStream(data, rank=k, size=self.K, batch=cfg.batch_size))
+            elif cfg.sampler == "stream":
+                streams.append(WorkerStream(data, rank=k, size=self.K, batch=cfg.batch_size, seed=cfg.seed))
+            else:  # the convex simulator's sampler: the same samples as its worker `k`
+                streams.append(SamplerStream(data, rank=k, size=self.K, batch=cfg.batch_size, seed=cfg.seed,
+                                             mode=cfg.sampler))
+        return data, carry, streams, plan
 
     def _default_dir(self) -> str:
         if self.cfg.out_dir:
@@ -161,36 +154,26 @@ class Trainer(RecordsMixin):
         return path
 
     def _state(self) -> dict[str, Any]:
-        return {"step": self.step, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+        return {"step": self.step, **self.workers.state_dict(),  # model, opt, torch_rng, gen, cuda_rng, lm_state
                 "sync": {**self.sync.state_dict(), **self.averager.state_dict()},  # one dict: older checkpoints load
-                "torch_rng": torch.get_rng_state(), "gen": self.gen.get_state(),
-                "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
                 "compute_s": self.compute_s, "eval_s": self.eval_s, "straggle_s": self.straggle_s,
                 "checkpoint_s": self.checkpoint_s, "checkpoints": self.checkpoints, "wall_s": self._wall(),
-                "window": list(self.window), "best": dict(self.best),
-                "lm_state": self.carry.state_dict() if self.carry is not None else None}
+                "window": list(self.window), "best": dict(self.best)}
 
     def _restore(self) -> None:
         st, used, skipped = load_checkpoint(self.run_dir, self.world)
         if skipped and self.rank == 0:
             print(f"warning: {skipped[0]}; resuming from the previous checkpoint instead: checkpoints/{used['dir']} "
                   f"(after step {used['step'] + 1})", file=sys.stderr, flush=True)
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
+        self.workers.load_state_dict(st)
         self.sync.load_state_dict(st["sync"])
         self.averager.load_state_dict({"steps": st["step"] + 1, **st["sync"]})  # older checkpoints lack "steps"
-        torch.set_rng_state(st["torch_rng"])
-        self.gen.set_state(st["gen"])
-        if st["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(st["cuda_rng"], self.device)
         self.step = st["step"] + 1
         self.compute_s, self.eval_s, self.straggle_s = st["compute_s"], st["eval_s"], st["straggle_s"]
         self.checkpoint_s, self.checkpoints = st.get("checkpoint_s", 0.0), st.get("checkpoints", 0)  # older ones
         self.wall_offset = st["wall_s"]
         self.window = list(st["window"])
         self.best = dict(st["best"])
-        if self.carry is not None:
-            self.carry.load_state_dict(st.get("lm_state") or {"hidden": None}, self.device)
         if self.rank == 0:  # records after the checkpoint go (they are redone); the last epoch feeds final.*
             self._rewind(st["step"])
         log.info("rank %d resumed at step %d from %s", self.rank, self.step, self.run_dir)
@@ -211,6 +194,7 @@ class Trainer(RecordsMixin):
             resolved = {"config": cfg.to_dict(), "plan": plan.to_dict(), "device": str(self.device),
                         "topology": self.topology.describe() if self.topology else None,
                         "model_params": sum(p.numel() for p in self.model.parameters()),
+                        "gflops_per_sample": model_gflops(self.model, tuple(self.data.input_shape), cfg.model),
                         "payload_bytes": self.averager.nbytes, "run_dir": str(self.run_dir),
                         "dataset": {"name": self.data.name, "n_train": len(self.data.x_train),
                                     "n_test": len(self.data.x_test), "input_shape": list(self.data.input_shape),
@@ -221,6 +205,8 @@ class Trainer(RecordsMixin):
             except OutputError as e:
                 problem = (str(e), True)
         agreed = self.world.allgather((problem, EARLY.seen))  # the last start-up agreement: outputs and Ctrl-C
+        if max(sig for _, sig in agreed) and self.rank == 0 and writer is not None and not self.resumed:
+            discard_outputs(self.run_dir, [writer, self.objective_writer])  # no step ran: the folder is free again
         interrupt_on_signal(max(sig for _, sig in agreed))
         for p, _ in agreed:
             if p:
@@ -234,6 +220,7 @@ class Trainer(RecordsMixin):
         self.stopper.install()
         self.startup_s = process_age()
         self._t0 = self._ckpt_t = time.perf_counter()
+        self._cpu0 = time.process_time()
         status = "completed"
         self.model.train()
         failed = True
@@ -264,9 +251,12 @@ class Trainer(RecordsMixin):
                 self.objective_writer.close()
                 self.objective_writer = None
         summary, unwritten = None, None
+        per_rank = self.world.gather(self._totals(), root=0)  # after the final checkpoint, which they count
+        self.usage = self.world.gather((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                        time.process_time() - self._cpu0), root=0)
         if self.rank == 0:
             try:
-                summary = self._summary(status)
+                summary = self._summary(status, per_rank)
             except OutputError as e:
                 unwritten = str(e)
         unwritten = self.world.bcast(unwritten, root=0)
@@ -284,39 +274,20 @@ class Trainer(RecordsMixin):
         """One local step and whatever the schedule puts after it; 'paused' or 'interrupted' ends the run."""
         cfg, plan, T = self.cfg, self.plan, self.plan.total_steps
         lr, h = self._lr_at(t), plan.schedule.h_at(t)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
         if self.averager.steps != t:
             raise TrainError(f"internal: the averager is at step {self.averager.steps}, the trainer at step {t}")
-        t0 = time.perf_counter()
-        x, y = self.stream.batch_at(t, self.gen)
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        self.opt.zero_grad(set_to_none=False)
-        logits = self.model(x) if self.carry is None else self.carry.logits(self.model, x, self.stream.restarts(t))
-        loss, correct, n = batch_metrics(logits, y)
-        loss.backward()
-        device_sync(self.device)
-        dt = time.perf_counter() - t0
-        if self.slow > 1.0:  # straggler emulation: this rank computes `slow` times slower
-            time.sleep((self.slow - 1.0) * dt)
-            self.straggle_s += (self.slow - 1.0) * dt
-        self.averager.average_gradients()  # mini-batch steps only (and never under compression)
-        t1 = time.perf_counter()
-        if cfg.clip_grad_norm is not None:  # after the gradient sync: mini-batch steps clip the global gradient
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm)
-        self.opt.step()
-        device_sync(self.device)
-        self.compute_s += dt + time.perf_counter() - t1
+        res = self.workers.step(t, lr)  # forward, backward, mini-batch gradient average, clipping, SGD step
+        self.compute_s += res.compute_s
+        self.straggle_s += res.straggle_s
         level = self.averager.step(lr)  # the schedule's sync after step t (models are averaged in local phases)
         if level == "global" and self.objective_writer is not None and (cfg.compress != "none"
                                                                         or not plan.grad_phase(t)):
             self.objective_writer.write(self._objective_record(t))
-        loss_v = float(loss.detach())
-        self.window[0] += loss_v * n
-        self.window[1] += correct
-        self.window[2] += n
+        self.window[0] += res.loss_sum
+        self.window[1] += res.correct
+        self.window[2] += res.n
         if writer is not None and (t % cfg.log_every == 0 or t == T - 1):
-            writer.write(self._step_record(t, lr, h, level, loss_v, correct / n))
+            writer.write(self._step_record(t, lr, h, level, res.loss, res.acc))
         last = t == T - 1
         if plan.crosses(t, cfg.eval_every) or last:
             rec = self._epoch_record(t, lr, h)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,11 @@ from tests.faults.helpers import PY, TINY, K, assert_same_final_state, needs_roo
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 FIXTURES = REPO / "tests" / "fixtures" / "analysis"
+
+
+def q(path: object) -> str:
+    """A path as one shell word (checkouts and temp folders may hold spaces)."""
+    return shlex.quote(str(path))
 
 
 def _in_namespace(script: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -30,13 +36,13 @@ def test_read_only_output_is_one_line_before_any_work(tmp_path: Path) -> None:
     ro.mkdir()
     logs.mkdir()
     cmds = {
-        "train": f"{MPIRUN} -n {K} {PY} -m train {' '.join(TINY)} --out-dir {ro}/run",
-        "whatif": f"{PY} -m sim whatif --K 4 --H 1,4 --out {ro}/w.jsonl --quiet",
-        "calibrate": f"{PY} -m sim calibrate --intra {FIXTURES}/bench_p4.jsonl --out {ro}/topo.json",
-        "analysis": f"{PY} -m analysis curves {FIXTURES}/runs/local_K4_H8 --out-dir {ro}/fig --quiet",
+        "train": f"{q(MPIRUN)} -n {K} {q(PY)} -m train {' '.join(TINY)} --out-dir {q(ro)}/run",
+        "whatif": f"{q(PY)} -m sim whatif --K 4 --H 1,4 --out {q(ro)}/w.jsonl --quiet",
+        "calibrate": f"{q(PY)} -m sim calibrate --intra {q(FIXTURES)}/bench_p4.jsonl --out {q(ro)}/topo.json",
+        "analysis": f"{q(PY)} -m analysis curves {q(FIXTURES)}/runs/local_K4_H8 --out-dir {q(ro)}/fig --quiet",
     }
-    script = f"mount --bind {ro} {ro} && mount -o remount,bind,ro {ro} || exit 99\n" + "".join(
-        f"{cmd} > {logs}/{name}.out 2>&1; echo $? > {logs}/{name}.rc\n" for name, cmd in cmds.items())
+    script = f"mount --bind {q(ro)} {q(ro)} && mount -o remount,bind,ro {q(ro)} || exit 99\n" + "".join(
+        f"{cmd} > {q(logs)}/{name}.out 2>&1; echo $? > {q(logs)}/{name}.rc\n" for name, cmd in cmds.items())
     proc = _in_namespace(script)
     assert proc.returncode == 0, proc.stderr
     for name, where in (("train", "--out-dir"), ("whatif", "--out"), ("calibrate", "--out"),
@@ -52,8 +58,9 @@ def test_read_only_output_is_one_line_before_any_work(tmp_path: Path) -> None:
 def test_too_small_output_location_is_refused_at_start(tmp_path: Path) -> None:
     small = tmp_path / "small"
     small.mkdir()
-    script = (f"mount -t tmpfs -o size=1m tmpfs {small} || exit 99\n"
-              f"{MPIRUN} -n {K} {PY} -m train {' '.join(TINY)} --out-dir {small}/run; echo rc=$?; ls -A {small}")
+    script = (f"mount -t tmpfs -o size=1m tmpfs {q(small)} || exit 99\n"
+              f"{q(MPIRUN)} -n {K} {q(PY)} -m train {' '.join(TINY)} --out-dir {q(small)}/run; echo rc=$?; "
+              f"ls -A {q(small)}")
     proc = _in_namespace(script)
     assert proc.stdout.split() == ["rc=2"], proc.stdout  # and `ls -A` finds nothing on the small disk
     assert proc.stderr.splitlines() == [(f"error: --out-dir {small}/run has 1.0 MiB free, at least 16.0 MiB are "
@@ -68,20 +75,20 @@ def test_disk_full_mid_run_is_one_line_and_the_run_resumes_bitwise(reference: Pa
     disk.mkdir()
     keep.mkdir()
     run = disk / "run"
-    train = f"{MPIRUN} -n {K} {PY} -m train"
+    train = f"{q(MPIRUN)} -n {K} {q(PY)} -m train"
     script = f"""
-mount -t tmpfs -o size=24m tmpfs {disk} || exit 99
-{train} {' '.join(TINY)} --out-dir {run} > {keep}/first.out 2>&1 &
+mount -t tmpfs -o size=24m tmpfs {q(disk)} || exit 99
+{train} {' '.join(TINY)} --out-dir {q(run)} > {q(keep)}/first.out 2>&1 &
 job=$!
 i=0
-while [ ! -f {run}/checkpoints/latest.json ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
-dd if=/dev/zero of={disk}/filler bs=64k > /dev/null 2>&1
-wait $job; echo $? > {keep}/first.rc
-find {run} -name '*.tmp' > {keep}/tmpfiles
-cp -a {run} {keep}/failed
-rm {disk}/filler
-{train} --resume {run} > {keep}/resume.out 2>&1; echo $? > {keep}/resume.rc
-cp -a {run} {keep}/resumed
+while [ ! -f {q(run)}/checkpoints/latest.json ] && [ $i -lt 2400 ]; do sleep 0.05; i=$((i+1)); done
+dd if=/dev/zero of={q(disk)}/filler bs=64k > /dev/null 2>&1
+wait $job; echo $? > {q(keep)}/first.rc
+find {q(run)} -name '*.tmp' > {q(keep)}/tmpfiles
+cp -a {q(run)} {q(keep)}/failed
+rm {q(disk)}/filler
+{train} --resume {q(run)} > {q(keep)}/resume.out 2>&1; echo $? > {q(keep)}/resume.rc
+cp -a {q(run)} {q(keep)}/resumed
 """
     proc = _in_namespace(script, timeout=400)
     assert proc.returncode == 0, proc.stderr

@@ -66,6 +66,9 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(reference: Path, tmp_
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps_done"] == 64 and summary["total_steps"] == 64
     assert summary["final"]["test_loss"] is not None and summary["totals_mean"]["compute_s"] is not None
+    # the totals are taken after the final checkpoint on every rank: max and rank 0 count the same writes
+    assert summary["totals_max"]["checkpoints"] == summary["totals_rank0"]["checkpoints"] >= 1, summary
+    assert summary["totals_max"]["checkpoint_s"] >= summary["totals_rank0"]["checkpoint_s"], summary
     epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in epochs if r["kind"] == "epoch"] == [15, 31, 47, 63]  # no gap, no duplicate
     assert json.loads((run / "config.json").read_text())["config"]["epochs"] == 4.0

@@ -91,7 +91,8 @@ def test_run_human_output_and_event_engine(capsys):
     (["run", "--jitter", "gauss:0.1"], "error: --jitter must be 'none', 'lognormal:CV'"),
     (["run", "--jitter", "lognormal:-1"], "error: --jitter cv must be a finite number >= 0, got -1.0"),
     (["calibrate", "--runs", "nowhere.csv"], "error: cannot read runs file 'nowhere.csv'"),
-    (["calibrate"], "error: calibrate needs --runs FILE..., --bench FILE, or at least one --intra FILE or --inter FILE"),
+    (["calibrate"], ("error: calibrate needs --runs FILE..., --steps FILE..., --bench FILE, or at least one "
+                     "--intra FILE or --inter FILE")),
 ])
 def test_bad_input_exits_2_with_one_line(args, fragment):
     out = sim(*args)
@@ -173,7 +174,7 @@ def test_fitted_paper_preset_gives_a_wall_time_for_every_H(H, minutes):
               "--H", str(H), "--json")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    assert r["H"] == H and r["wall_s"] > 0 and r["link_sharing"] == "fair" and r["compute_source"] == "table"
+    assert r["H"] == H and r["wall_s"] > 0 and r["link_sharing"] == "fair" and r["compute_source"] == "measured"
     if minutes is not None:
         assert r["wall_s"] / 60 == pytest.approx(minutes, rel=1e-9)
     else:  # 7325 steps and 8 syncs: compute plus eight fitted sync costs, below the H = 16 figure
@@ -189,4 +190,4 @@ def test_link_sharing_flag_and_jitter_reach_the_run():
     assert jit["jitter"] == {"kind": "lognormal", "cv": 0.2, "samples": 0, "seed": 3} and jit["wait_s"] > 0
     assert fair["wait_s"] == 0
     wrn = json.loads(sim("run", "--model", "wrn28-10", "--N", "20480", "--json").stdout)
-    assert wrn["compute_source"] == "extrapolated" and "EXTRAPOLATED by FLOPs from resnet20" in wrn["compute_note"]
+    assert wrn["compute_source"] == "layer-model" and "MODELLED from wrn28-10's layers" in wrn["compute_note"]

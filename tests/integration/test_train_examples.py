@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.fake_wikitext import write_fake_wikitext
+from tests.fixtures.shared_data import need_data
 from tests.parallel.harness import MPIRUN, REPO, mpi_env
 
 EX = REPO / "mpirun_examples"
@@ -65,7 +66,7 @@ def test_train_example_slow_network(tmp_path: Path) -> None:
 
 def test_train_example_w8a(tmp_path: Path) -> None:
     s = _run("w8a_logreg.sh", tmp_path, ["--epochs", "0.5", "--quiet"],
-             {"DATA_DIR": str(REPO.parent / "shared" / "data")})
+             {"DATA_DIR": str(need_data("w8a").parent)})
     assert s["model"] == "logreg" and s["dataset"] == "w8a"
     assert s["final"]["test_acc"] > 0.975  # predicting the majority class everywhere gives 0.970
 

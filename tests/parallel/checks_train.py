@@ -303,3 +303,27 @@ def check_clip_grad_norm_bounds_every_step() -> None:
         if t % 2 == 0:  # a local step without sync: the change is the step itself
             assert moves[0] <= clipped.plan.lr.lr_at(t) * c * (1 + 1e-3), (t, moves)  # float32 rounding
             assert moves[1] > 2 * moves[0], (t, moves)
+
+
+def check_ctrl_c_at_the_last_start_up_agreement_frees_the_folder() -> None:
+    """A signal that arrives after rank 0 wrote config.json but before the first step: every rank stops with the
+    same AgreedInterrupt, and the folder is left as it was, so the same command can simply be run again."""
+    import signal
+    from pathlib import Path
+
+    from train.errors import AgreedInterrupt
+    from train.signals import EARLY
+    tr = make(tiny(algorithm="local", H=2))
+    run_dir = Path(tr.run_dir)
+    if WORLD.Get_rank() == WORLD.Get_size() - 1:
+        EARLY.seen = int(signal.SIGINT)  # as if Ctrl-C reached this rank while the outputs were being opened
+    try:
+        tr.run()
+        raise AssertionError("run() went on after a start-up signal")
+    except AgreedInterrupt as e:
+        assert e.exit_code == 130 and "run the command again" in str(e), e
+    finally:
+        EARLY.seen = 0
+    WORLD.Barrier()
+    assert not (run_dir / "config.json").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert not run_dir.exists(), f"{run_dir} should be gone (it was empty)"

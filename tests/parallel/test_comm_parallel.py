@@ -19,8 +19,9 @@ def test_random_inputs_equal_native(p):
     run_checks(p, "tests.parallel.checks_comm", ["check_random_equals_native_exactly"], timeout=120)
 
 
-# torch on every rank costs seconds of import per rank on 2 cores: a few sizes, 16 among them.
-@pytest.mark.parametrize("p", [1, 2, 3, 5, 16])
+# torch on every rank costs seconds of import per rank on 2 cores: a few sizes (16 ranks run the numpy checks and
+# the trainer's default run; torch tensors reach comm through the same buffer path at any size).
+@pytest.mark.parametrize("p", [1, 2, 3, 5, 8])
 def test_allreduce_torch_cpu(p):
     run_checks(p, "tests.parallel.checks_comm",
                ["check_torch_cpu_buffers", "check_device_ops_path", "check_flat_buffer_sync", "check_allgather_torch"], timeout=240)

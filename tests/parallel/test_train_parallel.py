@@ -17,7 +17,8 @@ def test_train_algorithms_3_ranks() -> None:
                         "check_hierarchical_hb1_equals_local", "check_local_warmup_follows_schedule",
                         "check_delay_and_straggler", "check_global_variant_has_no_local_momentum",
                         "check_every_model_takes_steps", "check_evaluation_bn_modes",
-                        "check_clip_grad_norm_bounds_every_step"], timeout=180)
+                        "check_clip_grad_norm_bounds_every_step",
+                        "check_ctrl_c_at_the_last_start_up_agreement_frees_the_folder"], timeout=180)
 
 
 def test_train_hierarchical_4_ranks() -> None:

@@ -156,8 +156,8 @@ def test_paper_preset_hierarchical_counts_and_compute():
     glob = math.ceil(N / (16 * 128 * 2 * 4))
     assert p["syncs_global"] == glob
     assert p["syncs_block"] == math.ceil(N / (16 * 128 * 2)) - glob
-    # Titan Xp table (SPEC section 3): 0.175 s at batch 128 for ResNet-20 (0.041 GFLOPs), scaled by GFLOPs
-    assert p["step_s"] == pytest.approx(0.175 * prof.gflops_per_sample / 0.041, rel=1e-9)
+    # Titan Xp (SPEC section 3): 0.175 s at batch 128 for ResNet-20, measured; other models come from the layer model
+    assert p["step_s"] == pytest.approx(0.175, rel=1e-12) and p["compute_source"] == "measured"
     assert p["compute_s"] == pytest.approx(p["total_steps"] * p["step_s"], rel=1e-9)
     assert (p["nodes"], p["gpus_per_node"]) == (8, 2)
 

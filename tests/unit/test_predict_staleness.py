@@ -72,8 +72,15 @@ def test_step_samples_are_differences_of_consecutive_step_records(tmp_path):
     assert step_samples(f, skip=1) == pytest.approx([0.1, 0.1, 0.15, 0.1, 0.05, 0.2, 0.05])
 
 
-def test_extrapolated_compute_is_marked_on_a_preset():
+def test_modelled_and_extrapolated_compute_are_marked_on_a_preset():
+    """A model with a layer table gets the layer model's step time, marked MODELLED; one without (logistic
+    regression) is scaled by FLOPs from the measured model, marked EXTRAPOLATED."""
     p = predict(TrainConfig(model="resnet8", width=8, dataset="synthetic", algorithm="local", H=4, epochs=1), 16,
                 "paper-8x2-10gbps", profile=PROFILE)
+    assert p["compute_source"] == "layer-model"
+    assert any("MODELLED from resnet8's layers" in n for n in p["notes"])
+    logreg = ModelProfile(params=300, gflops_per_sample=3e-7, n_train=8192, n_test=2048, bytes_per_param=4)
+    p = predict(TrainConfig(model="logreg", dataset="synthetic", algorithm="local", H=4, epochs=1), 16,
+                "paper-8x2-10gbps", profile=logreg)
     assert p["compute_source"] == "extrapolated"
-    assert any("EXTRAPOLATED by FLOPs from resnet20" in n for n in p["notes"])
+    assert any("EXTRAPOLATED by FLOPs" in n for n in p["notes"])

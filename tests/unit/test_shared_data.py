@@ -25,10 +25,30 @@ def test_missing_data_skips_but_fails_under_ci(monkeypatch: pytest.MonkeyPatch, 
         need_data("w8a")
 
 
+def machine_paths() -> list[str]:
+    """The absolute paths no tracked file may name: the checkout's, the shared folder's, and the folder they sit in
+    unless that is a system-wide place (the root or the temporary folder, which example outputs name legitimately)."""
+    import tempfile
+    shared = (REPO.parent / "shared").resolve()
+    places = {REPO, REPO.resolve(), shared, data_root().resolve()}
+    parent = REPO.parent.resolve()
+    if parent not in (Path("/"), Path(tempfile.gettempdir()).resolve(), Path("/tmp"), Path("/var/tmp")):
+        places.add(parent)
+    return sorted({str(p).rstrip("/") + "/" for p in places})
+
+
+def test_machine_paths_guard_the_checkout_and_the_shared_folder_not_the_temp_folder() -> None:
+    needles = machine_paths()
+    assert str(REPO) + "/" in needles and str((REPO.parent / "shared").resolve()) + "/" in needles
+    assert "/tmp/" not in needles and "/" not in needles
+
+
 def test_no_absolute_machine_path_in_the_repository() -> None:
-    """The folder the repository sits in must not be named by any tracked text file (use ../shared or the env var)."""
+    """No tracked text file names this machine's checkout or shared folder (use ../shared or the env var)."""
     import subprocess
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    needle = str(REPO.parent) + "/"
-    bad = [f for f in files if (REPO / f).is_file() and needle.encode() in (REPO / f).read_bytes()]
-    assert not bad, f"files naming {needle}: {bad}"
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    files = [f for f in out.decode().split("\0") if f]
+    needles = [n.encode() for n in machine_paths()]
+    bad = {n.decode(): [f for f in files if (REPO / f).is_file() and n in (REPO / f).read_bytes()] for n in needles}
+    bad = {n: fs for n, fs in bad.items() if fs}
+    assert not bad, f"files naming a path of this machine: {bad}"

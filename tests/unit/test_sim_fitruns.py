@@ -46,26 +46,47 @@ def test_fitted_preset_answers_every_H_and_says_which_question_it_answers():
     from sim.engine import simulate_collective
     step = fitted.compute.seconds(MODELS["resnet20"], 128)
     coll = simulate_collective(fitted, tuple(range(16)), "hierarchical", float(MODELS["resnet20"].bytes)).duration_s
-    assert walls[-1] == pytest.approx(7325 * step + 8 * (coll + fitted.sync_overhead_s[0]), rel=1e-12)
+    over = fitted.sync_overhead_s[0] + fitted.sync_collective_factor[0] * coll
+    assert walls[-1] == pytest.approx(7325 * step + 8 * (coll + over), rel=1e-12)
     assert "FITTED" in fitted.description and "paper-8x2-10gbps" in fitted.description
     assert "LINK-SPEC" in spec.description and "paper-8x2-fitted" in spec.description
 
 
 def test_fit_recovers_known_costs_from_simulated_runs(tmp_path):
     base = load_topology("paper-8x2-10gbps")
-    truth = dataclasses.replace(base, sync_overhead_s=(0.031, 0.007),
-                                compute=dataclasses.replace(base.compute, seconds_per_iter=tuple(
-                                    0.5 * v for v in base.compute.seconds_per_iter)))
+    truth = dataclasses.replace(base, sync_overhead_s=(0.031, 0.007), compute=base.compute.scaled(0.5, "half"))
     rows = []
     for alg, H, Hb in (("local", 1, 1), ("local", 8, 1), ("hierarchical", 2, 4), ("hierarchical", 1, 16)):
         rows.append({"name": f"{alg}-{H}-{Hb}", "model": "resnet20", "K": 16, "B": 128, "epochs": 3,
                      "algorithm": alg, "H": H, "Hb": Hb, "wall_s": _wall(truth, alg, H, Hb, epochs=3)})
     (tmp_path / "runs.json").write_text(json.dumps(rows))
-    fit = fit_runs(read_runs([tmp_path / "runs.json"]), base)
+    fit = fit_runs(read_runs([tmp_path / "runs.json"]), base, "fixed")
     assert fit.step_s == pytest.approx(truth.compute.seconds(MODELS["resnet20"], 128), rel=1e-6)
     assert fit.overhead_global_s == pytest.approx(0.031, rel=1e-6)
     assert fit.overhead_block_s == pytest.approx(0.007, rel=1e-6)
+    assert fit.factor_global == 0 and fit.factor_block == 0
     assert max(abs(r["rel_residual"]) for r in fit.rows) < 1e-9
+    # the same runs with the default split: the fitted cost is each collective times a factor, which cannot be
+    # exact here (the truth is a constant), and the note says which split was taken
+    scaled = fit_runs(read_runs([tmp_path / "runs.json"]), base)
+    assert scaled.overhead_global_s == 0 and scaled.factor_global > 0
+    assert any("--sync-split scaled" in n for n in scaled.notes)
+
+
+def test_fit_separates_fixed_and_scaled_sync_costs_when_collectives_differ(tmp_path):
+    # runs on 8 and 16 workers have different collectives: both parts of the per-sync cost are fitted
+    base = load_topology("paper-8x2-10gbps")
+    truth = dataclasses.replace(base, sync_overhead_s=(0.02, 0.0), sync_collective_factor=(3.0, 0.0))
+    rows = [{"name": f"K{K}-H{H}", "model": "resnet20", "K": K, "B": 128, "epochs": 2, "algorithm": "local",
+             "H": H, "wall_s": _wall(truth, "local", H, K=K, epochs=2)} for K in (8, 16) for H in (1, 8)]
+    (tmp_path / "runs.json").write_text(json.dumps(rows))
+    fit = fit_runs(read_runs([tmp_path / "runs.json"]), base, "fixed")  # the split is not needed: both fitted
+    assert fit.overhead_global_s == pytest.approx(0.02, rel=1e-6)
+    assert fit.factor_global == pytest.approx(3.0, rel=1e-6)
+    assert fit.step_s == pytest.approx(base.compute.seconds(MODELS["resnet20"], 128), rel=1e-6)
+    topo = fitted_topology(base, fit, name="t", table="runs.json")
+    assert topo.sync_collective_factor == pytest.approx((3.0, 0.0), rel=1e-6)
+    assert _wall(topo, "local", 4, K=16) == pytest.approx(_wall(truth, "local", 4, K=16), rel=1e-6)
 
 
 def test_fit_reads_train_summaries(tmp_path):

@@ -26,12 +26,13 @@ def test_presets_exist_and_carry_spec_figures():
 
 
 def test_compute_table_interpolates_and_scales_by_flops():
-    titan = load_topology("paper-8x2-10gbps").compute
+    titan = load_topology("paper-8x2-10gbps").compute  # its measured ResNet-20 steps, interpolated
     assert titan.seconds(RESNET, 96) == pytest.approx((0.100 + 0.175) / 2)
     # Beyond the table: the last segment extended.
     assert titan.seconds(RESNET, 8192) == pytest.approx(4.983 + (4.983 - 2.698) / 2048 * 4096)
+    table = ComputeModel(kind="table", batch=(64, 128), seconds_per_iter=(0.1, 0.175))  # an old-style table
     dense = get_model("densenet40-12")
-    assert titan.seconds(dense, 128) == pytest.approx(0.175 * 0.28 / 0.041)
+    assert table.seconds(dense, 128) == pytest.approx(0.175 * 0.28 / 0.041)
     flops = ComputeModel(kind="flops", tflops=10.0, efficiency=0.5, overhead_s=0.002)
     assert flops.seconds(RESNET, 100) == pytest.approx(0.002 + 3 * 0.041 * 100 / (10e3 * 0.5))
 
@@ -69,8 +70,9 @@ def _obj():
     (lambda o: o.pop("inter"), "missing key 'inter'"),
     (lambda o: o.update(gpus=4), "unknown key 'gpus'"),
     (lambda o: o["intra"].update(latency=1), "unknown key 'latency' in 'intra'"),
-    (lambda o: o["compute"].update(kind="magic"), "compute kind must be one of table, flops, fixed, got 'magic'"),
-    (lambda o: o["compute"].update(batch=[64, 32] + o["compute"]["batch"][2:]), "strictly increasing"),
+    (lambda o: o["compute"].update(kind="magic"), "compute kind must be one of table, flops, fixed, layers, got 'magic'"),
+    (lambda o: o["compute"]["measured"]["resnet20"].update(batch=[64, 32] + o["compute"]["measured"]["resnet20"][
+        "batch"][2:]), "strictly increasing"),
 ])
 def test_bad_topology_values(tmp_path, mutate, fragment):
     obj = _obj()

@@ -100,4 +100,7 @@ def test_train_summary_table_shows_values() -> None:
         assert needle in table
     assert "--resume" not in table
     stopped = format_summary({**s, "status": "interrupted", "signal": "SIGTERM", "steps_done": 6})
-    assert "| interrupted by SIGTERM" in stopped and "python -m train --resume runs/x" in stopped
+    assert "| interrupted by SIGTERM" in stopped and "mpirun -n 4 python -m train --resume runs/x" in stopped
+    assert "predicted" not in table and table.splitlines()[-1].split()[:4] == ["next", "python", "-m", "analysis"]
+    predicted = format_summary({**s, "prediction": {"wall_s": 4.2}})
+    assert "predicted 4.20 s, measured 3.50 s (error +20.0 %)" in predicted

@@ -9,6 +9,7 @@ from train.data.libsvm import load_w8a, read_libsvm
 from train.data.stream import WorkerStream, augment_batch
 from train.data.synthetic import synthetic_images, synthetic_tokens
 from train.data.wikitext import load_wikitext2
+from train.models import is_sequence_model
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -19,7 +20,7 @@ __all__ = ["Dataset", "WorkerStream", "augment_batch", "download_cifar", "load_d
 def load_dataset(cfg: TrainConfig) -> Dataset:
     """The dataset `cfg` names, loaded whole into memory (the same on every rank)."""
     if cfg.dataset == "synthetic":
-        if cfg.model == "lstm":
+        if is_sequence_model(cfg.model):
             return synthetic_tokens(n_train=cfg.synthetic_train, n_test=cfg.synthetic_test,
                                     vocab=max(cfg.synthetic_classes, 2), bptt=cfg.bptt)
         return synthetic_images(n_train=cfg.synthetic_train, n_test=cfg.synthetic_test,

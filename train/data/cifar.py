@@ -89,9 +89,15 @@ def download_cifar(name: str, data_dir: str, *, url: str | None = None) -> Path:
     if not archive.is_file():
         fd, tmp = tempfile.mkstemp(dir=dest, suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url or default_url, timeout=60) as resp:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
+            source = url or default_url
+            try:
+                with os.fdopen(fd, "wb") as out, urllib.request.urlopen(source, timeout=60) as resp:
+                    while chunk := resp.read(1 << 20):
+                        out.write(chunk)
+            except (OSError, ValueError) as e:  # URLError, timeouts, a refused connection, a malformed --url
+                reason = getattr(e, "reason", None) or e
+                raise TrainError(f"cannot download {name} from {source}: {reason}; check the network, pass --url "
+                                 f"with a mirror, or put the extracted {folder}/ into --data-dir {data_dir}") from None
             verify_md5(tmp, md5)
             os.replace(tmp, archive)
         finally:

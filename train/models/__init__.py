@@ -15,17 +15,23 @@ from train.models.small import BinaryLogisticRegression, LogisticRegression, LST
 __all__ = ["MODEL_HELP", "build_model", "check_model_name", "is_sequence_model", "no_decay_names"]
 
 MODEL_HELP = ("resnetD (D = 6n+2: resnet8, resnet20, resnet32, ..., except 50), resnet50 (ImageNet bottleneck), "
-              "densenetD-K (densenet40-12), wideresnetD-K (wideresnet28-10), lstm, logreg, logreg-binary "
+              "densenetD-K (densenet40-12), wideresnetD-K (wideresnet28-10), lstm (3 x 650), lstmH (hidden size H, "
+              "e.g. lstm64), logreg, logreg-binary "
               "(one weight vector, no bias, w0 = 0: the convex problem)")
 _RESNET = re.compile(r"resnet(\d+)")
 _DENSE = re.compile(r"densenet(\d+)-(\d+)")
 _WIDE = re.compile(r"wideresnet(\d+)-(\d+)")
+_LSTM = re.compile(r"lstm(\d*)")
 
 
 def check_model_name(name: str) -> None:
     """Raise TrainError unless `name` is a model this registry can build (structure checked, nothing allocated)."""
     bad = TrainError(f"model must be one of {MODEL_HELP}, got {name!r}")
     if name in ("resnet50", "lstm", "logreg", "logreg-binary"):
+        return
+    if m := _LSTM.fullmatch(name):
+        if not 1 <= int(m.group(1)) <= 8192:
+            raise bad
         return
     if m := _RESNET.fullmatch(name):
         d = int(m.group(1))
@@ -45,7 +51,7 @@ def check_model_name(name: str) -> None:
 
 def is_sequence_model(name: str) -> bool:
     """Whether the model takes token sequences (the LSTM) rather than feature tensors."""
-    return name == "lstm"
+    return _LSTM.fullmatch(name) is not None
 
 
 def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, width: int = 16,
@@ -56,11 +62,11 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, wi
     """
     check_model_name(name)
     image = len(input_shape) == 3
-    if name not in ("logreg", "logreg-binary", "lstm") and not image:
+    if name not in ("logreg", "logreg-binary") and not is_sequence_model(name) and not image:
         raise TrainError(f"model {name!r} needs image inputs (C, H, W), got input shape {input_shape}; "
                          f"use logreg for feature vectors")
-    if name == "lstm":
-        return init_weights(LSTMLanguageModel(num_classes, dropout=dropout))
+    if m := _LSTM.fullmatch(name):
+        return init_weights(LSTMLanguageModel(num_classes, hidden=int(m.group(1) or 650), dropout=dropout))
     if name in ("logreg", "logreg-binary"):
         n_in = 1
         for s in input_shape:
