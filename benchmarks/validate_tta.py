@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from validate_cluster_predictions import BENCH_SIZES  # noqa: E402
+from validate_cluster_predictions import BENCH_SIZES, _cluster, _run  # noqa: E402
 from validate_predictions import select_rows  # noqa: E402
 
 from atomicio import write_jsonl_atomic  # noqa: E402
@@ -79,21 +79,6 @@ MATRIX: list[tuple[str, int, int, str, list[str]]] = [
 PREMISE = [("local H=16, ring", 2, ["--algorithm", "local", "--H", "16"]),
            ("minibatch, ring", 1, ["--algorithm", "minibatch"])]
 PREMISE_KEYS = ("test_acc", "test_loss", "train_loss")
-
-
-def _run(cmd: list[str], what: str, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> None:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, check=False)
-    if proc.returncode in ok and proc.returncode != 0:
-        print(f"warning: {what} exited {proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-1]}",
-              flush=True)
-    elif proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:] or ["(no output)"]
-        raise SystemExit(f"error: {what} failed with exit status {proc.returncode}: {' | '.join(tail)}")
-
-
-def _cluster(nodes: int, per_node: int, rate: str) -> list[str]:
-    return [sys.executable, "-m", "cluster", "run", "--nodes", str(nodes), "--ranks-per-node", str(per_node),
-            "--rate", rate, "--"]
 
 
 def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path | None) -> tuple[Path, dict[str, Path]]:

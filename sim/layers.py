@@ -102,6 +102,20 @@ def _conv(b: _Builder, c_out: int, k: int, stride: int = 1, pad: int | None = No
     b.ops.append(Layer("conv", float(params * b.h * b.w), float(_F * (n_in + b.n)), params, 1))
 
 
+def _shortcut(b: _Builder, block_in: tuple[int, int, int], c_out: int, stride: int, *, bn: bool) -> None:
+    """The 1 x 1 projection shortcut on the block's input (channels, height, width), where the block changes its
+    shape; the builder's current shape (the block's output) is left as it was."""
+    c_in = block_in[0]
+    if stride == 1 and c_in == c_out:
+        return
+    out = (b.c, b.h, b.w)
+    b.c, b.h, b.w = block_in
+    _conv(b, c_out, 1, stride, 0)
+    if bn:
+        b.bn()
+    b.c, b.h, b.w = out
+
+
 def _cifar_resnet(depth: int, width: int, shape: tuple[int, int, int], classes: int) -> list[Layer]:
     n = (depth - 2) // 6
     b = _Builder(shape)
@@ -117,12 +131,7 @@ def _cifar_resnet(depth: int, width: int, shape: tuple[int, int, int], classes: 
             b.relu()
             _conv(b, c_out, 3)
             b.bn()
-            if stride != 1 or c_in != c_out:  # projection shortcut on the block's input
-                out = (b.c, b.h, b.w)
-                b.c, b.h, b.w = c_in, h, w
-                _conv(b, c_out, 1, stride, 0)
-                b.bn()
-                b.c, b.h, b.w = out
+            _shortcut(b, (c_in, h, w), c_out, stride, bn=True)
             b.add()
             b.relu()
     b.global_pool()
@@ -144,11 +153,7 @@ def _wide_resnet(depth: int, widen: int, shape: tuple[int, int, int], classes: i
             b.bn()
             b.relu()
             _conv(b, c_out, 3)
-            if stride != 1 or c_in != c_out:
-                out = (b.c, b.h, b.w)
-                b.c, b.h, b.w = c_in, h, w
-                _conv(b, c_out, 1, stride, 0)
-                b.c, b.h, b.w = out
+            _shortcut(b, (c_in, h, w), c_out, stride, bn=False)
             b.add()
     b.bn()
     b.relu()

@@ -157,7 +157,8 @@ class RecordsMixin:
         summary["train_cpu_s"] = sum(u[1] for u in usage)  # CPU seconds of the loop in this invocation, all ranks
         summary["memory"] = {"peak_rss_bytes_sum": sum(rss), "peak_rss_bytes_max": max(rss),
                              "estimate_bytes": None if self.memory is None else self.memory.total,
-                             "estimate_parts": None if self.memory is None else dict(self.memory.parts)}
+                             "estimate_parts": None if self.memory is None else dict(self.memory.parts),
+                             "estimate_processes": None if self.memory is None else self.memory.processes}
         if self.signal:
             summary["signal"] = signal.Signals(self.signal).name
         if summary["wall_s"] > 0:

@@ -42,10 +42,12 @@ def format_summary(s: dict[str, Any]) -> str:
     if mem.get("peak_rss_bytes_sum"):
         from train.memory import fmt_bytes
         n = s.get("processes") or 1
-        est = mem.get("estimate_bytes")
+        est, est_n = mem.get("estimate_bytes"), mem.get("estimate_processes") or n
+        # the guard checks one machine: its ranks there (all of them on one machine, fewer across nodes)
+        of = "" if est_n == n else f" for the {est_n} ranks of one machine"
         rows.append(("peak memory", f"{fmt_bytes(mem['peak_rss_bytes_sum'])}"
                                     + (f" (sum over {n} ranks)" if n > 1 else "")
-                                    + ("" if est is None else f" (the guard estimated {fmt_bytes(est)})")))
+                                    + ("" if est is None else f" (the guard estimated {fmt_bytes(est)}{of})")))
     comp = s.get("compression") or {}
     if comp.get("scheme", "none") != "none":
         sent = comp["bytes_sent"]["global"] + comp["bytes_sent"]["block"]

@@ -104,3 +104,8 @@ def test_train_summary_table_shows_values() -> None:
     assert "predicted" not in table and table.splitlines()[-1].split()[:4] == ["next", "python", "-m", "analysis"]
     predicted = format_summary({**s, "prediction": {"wall_s": 4.2}})
     assert "predicted 4.20 s, measured 3.50 s (error +20.0 %)" in predicted
+    gib = 1 << 30
+    one_machine = {"peak_rss_bytes_sum": 4 * gib, "estimate_bytes": 5 * gib, "estimate_processes": 4}
+    assert "4.0 GiB (sum over 4 ranks) (the guard estimated 5.0 GiB)" in format_summary({**s, "processes": 4, "memory": one_machine})
+    two_nodes = {**one_machine, "estimate_bytes": 2 * gib, "estimate_processes": 2}  # 4 ranks over 2 machines
+    assert "(the guard estimated 2.0 GiB for the 2 ranks of one machine)" in format_summary({**s, "processes": 4, "memory": two_nodes})
