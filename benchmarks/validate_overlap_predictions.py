@@ -14,21 +14,16 @@ each predicted before it starts (as benchmarks/validate_cluster_predictions.py d
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from validate_cluster_predictions import BENCH_SIZES, _cluster, _run, markdown  # noqa: E402
-from validate_predictions import print_table, render_figure, row, select_rows  # noqa: E402
-
-from atomicio import write_jsonl_atomic  # noqa: E402
-from train.calibrate import background_load  # noqa: E402
+from validate_cluster_predictions import BENCH_SIZES, _cluster, _run, run_matrix  # noqa: E402
+from validate_predictions import select_rows  # noqa: E402
 
 __all__ = ["MODEL", "MATRIX", "main"]
 
@@ -61,7 +56,9 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
         print(f"calibrating this machine with the matrix's model -> {machine}", flush=True)
         mflags = [f for f in MODEL if f not in ("--eval-every", "2", "--synthetic-test", "1024")]
         _run([sys.executable, "-m", "train", "calibrate", "--out", str(machine), "--name",
-              "2-core box (emulated cluster, resnet8 w16)", *mflags], "train calibrate", env)
+              "2-core box (emulated cluster, resnet8 w16)", *mflags], "train calibrate", env, ok=(0, 3))
+        # exit status 3: written, but a probe misfits (measured here: the 3-rank sync probe on shared memory, which
+        # none of the matrix's runs use; their links are the inter fits below); --predict repeats the warning
     nets: dict[str, Path] = {}
     for rate in rates:
         bench, net = work / f"bench-inter-{rate}.jsonl", work / f"net-{rate}.json"
@@ -88,39 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     matrix = select_rows(MATRIX, ns.only)
     if matrix is None:
         return 2
-    if ns.machine and not Path(ns.machine).is_file():
-        print(f"error: machine file {ns.machine!r} does not exist; leave --machine out to calibrate", file=sys.stderr)
-        return 2
-    work = Path(ns.work_dir or f"runs/overlap-validate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    t0 = time.time()
-    machine, nets = calibrate(work, sorted({m[3] for m in matrix}), env, Path(ns.machine) if ns.machine else None)
-    print(f"calibration took {time.time() - t0:.0f} s", flush=True)
-    rows = []
-    t1 = time.time()
-    for i, (name, nodes, per_node, rate, flags) in enumerate(matrix):
-        load = background_load(seconds=2.0, samples=40)
-        out = work / f"{i:02d}-{name.replace(' ', '_').replace('=', '').replace(',', '')}"
-        print(f"[{i + 1}/{len(matrix)}] {name} (load {load:.2f}) -> {out}", flush=True)
-        if not (out / "summary.json").is_file():
-            _run([*_cluster(nodes, per_node, rate), "python", "-m", "train", "--quiet", "--out-dir", str(out),
-                  "--predict-topology", str(machine), "--predict-network", str(nets[rate]), "--predict-load",
-                  f"{load:.3f}", *MODEL, *flags], f"run {name!r}", env)
-        summary = json.loads((out / "summary.json").read_text())
-        r = row(name, nodes * per_node, flags, summary, load)
-        r.update(nodes=nodes, ranks_per_node=per_node, rate=rate, model_flags=" ".join(MODEL),
-                 hidden_predicted_s=summary["prediction"].get("hidden_s"),
-                 inflight_measured_s=(summary["totals_mean"].get("inflight_s_global") or 0.0)
-                 + (summary["totals_mean"].get("inflight_s_block") or 0.0))
-        rows.append(r)
-        write_jsonl_atomic(Path(ns.table), rows)
-    print_table(rows, time.time() - t1, ns.table)
-    if ns.markdown:
-        print(markdown(rows))
-    if ns.figure_dir and not render_figure(ns.table, ns.figure_dir):
-        return 1
-    return 0
+    return run_matrix(ns, matrix, MODEL, calibrate, "overlap-validate", extra=_hidden)
+
+
+def _hidden(summary: dict[str, Any]) -> dict[str, Any]:
+    """The communication the prediction hid, and the time the run's overlapped all-reduces were in flight."""
+    tot = summary["totals_mean"]
+    return {"hidden_predicted_s": summary["prediction"].get("hidden_s"),
+            "inflight_measured_s": (tot.get("inflight_s_global") or 0.0) + (tot.get("inflight_s_block") or 0.0)}
 
 
 if __name__ == "__main__":

@@ -3,21 +3,19 @@ bitwise equal to the uninterrupted run; the prediction of an overlapped run hide
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.checkpoints import rank_states, same
-from tests.parallel.harness import REPO, mpi_env, mpirun
+from tests.parallel.harness import mpirun
 
 TINY = ["-m", "train", "--model", "resnet8", "--width", "4", "--synthetic-train", "256", "--synthetic-test", "64",
         "--synthetic-size", "8", "--batch-size", "8", "--lr-warmup-epochs", "0.5", "--quiet", "--algorithm",
         "local", "--H", "3", "--overlap", "--overlap-steps", "2", "--outer-optimizer", "nesterov", "--epochs", "2"]
 
 
-def test_overlap_pause_in_flight_resumes_bit_identical(tmp_path: Path) -> None:
+def test_overlap_pause_in_flight_resumes_bit_identical(tmp_path: Path, capsys) -> None:
     """16 steps per epoch and rank: the sync after step 14 is due after step 16, so the pause after step 15 saves
     it in flight; the resume starts its all-reduce again and ends where the uninterrupted run ends."""
     full, part = tmp_path / "full", tmp_path / "part"
@@ -25,9 +23,10 @@ def test_overlap_pause_in_flight_resumes_bit_identical(tmp_path: Path) -> None:
     mpirun(2, [*TINY, "--out-dir", str(part), "--stop-at-epoch", "1"], timeout=120)
     paused = rank_states(part, 2)
     assert paused[0]["step"] == 15 and paused[0]["sync"]["pending"]["due"] == 16
-    verify = [sys.executable, "-m", "train", "verify", str(part)]
-    mid = subprocess.run(verify, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=60, check=False)
-    assert "an overlapped sync was in flight" in mid.stdout, mid.stdout
+    from train.cli import main  # `train verify` in process: its own exit code and lines, no second torch import
+    main(["verify", str(part)])
+    mid = capsys.readouterr().out
+    assert "an overlapped sync was in flight" in mid, mid
     mpirun(2, ["-m", "train", "--resume", str(part), "--quiet"], timeout=120)
     a, b = rank_states(full, 2), rank_states(part, 2)
     for r in range(2):
@@ -36,8 +35,9 @@ def test_overlap_pause_in_flight_resumes_bit_identical(tmp_path: Path) -> None:
             assert same(a[r][key], b[r][key]), f"rank {r}: {key} differs after resume"
         assert same(a[r]["sync"]["anchor"], b[r]["sync"]["anchor"]) and same(a[r]["sync"]["outer"],
                                                                              b[r]["sync"]["outer"])
-    end = subprocess.run(verify, cwd=REPO, env=mpi_env(), capture_output=True, text=True, timeout=60, check=False)
-    assert end.returncode == 0 and "bitwise identical" in end.stdout, end.stdout
+    assert main(["verify", str(part)]) == 0
+    end = capsys.readouterr().out
+    assert "bitwise identical" in end and "in flight" not in end, end
     s = json.loads((full / "summary.json").read_text())
     assert s["syncs"] == s["expected_syncs"] and s["totals_mean"]["inflight_s_global"] > 0
     assert s["totals_mean"]["wait_s_global"] < s["totals_mean"]["inflight_s_global"]  # one barrier: the last sync

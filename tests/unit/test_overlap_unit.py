@@ -106,6 +106,19 @@ def test_bucketed_minibatch_step_in_closed_form():
     assert r.hidden_s == pytest.approx(10 * 0.04, rel=1e-6)
 
 
+def test_timeline_of_overlapped_and_bucketed_syncs():
+    """The clock at every sync (sim.runconfig.Timeline, read by time-to-accuracy): an overlapped sync ends where it
+    starts (the ranks go on), the last one blocks; a bucketed step ends once its last bucket is done."""
+    sched = SyncSchedule(algorithm="local", H=4)
+    tl = _run(sched, bw=0.01, tau=2).timeline
+    assert tl is not None and list(tl.steps) == [3, 7, 11, 15, 19, 23]
+    assert np.array_equal(tl.end_s[:-1], tl.ready_s[:-1]) and tl.end_s[-1] > tl.ready_s[-1]
+    buckets = ((500_000.0, 0.6), (500_000.0, 1.0))
+    tl = _run(SyncSchedule(algorithm="minibatch"), bw=0.01, buckets=buckets, N=32 * 4 * 10).timeline
+    assert tl is not None and tl.end_s == pytest.approx(0.21 * np.arange(1, 11), rel=1e-6)
+    assert tl.ready_s == pytest.approx(tl.end_s - 0.11, rel=1e-6)
+
+
 def test_event_engine_refuses_overlap_and_bad_configs():
     sched = SyncSchedule(algorithm="local", H=2)
     cfg = RunConfig(topology=_topo(1.0, 0.1), model=MODEL, K=4, B=32, N=32 * 4 * 8, schedule=sched, overlap_steps=1)
@@ -115,6 +128,9 @@ def test_event_engine_refuses_overlap_and_bad_configs():
         RunConfig(topology=_topo(1.0, 0.1), model=MODEL, K=4, B=32, N=1000, schedule=sched, overlap_steps=3)
     with pytest.raises(SimError, match="bucket 0 must have bytes > 0"):
         RunConfig(topology=_topo(1.0, 0.1), model=MODEL, K=4, B=32, N=1000, schedule=sched, buckets=((0, 0.5),))
+
+
+VIRTUAL = {"engine": "virtual", "workers": 2}
 
 
 @pytest.mark.parametrize("kw, msg", [
@@ -127,6 +143,10 @@ def test_event_engine_refuses_overlap_and_bad_configs():
     ({"algorithm": "local", "outer_optimizer": "sgd", "momentum_variant": "slowmo"}, "replaces the momentum"),
     ({"algorithm": "local", "progress": "busy"}, "progress must be one of thread, poll, got 'busy'"),
     ({"algorithm": "minibatch", "bucket_size": -1}, "bucket_size must be an integer >= 0, got -1"),
+    # engine virtual: means in memory, nothing to hide
+    ({**VIRTUAL, "algorithm": "local", "overlap": True}, "overlap does not apply to engine virtual"),
+    ({**VIRTUAL, "algorithm": "minibatch", "bucket_size": 1024}, "bucket_size 1024 does not apply to engine virtual"),
+    ({**VIRTUAL, "algorithm": "minibatch", "progress": "poll"}, "progress 'poll' does not apply to engine virtual"),
 ])
 def test_config_refusals(kw, msg):
     with pytest.raises(TrainError, match=msg):
