@@ -14,6 +14,7 @@ each predicted before it starts (as benchmarks/validate_cluster_predictions.py d
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from validate_cluster_predictions import BENCH_SIZES, _cluster, _run, run_matrix  # noqa: E402
-from validate_predictions import select_rows  # noqa: E402
+from validate_cluster_predictions import BENCH_SIZES, _cluster, _run, markdown, run_matrix  # noqa: E402
+from validate_predictions import print_table, row, select_rows  # noqa: E402
+
+from atomicio import write_jsonl_atomic  # noqa: E402
 
 __all__ = ["MODEL", "MATRIX", "main"]
 
@@ -81,11 +84,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figure-dir", default=None, help="write the `analysis predict` figure here (predict.png)")
     ap.add_argument("--only", default=None, help="comma-separated row numbers (0-based) of the matrix to run")
     ap.add_argument("--markdown", action="store_true", help="also print the table as markdown")
+    ap.add_argument("--repredict", action="store_true", help="run nothing: predict the runs already in --work-dir "
+                    "again with today's model, from their own calibration files and sampled loads")
     ns = ap.parse_args(argv)
     matrix = select_rows(MATRIX, ns.only)
     if matrix is None:
         return 2
+    if ns.repredict:
+        return repredict(ns, matrix)
     return run_matrix(ns, matrix, MODEL, calibrate, "overlap-validate", extra=_hidden)
+
+
+def repredict(ns: argparse.Namespace, matrix: list[tuple[str, int, int, str, list[str]]]) -> int:
+    """The rows of a matrix that ran before, each predicted again now from the run's own config.json, the work
+    dir's machine and link files and the load sampled before the run: what a change of the model does to runs
+    it did not see (nothing is measured again)."""
+    from train.config import TrainConfig
+    from train.predict import predict
+    if not ns.work_dir or not (Path(ns.work_dir) / "machine.json").is_file():
+        print("error: --repredict needs --work-dir of a matrix that ran (with its machine.json)", file=sys.stderr)
+        return 2
+    work, rows = Path(ns.work_dir), []
+    for i, (name, nodes, per_node, rate, flags) in enumerate(matrix):
+        slug = name.replace(" ", "_").replace("=", "").replace(":", "-").replace(",", "")
+        out = work / f"{i:02d}-{slug}"  # numbered as run_matrix numbers the rows it ran (of --only, if given)
+        summary = json.loads((out / "summary.json").read_text())
+        conf = json.loads((out / "config.json").read_text())["config"]
+        cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in conf.items()})
+        load = float(summary["prediction"]["background_load"])
+        summary["prediction"] = predict(cfg, nodes * per_node, str(work / "machine.json"), load=load, nodes=nodes,
+                                        network=str(work / f"net-{rate}.json"), sample_load=False)
+        r = row(name, nodes * per_node, flags, summary, load)
+        r.update(nodes=nodes, ranks_per_node=per_node, rate=rate, model_flags=" ".join(MODEL), repredicted=True,
+                 **_hidden(summary))
+        rows.append(r)
+    write_jsonl_atomic(Path(ns.table), rows)
+    print_table(rows, 0.0, ns.table)
+    if ns.markdown:
+        print(markdown(rows))
+    return 0
 
 
 def _hidden(summary: dict[str, Any]) -> dict[str, Any]:

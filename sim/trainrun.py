@@ -388,5 +388,9 @@ def format_prediction(p: dict[str, Any]) -> str:
              row("waiting", p["wait_s"]), row("barriers", p["barrier_s"]), row("delays", p["delay_s"]),
              row(f"evaluation x{p['evals']}", p["eval_s"]),
              row(f"checkpoints x{p.get('checkpoints', 0)}", p.get("checkpoint_s", 0.0))]
+    if p.get("hidden_s"):  # overlapped syncs and gradient buckets: communication beside computation, not in the wall
+        how = [f"overlapped, tau={p['overlap_steps']}"] if p.get("overlap_steps") else []
+        how += [f"{len(p['buckets'])} gradient buckets"] if p.get("buckets") else []
+        lines.append(f"  {'comm hidden':<16}{p['hidden_s']:>12.3f} s  (beside the compute: {', '.join(how)})")
     lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)

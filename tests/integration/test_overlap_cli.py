@@ -60,5 +60,8 @@ def test_predict_hides_the_delay_of_overlapped_syncs(extra: list[str], capsys) -
     if extra:
         assert p["overlap_steps"] == 4 and p["hidden_s"] == pytest.approx(5 * 0.5 + step, rel=0.01)
         assert p["delay_s"] == pytest.approx(0.5 + (0.5 - step), rel=0.01)
+        assert main([a for a in args if a != "--json"]) == 0  # the human table shows what was hidden
+        hidden = [line for line in capsys.readouterr().out.splitlines() if "comm hidden" in line]
+        assert len(hidden) == 1 and f"{p['hidden_s']:.3f} s" in hidden[0] and "tau=4" in hidden[0], hidden
     else:
         assert p["overlap_steps"] == 0 and p["hidden_s"] == 0 and p["delay_s"] == pytest.approx(syncs * 0.5)
