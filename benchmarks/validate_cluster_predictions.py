@@ -35,7 +35,7 @@ from validate_predictions import print_table, render_figure, row, select_rows  #
 from atomicio import write_jsonl_atomic  # noqa: E402
 from train.calibrate import background_load  # noqa: E402
 
-__all__ = ["MODEL", "MATRIX", "BENCH_SIZES", "main", "run_matrix"]
+__all__ = ["MODEL", "MATRIX", "BENCH_SIZES", "main", "run_matrix", "calibrate_links"]
 
 #: A network-bound model: multinomial logistic regression on 3 x 64 x 64 synthetic images, 122,890 parameters
 #: (491,560 bytes per sync) and 0.12 MFLOPs per sample: at 100-400 Mbit/s a sync costs 10-60 times a step.
@@ -92,17 +92,25 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
         mflags = [f for f in MODEL if f not in ("--eval-every", "4")]
         _run([sys.executable, "-m", "train", "calibrate", "--out", str(machine), "--name",
               "2-core box (emulated cluster)", *mflags], "train calibrate", env)
+    return machine, calibrate_links(work, rates, env, iters=7, warmup=2, reuse=False)
+
+
+def calibrate_links(work: Path, rates: list[str], env: dict[str, str], *, iters: int, warmup: int,
+                    reuse: bool) -> dict[str, Path]:
+    """One inter-level fit per link rate: `comm bench --level inter` on 4 nodes x 1 at BENCH_SIZES, fitted by
+    `sim calibrate --bench` into work/net-RATE.json (`reuse`: a fit already there is kept)."""
     nets: dict[str, Path] = {}
     for rate in rates:
         bench, net = work / f"bench-inter-{rate}.jsonl", work / f"net-{rate}.json"
-        print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
-        _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter", "--sizes",
-              BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters", "7", "--warmup", "2",
-              "--out", str(bench)], f"link bench at {rate}", env)
-        _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}", "--out",
-              str(net)], f"sim calibrate --bench at {rate}", env)
+        if not (reuse and net.is_file()):
+            print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
+            _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter",
+                  "--sizes", BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters",
+                  str(iters), "--warmup", str(warmup), "--out", str(bench)], f"link bench at {rate}", env)
+            _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}",
+                  "--out", str(net)], f"sim calibrate --bench at {rate}", env)
         nets[rate] = net
-    return machine, nets
+    return nets
 
 
 def markdown(rows: list[dict]) -> str:

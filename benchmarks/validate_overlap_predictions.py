@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from validate_cluster_predictions import BENCH_SIZES, _cluster, _run, markdown, run_matrix  # noqa: E402
+from validate_cluster_predictions import _run, calibrate_links, markdown, run_matrix  # noqa: E402
 from validate_predictions import print_table, row, select_rows  # noqa: E402
 
 from atomicio import write_jsonl_atomic  # noqa: E402
@@ -62,18 +62,7 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
               "2-core box (emulated cluster, resnet8 w16)", *mflags], "train calibrate", env, ok=(0, 3))
         # exit status 3: written, but a probe misfits (measured here: the 3-rank sync probe on shared memory, which
         # none of the matrix's runs use; their links are the inter fits below); --predict repeats the warning
-    nets: dict[str, Path] = {}
-    for rate in rates:
-        bench, net = work / f"bench-inter-{rate}.jsonl", work / f"net-{rate}.json"
-        if not net.is_file():
-            print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
-            _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter",
-                  "--sizes", BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters", "5",
-                  "--warmup", "1", "--out", str(bench)], f"link bench at {rate}", env)
-            _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}",
-                  "--out", str(net)], f"sim calibrate --bench at {rate}", env)
-        nets[rate] = net
-    return machine, nets
+    return machine, calibrate_links(work, rates, env, iters=5, warmup=1, reuse=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 from mpi4py import MPI
 
 from .algorithms import _TAG, _pof2_below, chunk_bounds
-from .nodes import MPI_OPS, NodeLayout, node_layout, rail_inter_algorithm
+from .nodes import MPI_OPS, NodeLayout, node_layout, rail_inter_algorithm, rail_shard
 
 __all__ = ["Schedule", "SCHEDULES", "schedule_on", "hierarchical_schedule", "run_napping", "advance"]
 
@@ -140,12 +140,8 @@ SCHEDULES: dict[str, Callable[[Any, Any, Any, str], Schedule]] = {
 
 
 def _rail(work: Any, layout: NodeLayout, op: str, inter: str) -> Schedule:
-    node, rail = layout.node, layout.rail
-    assert rail is not None, "rail needs the same number of ranks on every node"
+    node, rail, counts, shard = rail_shard(work, layout)
     q, r = node.Get_size(), node.Get_rank()
-    bounds = chunk_bounds(work.count, q)
-    counts = [bounds[i + 1] - bounds[i] for i in range(q)]
-    shard = work.ops.scratch("rail", work.array, counts[r])
     work.ops.sync()
     if q > 1:
         yield [node.Ireduce_scatter(work.array, shard, counts, op=MPI_OPS[op])]
