@@ -22,7 +22,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,7 +35,7 @@ from validate_predictions import print_table, render_figure, row, select_rows  #
 from atomicio import write_jsonl_atomic  # noqa: E402
 from train.calibrate import background_load  # noqa: E402
 
-__all__ = ["MODEL", "MATRIX", "BENCH_SIZES", "main"]
+__all__ = ["MODEL", "MATRIX", "BENCH_SIZES", "main", "run_matrix", "calibrate_links"]
 
 #: A network-bound model: multinomial logistic regression on 3 x 64 x 64 synthetic images, 122,890 parameters
 #: (491,560 bytes per sync) and 0.12 MFLOPs per sample: at 100-400 Mbit/s a sync costs 10-60 times a step.
@@ -90,17 +92,25 @@ def calibrate(work: Path, rates: list[str], env: dict[str, str], machine: Path |
         mflags = [f for f in MODEL if f not in ("--eval-every", "4")]
         _run([sys.executable, "-m", "train", "calibrate", "--out", str(machine), "--name",
               "2-core box (emulated cluster)", *mflags], "train calibrate", env)
+    return machine, calibrate_links(work, rates, env, iters=7, warmup=2, reuse=False)
+
+
+def calibrate_links(work: Path, rates: list[str], env: dict[str, str], *, iters: int, warmup: int,
+                    reuse: bool) -> dict[str, Path]:
+    """One inter-level fit per link rate: `comm bench --level inter` on 4 nodes x 1 at BENCH_SIZES, fitted by
+    `sim calibrate --bench` into work/net-RATE.json (`reuse`: a fit already there is kept)."""
     nets: dict[str, Path] = {}
     for rate in rates:
         bench, net = work / f"bench-inter-{rate}.jsonl", work / f"net-{rate}.json"
-        print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
-        _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter", "--sizes",
-              BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters", "7", "--warmup", "2",
-              "--out", str(bench)], f"link bench at {rate}", env)
-        _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}", "--out",
-              str(net)], f"sim calibrate --bench at {rate}", env)
+        if not (reuse and net.is_file()):
+            print(f"calibrating the links at {rate}: comm bench --level inter on 4 nodes x 1 -> {net}", flush=True)
+            _run([*_cluster(4, 1, rate), "python", "-m", "mpi4py", "-m", "comm", "bench", "--level", "inter",
+                  "--sizes", BENCH_SIZES, "--allreduce", "recursive_doubling,rabenseifner,ring", "--iters",
+                  str(iters), "--warmup", str(warmup), "--out", str(bench)], f"link bench at {rate}", env)
+            _run([sys.executable, "-m", "sim", "calibrate", "--bench", str(bench), "--name", f"links {rate}",
+                  "--out", str(net)], f"sim calibrate --bench at {rate}", env)
         nets[rate] = net
-    return machine, nets
+    return nets
 
 
 def markdown(rows: list[dict]) -> str:
@@ -133,27 +143,40 @@ def main(argv: list[str] | None = None) -> int:
     matrix = select_rows(MATRIX, ns.only)
     if matrix is None:
         return 2
+    return run_matrix(ns, matrix, MODEL, calibrate, "cluster-validate")
+
+
+def run_matrix(ns: argparse.Namespace, matrix: list[tuple[str, int, int, str, list[str]]], model: list[str],
+               calibrate_fn: Callable[..., tuple[Path, dict[str, Path]]], prefix: str,
+               extra: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> int:
+    """Calibrate (or take --machine), then run every row of `matrix` on the emulated cluster, each predicted by the
+    trainer before it starts, and write the table. A row whose run folder already has a summary.json is read, not
+    run again (an interrupted matrix goes on where it stopped). `extra(summary)`: more fields of a row."""
     if ns.machine and not Path(ns.machine).is_file():
         print(f"error: machine file {ns.machine!r} does not exist; leave --machine out to calibrate", file=sys.stderr)
         return 2
-    work = Path(ns.work_dir or f"runs/cluster-validate-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    work = Path(ns.work_dir or f"runs/{prefix}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     t0 = time.time()
-    machine, nets = calibrate(work, sorted({m[3] for m in matrix}), env, Path(ns.machine) if ns.machine else None)
+    machine, nets = calibrate_fn(work, sorted({m[3] for m in matrix}), env, Path(ns.machine) if ns.machine else None)
     print(f"calibration took {time.time() - t0:.0f} s", flush=True)
     rows = []
     t1 = time.time()
     for i, (name, nodes, per_node, rate, flags) in enumerate(matrix):
         load = background_load(seconds=2.0, samples=40)
-        out = work / f"{i:02d}-{name.replace(' ', '_').replace('=', '').replace(':', '-')}"
+        slug = name.replace(" ", "_").replace("=", "").replace(":", "-").replace(",", "")
+        out = work / f"{i:02d}-{slug}"
         print(f"[{i + 1}/{len(matrix)}] {name} (load {load:.2f}) -> {out}", flush=True)
-        _run([*_cluster(nodes, per_node, rate), "python", "-m", "train", "--quiet", "--out-dir", str(out),
-              "--predict-topology", str(machine), "--predict-network", str(nets[rate]), "--predict-load",
-              f"{load:.3f}", *MODEL, *flags], f"run {name!r}", env)
+        if not (out / "summary.json").is_file():
+            _run([*_cluster(nodes, per_node, rate), "python", "-m", "train", "--quiet", "--out-dir", str(out),
+                  "--predict-topology", str(machine), "--predict-network", str(nets[rate]), "--predict-load",
+                  f"{load:.3f}", *model, *flags], f"run {name!r}", env)
         summary = json.loads((out / "summary.json").read_text())
         r = row(name, nodes * per_node, flags, summary, load)
-        r.update(nodes=nodes, ranks_per_node=per_node, rate=rate, model_flags=" ".join(MODEL))
+        r.update(nodes=nodes, ranks_per_node=per_node, rate=rate, model_flags=" ".join(model))
+        if extra is not None:
+            r.update(extra(summary))
         rows.append(r)
         write_jsonl_atomic(Path(ns.table), rows)
     print_table(rows, time.time() - t1, ns.table)

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from .allreduce import _resolve_comm, private_comm
+from .allreduce import private_comm, resolve_comm
 from .errors import CommError
 
 __all__ = ["allgather", "ALLGATHER_ALGORITHMS"]
@@ -86,7 +86,7 @@ def allgather(sendbuf: Any, recvbuf: Any = None, *, algorithm: str = "recursive_
     """
     if algorithm not in ALLGATHER_ALGORITHMS:
         raise CommError(f"algorithm must be one of {', '.join(ALLGATHER_ALGORITHMS)}; got {algorithm!r}")
-    comm = _resolve_comm(comm)
+    comm = resolve_comm(comm)
     p, rank = comm.Get_size(), comm.Get_rank()
     src, _ = _as_bytes(sendbuf, "sendbuf", writable=False)
     block = src.size

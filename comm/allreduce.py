@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from mpi4py import MPI
@@ -12,8 +13,8 @@ from .errors import CommError
 from .nodes import MPI_OPS, leader_allreduce, multinode_choice, node_layout, rail_inter_algorithm
 from .pipeline import pipelined_rail_allreduce, rail_segments
 
-__all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algorithm", "private_comm",
-           "check_args", "reduce_work"]
+__all__ = ["allreduce", "ALGORITHMS", "OPS", "AUTO_THRESHOLD_BYTES", "auto_algorithm", "auto_choice", "private_comm",
+           "check_args", "check_work", "reduce_work", "reduce_on", "resolve_comm"]
 
 ALGORITHMS = ("auto", "recursive_doubling", "rabenseifner", "ring", "rail", "hierarchical", "native")
 OPS = ("sum", "mean", "max", "min")
@@ -33,6 +34,9 @@ def _threshold_from_env(default: int = 512 * 1024) -> int:
 AUTO_THRESHOLD_BYTES = _threshold_from_env()
 
 _KEYVAL: int | None = None
+# Keyvals are made once per process; a helper thread of comm.nonblocking may ask for one at the same moment as the
+# caller's thread, and two keyvals would make one rank look a communicator's attribute up under the wrong one.
+_KEYVAL_LOCK = threading.Lock()
 
 
 def check_args(op: str, algorithm: str) -> None:
@@ -53,6 +57,16 @@ def auto_algorithm(nbytes: int, layout: Any = None) -> str:
     return "recursive_doubling" if nbytes <= AUTO_THRESHOLD_BYTES else "rabenseifner"
 
 
+def auto_choice(nbytes: int, comm: Any = None) -> str:
+    """What "auto" picks for a message of `nbytes` on `comm` (default MPI.COMM_WORLD), knowing its node layout.
+    Collective over `comm` the first time (the layout is found once and cached). Gradient buckets use it to run
+    every bucket with the algorithm the whole gradient would get (train/buckets.py)."""
+    comm = resolve_comm(comm)
+    if comm.Get_size() == 1:
+        return auto_algorithm(nbytes)
+    return auto_algorithm(nbytes, node_layout(private_comm(comm)))
+
+
 def _free_private(comm: Any, keyval: int, attr: Any) -> None:
     if attr is not None and attr != MPI.COMM_NULL and not MPI.Is_finalized():
         attr.Free()
@@ -62,8 +76,9 @@ def private_comm(comm: Any) -> Any:
     """The library's own duplicate of `comm`, made once (collectively) and cached on `comm` as an MPI attribute,
     so our messages can never match a user's receive and the duplicate is freed with `comm`."""
     global _KEYVAL
-    if _KEYVAL is None:
-        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free_private)
+    with _KEYVAL_LOCK:
+        if _KEYVAL is None:
+            _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free_private)
     dup = comm.Get_attr(_KEYVAL)
     if dup is None:
         dup = comm.Dup()
@@ -71,7 +86,7 @@ def private_comm(comm: Any) -> Any:
     return dup
 
 
-def _resolve_comm(comm: Any) -> Any:
+def resolve_comm(comm: Any) -> Any:
     if comm is None:
         return MPI.COMM_WORLD
     if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
@@ -93,20 +108,31 @@ def allreduce(buf: Any, *, op: str = "sum", algorithm: str = "auto", comm: Any =
     synchronised the stream that wrote them.
     """
     check_args(op, algorithm)
-    comm = _resolve_comm(comm)
+    comm = resolve_comm(comm)
     work = adapt(buf)  # validates the buffer before any communication
-    if op == "mean" and work.dtype.startswith("int"):
-        raise CommError(f"op 'mean' needs a floating dtype; got {work.dtype} (use op='sum' and divide yourself)")
+    check_work(work, op)
     reduce_work(work, op, algorithm, comm)
     work.finish()
     return buf
 
 
+def check_work(work: Any, op: str) -> None:
+    """Refuse what no algorithm can do with an adapted buffer: a mean of integers, memory still in flight."""
+    if op == "mean" and work.dtype.startswith("int"):
+        raise CommError(f"op 'mean' needs a floating dtype; got {work.dtype} (use op='sum' and divide yourself)")
+    from .nonblocking import refuse_in_flight
+    refuse_in_flight(work.span)
+
+
 def reduce_work(work: Any, op: str, algorithm: str, comm: Any) -> None:
     """Run the chosen algorithm on an adapted work array (shared with the hierarchical all-reduce)."""
-    p = comm.Get_size()
+    reduce_on(work, op, algorithm, private_comm(comm) if comm.Get_size() > 1 and work.count > 0 else comm)
+
+
+def reduce_on(work: Any, op: str, algorithm: str, private: Any) -> None:
+    """reduce_work on a communicator that is already the library's own (a private duplicate nobody else uses)."""
+    p = private.Get_size()
     if p > 1 and work.count > 0:
-        private = private_comm(comm)
         if algorithm == "auto":
             algorithm = auto_algorithm(work.count * _itemsize(work.dtype), node_layout(private))
         if algorithm == "rail":

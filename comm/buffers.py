@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import byte_bounds
 
 from .cuda import cuda_aware
 from .errors import CommError
 
-__all__ = ["DTYPES", "Work", "adapt", "NumpyOps", "TorchOps", "HOST_SCRATCH"]
+__all__ = ["DTYPES", "Work", "adapt", "NumpyOps", "TorchOps", "Scratch", "DEFAULT_SCRATCH", "HOST_SCRATCH",
+           "memory_span"]
 
 DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
 _NARROW = ("float16", "bfloat16")
@@ -46,19 +48,35 @@ class _ScratchPool:
         self._bufs.clear()
 
 
-HOST_SCRATCH = _ScratchPool(lambda n, dtype: np.empty(n, dtype=dtype))
+class Scratch:
+    """One set of reused work buffers: host arrays, device tensors per device, pinned staging buffers per device and
+    dtype. The blocking all-reduces share DEFAULT_SCRATCH; every request of a nonblocking all-reduce that is in
+    flight has a set of its own (comm.nonblocking), so two of them never write the same scratch."""
+
+    def __init__(self) -> None:
+        self.host = _ScratchPool(lambda n, dtype: np.empty(n, dtype=dtype))
+        self.device: dict[str, _ScratchPool] = {}
+        self.pinned: dict[tuple[str, str], Any] = {}
+        self.host_ops = NumpyOps(self.host)
+
+    def clear(self) -> None:
+        self.host.clear()
+        self.device.clear()
+        self.pinned.clear()
 
 
 class NumpyOps:
-    """Reductions of numpy arrays into their first operand."""
+    """Reductions of numpy arrays into their first operand; scratch buffers from one pool."""
+
+    def __init__(self, pool: _ScratchPool) -> None:
+        self._pool = pool
 
     @staticmethod
     def reduce(dst: np.ndarray, src: np.ndarray, op: str) -> None:
         _REDUCERS[op](dst, src, out=dst)
 
-    @staticmethod
-    def scratch(role: str, like: np.ndarray, n: int) -> np.ndarray:
-        out: np.ndarray = HOST_SCRATCH.get(role, like.dtype, n)
+    def scratch(self, role: str, like: np.ndarray, n: int) -> np.ndarray:
+        out: np.ndarray = self._pool.get(role, like.dtype, n)
         return out
 
     @staticmethod
@@ -73,12 +91,13 @@ class NumpyOps:
 class TorchOps:
     """Reductions of (CUDA) torch tensors on their device; sync() waits for the queued kernels before MPI reads."""
 
-    def __init__(self, device: Any) -> None:
+    def __init__(self, device: Any, scratch: Scratch | None = None) -> None:
         import torch
 
         self._torch = torch
         self._device = device
-        self._pool = _DEVICE_POOLS.setdefault(str(device), _ScratchPool(
+        pools = (scratch or DEFAULT_SCRATCH).device
+        self._pool = pools.setdefault(str(device), _ScratchPool(
             lambda n, dtype: torch.empty(n, dtype=dtype, device=device)))
 
     def reduce(self, dst: Any, src: Any, op: str) -> None:
@@ -101,18 +120,24 @@ class TorchOps:
         arr.div_(p)
 
 
-_DEVICE_POOLS: dict[str, _ScratchPool] = {}
+DEFAULT_SCRATCH = Scratch()
+HOST_SCRATCH = DEFAULT_SCRATCH.host
 
 
 @dataclass
 class Work:
-    """What an algorithm reduces: `array` (1-D, contiguous), its `ops`, and `finish()` to write results back."""
+    """What an algorithm reduces: `array` (1-D, contiguous), its `ops`, and `finish()` to write results back.
+
+    `span` is the caller's memory: (device, first byte address, one past the last), which the nonblocking
+    all-reduce keeps while a request is in flight so that a second use of the same memory is refused.
+    """
 
     array: Any
     ops: Any
     dtype: str
     count: int
     finish: Callable[[], None]
+    span: tuple[str, int, int] = ("cpu", 0, 0)
 
 
 def _is_torch(buf: Any) -> bool:
@@ -135,10 +160,17 @@ def _flat_host(arr: np.ndarray) -> np.ndarray:
     return arr.reshape(-1, order="F" if not arr.flags.c_contiguous else "C")
 
 
-def _widen_host(flat: np.ndarray, dtype: str) -> Work:
+def memory_span(arr: np.ndarray) -> tuple[str, int, int]:
+    """("cpu", lo, hi): the bytes a host array covers."""
+    lo, hi = byte_bounds(arr)
+    return ("cpu", int(lo), int(hi))
+
+
+def _widen_host(flat: np.ndarray, dtype: str, scratch: Scratch) -> Work:
     """float16/bfloat16 host data: reduce in a reused float32 buffer, then narrow back (round to nearest even)."""
     n = len(flat)
-    work = HOST_SCRATCH.get("widen", np.dtype(np.float32), n)
+    pool = scratch.host
+    work = pool.get("widen", np.dtype(np.float32), n)
     if dtype == "float16":
         np.copyto(work, flat)
 
@@ -150,23 +182,23 @@ def _widen_host(flat: np.ndarray, dtype: str) -> Work:
         np.left_shift(bits, 16, out=bits)
 
         def finish() -> None:
-            tmp = HOST_SCRATCH.get("narrow", np.dtype(np.uint32), n)
+            tmp = pool.get("narrow", np.dtype(np.uint32), n)
             np.right_shift(bits, 16, out=tmp)
             np.bitwise_and(tmp, 1, out=tmp)
             np.add(tmp, 0x7FFF, out=tmp)
             np.add(bits, tmp, out=bits)
             np.right_shift(bits, 16, out=bits)
             np.copyto(flat, bits, casting="unsafe")
-    return Work(work, NumpyOps, dtype, n, finish)
+    return Work(work, scratch.host_ops, dtype, n, finish, memory_span(flat))
 
 
-def _host_work(flat: np.ndarray, dtype: str) -> Work:
+def _host_work(flat: np.ndarray, dtype: str, scratch: Scratch) -> Work:
     if dtype in _NARROW:
-        return _widen_host(flat, dtype)
-    return Work(flat, NumpyOps, dtype, len(flat), lambda: None)
+        return _widen_host(flat, dtype, scratch)
+    return Work(flat, scratch.host_ops, dtype, len(flat), lambda: None, memory_span(flat))
 
 
-def _torch_work(t: Any) -> Work:
+def _torch_work(t: Any, scratch: Scratch) -> Work:
     t = t.detach()
     if not t.is_contiguous():
         raise CommError(f"tensor of shape {tuple(t.shape)} with stride {t.stride()} is not contiguous; "
@@ -176,19 +208,22 @@ def _torch_work(t: Any) -> Work:
         raise CommError(f"unsupported dtype {dtype!r}; comm reduces one of {', '.join(DTYPES)}")
     flat = t.view(-1)
     if flat.device.type == "cpu":
-        return _host_work(_host_view(flat, dtype), dtype)
+        return _host_work(_host_view(flat, dtype), dtype, scratch)
     if flat.device.type != "cuda":
         raise CommError(f"tensor on device {flat.device} is not supported; use a CPU or CUDA tensor")
+    span = (str(flat.device), int(flat.data_ptr()), int(flat.data_ptr()) + flat.numel() * flat.element_size())
     if cuda_aware():
-        ops = TorchOps(flat.device)
+        ops = TorchOps(flat.device, scratch)
         if dtype in _NARROW:
             import torch
 
             work = ops.scratch("widen", flat.new_empty(0, dtype=torch.float32), flat.numel())
             work.copy_(flat)
-            return Work(work, ops, dtype, flat.numel(), lambda: flat.copy_(work))
-        return Work(flat, ops, dtype, flat.numel(), lambda: None)
-    return _staged_work(flat, dtype)
+            return Work(work, ops, dtype, flat.numel(), lambda: flat.copy_(work), span)
+        return Work(flat, ops, dtype, flat.numel(), lambda: None, span)
+    staged = _staged_work(flat, dtype, scratch)
+    staged.span = span
+    return staged
 
 
 def _host_view(flat: Any, dtype: str) -> np.ndarray:
@@ -202,48 +237,48 @@ def _host_view(flat: Any, dtype: str) -> np.ndarray:
     return view
 
 
-_PINNED: dict[tuple[str, str], Any] = {}
-
-
-def _staged_work(flat: Any, dtype: str) -> Work:
+def _staged_work(flat: Any, dtype: str, scratch: Scratch) -> Work:
     """MPI is not CUDA-aware: copy into a reused pinned host buffer, reduce there, copy back to the device."""
     import torch
 
     key = (str(flat.device), dtype)
-    host = _PINNED.get(key)
+    host = scratch.pinned.get(key)
     if host is None or host.numel() < flat.numel():
         host = torch.empty(max(flat.numel(), 1), dtype=flat.dtype, pin_memory=True)
-        _PINNED[key] = host
+        scratch.pinned[key] = host
     host = host[: flat.numel()]
     host.copy_(flat)  # synchronous device-to-host copy on the current stream
-    inner = _host_work(_host_view(host, dtype), dtype)
+    inner = _host_work(_host_view(host, dtype), dtype, scratch)
 
     def finish() -> None:
         inner.finish()
         flat.copy_(host)
 
-    return Work(inner.array, NumpyOps, dtype, flat.numel(), finish)
+    return Work(inner.array, scratch.host_ops, dtype, flat.numel(), finish)
 
 
-def adapt(buf: Any) -> Work:
-    """Validate `buf` and return the work array the algorithms reduce; CommError names what is wrong."""
+def adapt(buf: Any, scratch: Scratch | None = None) -> Work:
+    """Validate `buf` and return the work array the algorithms reduce; CommError names what is wrong.
+
+    `scratch`: the work buffers to use (DEFAULT_SCRATCH for the blocking calls)."""
+    sc = scratch or DEFAULT_SCRATCH
     if isinstance(buf, np.ndarray):
-        return _host_work(_flat_host(buf), _numpy_dtype_name(buf))
+        return _host_work(_flat_host(buf), _numpy_dtype_name(buf), sc)
     if _is_torch(buf):
-        return _torch_work(buf)
+        return _torch_work(buf, sc)
     if hasattr(buf, "__cuda_array_interface__") or (
             hasattr(buf, "__dlpack_device__") and buf.__dlpack_device__()[0] == 2):  # kDLCUDA
         import torch
 
         return _torch_work(torch.as_tensor(buf, device="cuda") if hasattr(buf, "__cuda_array_interface__")
-                           else torch.utils.dlpack.from_dlpack(buf))
+                           else torch.utils.dlpack.from_dlpack(buf), sc)
     if hasattr(buf, "__dlpack__"):
         arr = np.from_dlpack(buf)
-        return _host_work(_flat_host(arr), _numpy_dtype_name(arr))
+        return _host_work(_flat_host(arr), _numpy_dtype_name(arr), sc)
     try:
         view = memoryview(buf)
     except TypeError:
         raise CommError(f"cannot all-reduce an object of type {type(buf).__name__}; pass a numpy array, a torch "
                         "tensor, or an object with DLPack, __cuda_array_interface__ or the buffer protocol") from None
     arr = np.asarray(view)
-    return _host_work(_flat_host(arr), _numpy_dtype_name(arr))
+    return _host_work(_flat_host(arr), _numpy_dtype_name(arr), sc)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,12 +10,13 @@ from mpi4py import MPI
 
 from .algorithms import ALGORITHM_FUNCS, chunk_bounds
 
-__all__ = ["NodeLayout", "node_layout", "rail_allreduce", "leader_allreduce", "rail_inter_algorithm",
+__all__ = ["NodeLayout", "node_layout", "rail_allreduce", "rail_shard", "leader_allreduce", "rail_inter_algorithm",
            "MULTINODE_THRESHOLDS", "multinode_choice", "MPI_OPS"]
 
 # Our op names as MPI ops ("mean" sums; the caller divides): shared by every module of comm that calls MPI itself.
 MPI_OPS = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
 _KEYVAL: int | None = None
+_KEYVAL_LOCK = threading.Lock()  # comm.nonblocking's helper thread may ask at the same moment (comm.allreduce)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -52,8 +54,9 @@ def node_layout(private: Any) -> NodeLayout:
     """The node layout of `private` (the library's private communicator), found once (collectively) and cached
     on it: every rank must call this at the same point, which the all-reduce entry points guarantee."""
     global _KEYVAL
-    if _KEYVAL is None:
-        _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free)
+    with _KEYVAL_LOCK:
+        if _KEYVAL is None:
+            _KEYVAL = MPI.Comm.Create_keyval(delete_fn=_free)
     layout: NodeLayout | None = private.Get_attr(_KEYVAL)
     if layout is None:
         rank = private.Get_rank()
@@ -72,6 +75,17 @@ def node_layout(private: Any) -> NodeLayout:
     return layout
 
 
+def rail_shard(work: Any, layout: NodeLayout) -> tuple[Any, Any, list[int], Any]:
+    """The rail all-reduce's pieces (blocking here, comm/schedules.py's request): the node and rail communicators,
+    the element counts of the node ranks' shards and this rank's shard buffer (scratch)."""
+    node, rail = layout.node, layout.rail
+    assert rail is not None, "the rail all-reduce needs the same number of ranks on every node"
+    q, r = node.Get_size(), node.Get_rank()
+    bounds = chunk_bounds(work.count, q)
+    counts = [bounds[i + 1] - bounds[i] for i in range(q)]
+    return node, rail, counts, work.ops.scratch("rail", work.array, counts[r])
+
+
 def rail_allreduce(work: Any, layout: NodeLayout, op: str, inter: str) -> None:
     """Two-level all-reduce for ranks that share their node's link (NCCL's shape, with MPI inside the node):
 
@@ -84,12 +98,8 @@ def rail_allreduce(work: Any, layout: NodeLayout, op: str, inter: str) -> None:
     Steps 1 and 3 leave the link idle; comm.pipeline.pipelined_rail_allreduce overlaps them with step 2 of other
     segments (comm.allreduce takes it for large messages).
     """
-    node, rail = layout.node, layout.rail
-    assert rail is not None, "rail_allreduce needs the same number of ranks on every node"
+    node, rail, counts, shard = rail_shard(work, layout)
     q, r = node.Get_size(), node.Get_rank()
-    bounds = chunk_bounds(work.count, q)
-    counts = [bounds[i + 1] - bounds[i] for i in range(q)]
-    shard = work.ops.scratch("rail", work.array, counts[r])
     work.ops.sync()
     if q > 1:
         node.Reduce_scatter(work.array, shard, counts, op=MPI_OPS[op])

@@ -6,12 +6,12 @@ from typing import Any
 
 from mpi4py import MPI
 
-from .allreduce import _resolve_comm, check_args, private_comm, reduce_work
+from .allreduce import check_args, check_work, private_comm, reduce_on, resolve_comm
 from .buffers import adapt
 from .errors import CommError
 from .nodes import MPI_OPS
 
-__all__ = ["Topology", "hierarchical_allreduce", "block_allreduce"]
+__all__ = ["Topology", "hierarchical_allreduce", "block_allreduce", "hierarchical_on"]
 
 
 
@@ -37,7 +37,7 @@ class Topology:
     def from_comm(cls, world: Any = None, gpus_per_node: int | None = None) -> Topology:
         """Split `world` (default COMM_WORLD) into nodes: blocks of `gpus_per_node` consecutive ranks when given
         (one machine emulating a cluster), else the real shared-memory nodes. Collective over `world`."""
-        world = _resolve_comm(world)
+        world = resolve_comm(world)
         size, rank = world.Get_size(), world.Get_rank()
         if gpus_per_node is not None:
             if isinstance(gpus_per_node, bool) or not isinstance(gpus_per_node, int) or gpus_per_node < 1:
@@ -77,10 +77,20 @@ def hierarchical_allreduce(buf: Any, topology: Topology, *, op: str = "sum", alg
     if not isinstance(topology, Topology):
         raise CommError(f"topology must be a comm.Topology (from Topology.from_comm); got {type(topology).__name__}")
     work = adapt(buf)
-    if op == "mean" and work.dtype.startswith("int"):
-        raise CommError(f"op 'mean' needs a floating dtype; got {work.dtype}")
+    check_work(work, op)
+    big = work.count > 0 and topology.world.Get_size() > 1
+    leader = private_comm(topology.leader_comm) if big and topology.leader_comm is not None \
+        and topology.leader_comm.Get_size() > 1 else topology.leader_comm
+    hierarchical_on(work, topology, private_comm(topology.node_comm) if big else topology.node_comm, leader, op,
+                    algorithm)
+    work.finish()
+    return buf
+
+
+def hierarchical_on(work: Any, topology: Topology, node: Any, leader: Any, op: str, algorithm: str) -> None:
+    """The three phases on communicators that are already the library's own: `node` (this rank's node) and `leader`
+    (the leaders; None on the other ranks). Shared with the nonblocking all-reduce, which brings its own."""
     if work.count > 0 and topology.world.Get_size() > 1:
-        node = private_comm(topology.node_comm)
         mpi_op = MPI_OPS[op]
         work.ops.sync()
         if node.Get_size() > 1:
@@ -89,7 +99,7 @@ def hierarchical_allreduce(buf: Any, topology: Topology, *, op: str = "sum", alg
             else:
                 node.Reduce(work.array, None, op=mpi_op, root=0)
         if topology.is_leader:
-            reduce_work(work, "sum" if op == "mean" else op, algorithm, topology.leader_comm)
+            reduce_on(work, "sum" if op == "mean" else op, algorithm, leader)
             if op == "mean":
                 work.ops.divide(work.array, topology.world.Get_size())
         work.ops.sync()
@@ -97,8 +107,6 @@ def hierarchical_allreduce(buf: Any, topology: Topology, *, op: str = "sum", alg
             node.Bcast(work.array, root=0)
     elif op == "mean":
         work.ops.divide(work.array, topology.world.Get_size())
-    work.finish()
-    return buf
 
 
 def block_allreduce(buf: Any, topology: Topology, *, op: str = "sum", algorithm: str = "auto") -> Any:

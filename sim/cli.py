@@ -16,6 +16,7 @@ from sim.compute import MODELS, get_model
 from sim.costs import eq6, eq6_counts
 from sim.errors import SimError
 from sim.jitter import parse_jitter
+from sim.overlap import parse_bytes, uniform_buckets
 from sim.run import ALLREDUCE_CHOICES, COMPRESSIONS, ENGINES, RunConfig, simulate
 from sim.schedule import ALGORITHMS, WARMUPS, SyncSchedule, total_steps
 from sim.stragglers import parse_stragglers
@@ -73,9 +74,25 @@ def _add_workload(p: argparse.ArgumentParser) -> None:
                         "unless the topology file says fifo) or fifo (one message at a time)")
     p.add_argument("--compress", old=("--compression",), dest="compression", choices=COMPRESSIONS, default="none",
                    help="sign / ef-sign: syncs all-gather 1 bit per parameter (+ a scale) instead of all-reducing")
+    p.add_argument("--bucket-size", dest="bucket_bytes", type=_bytes, default=0, metavar="BYTES",
+                   help="mini-batch steps: gradient buckets of this many bytes all-reduced during the backward pass "
+                        "(sim/overlap.py; 0, the default here: one all-reduce after it; train's default is 256K)")
+    p.add_argument("--first-bucket-size", dest="first_bucket_bytes", type=_bytes, default=64 * 1024,
+                   metavar="BYTES", help="the first (smaller) gradient bucket (default 64K)")
+    p.add_argument("--overlap", action="store_true", help="local-SGD syncs run beside the next --overlap-steps "
+                   "steps and only what is left of them is waited for (fast engine)")
+    p.add_argument("--overlap-steps", type=int, default=None, metavar="TAU",
+                   help="--overlap: steps a sync overlaps (1 <= TAU <= H; default 1)")
     p.add_argument("--engine", choices=ENGINES, default="fast", help="fast (memoised) or event (reference)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+
+
+def _bytes(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 #: --help topics of `sim run`, as in `python -m train --help`.
@@ -85,7 +102,8 @@ _RUN_TOPICS = [
     ("algorithm & schedule", ("--algorithm", "--H", "--Hb", "--switch-epoch", "--local-warmup",
                               "--local-warmup-steps")),
     ("communication & slow-downs", ("--allreduce", "--compress", "--global-sync-delay", "--block-sync-delay",
-                                    "--straggler", "--jitter")),
+                                    "--straggler", "--jitter", "--bucket-size", "--first-bucket-size", "--overlap",
+                                    "--overlap-steps")),
     ("output", ("--engine", "--json", "--quiet")),
 ]
 
@@ -205,10 +223,21 @@ def _schedule_kwargs(a: argparse.Namespace, algorithm: str, N: int, K: int) -> d
 
 def _config(a: argparse.Namespace, topo, K: int, sched: SyncSchedule) -> RunConfig:
     N, epochs = _samples(a)
-    return RunConfig(topology=topo, model=get_model(a.model), K=K, B=a.B, N=N, schedule=sched,
+    model = get_model(a.model)
+    if a.overlap_steps is not None and not a.overlap:
+        raise SimError(f"--overlap-steps {a.overlap_steps} applies with --overlap only")
+    if a.overlap and sched.algorithm == "minibatch":
+        raise SimError("--overlap applies to local-SGD syncs; minibatch overlaps through --bucket-size")
+    tau = (1 if a.overlap_steps is None else a.overlap_steps) if a.overlap else 0
+    if a.overlap and tau < 1:
+        raise SimError(f"--overlap-steps must be an integer >= 1, got {tau}")
+    grad_steps = sched.algorithm in ("minibatch", "postlocal")
+    buckets = uniform_buckets(model.bytes, a.bucket_bytes, a.first_bucket_bytes) if a.bucket_bytes and grad_steps \
+        else ()
+    return RunConfig(topology=topo, model=model, K=K, B=a.B, N=N, schedule=sched,
                      allreduce=a.allreduce, delay_global_s=a.delay_global, delay_block_s=a.delay_block,
                      stragglers=parse_stragglers(a.stragglers, a.seed), epochs=epochs, compression=a.compression,
-                     jitter=parse_jitter(a.jitter, a.seed))
+                     jitter=parse_jitter(a.jitter, a.seed), buckets=buckets, overlap_steps=tau)
 
 
 def _sharing(a: argparse.Namespace, topo: Topology) -> Topology:
@@ -222,8 +251,9 @@ def _breakdown(r: dict[str, Any]) -> str:
              f"all-reduce {r['allreduce_global']} (global) / {r['allreduce_block']} (block)"),
              f"  wall time      {r['wall_s']:12.3f} s"]
     for key, label in (("compute_s", "compute"), ("comm_intra_s", "comm intra"), ("comm_inter_s", "comm inter"),
-                       ("wait_s", "waiting"), ("delay_s", "delays"), ("overhead_s", "sync overhead")):
-        if key == "overhead_s" and not r[key]:
+                       ("wait_s", "waiting"), ("delay_s", "delays"), ("overhead_s", "sync overhead"),
+                       ("hidden_s", "comm hidden")):
+        if key in ("overhead_s", "hidden_s") and not r.get(key):
             continue
         share = 100 * r[key] / r["wall_s"] if r["wall_s"] > 0 else 0.0
         lines.append(f"  {label:<14} {r[key]:12.3f} s  ({share:5.1f} %, mean per worker)")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sim.errors import SimError
+from sim.overlap import uniform_buckets
 from sim.trainrun import TrainRun, predict_run
 
 __all__ = ["SCHEMA", "METRICS", "RunFolder", "read_run", "train_run_of", "first_reach", "retime", "speedup"]
@@ -126,9 +127,21 @@ def train_run_of(run: RunFolder) -> TrainRun:
                         model=c["model"], width=int(c.get("width", 8)), dataset=c["dataset"],
                         params=int(r["model_params"]), gflops_per_sample=float(gflops),
                         n_train=int(r["dataset"]["n_train"]), n_test=int(r["dataset"]["n_test"]),
-                        bytes_per_param=8 if c.get("dtype") == "float64" else 4)
+                        bytes_per_param=8 if c.get("dtype") == "float64" else 4,
+                        buckets=_buckets(c, int(r["model_params"])),
+                        overlap_steps=int(c.get("overlap_steps", 1)) if c.get("overlap") else 0)
     except (KeyError, TypeError, ValueError) as e:
         raise SimError(f"{run.path}/config.json: missing or bad value ({type(e).__name__}: {e})") from None
+
+
+def _buckets(c: dict[str, Any], params: int) -> tuple[tuple[float, float], ...]:
+    """A run's gradient buckets (runs before them: none), taken as ready evenly over backward (the trainer's own
+    prediction derives them from the model's per-layer FLOPs, which needs torch)."""
+    if not c.get("bucket_size") or c["algorithm"] not in ("minibatch", "postlocal") or c.get("compress", "none") \
+            != "none":
+        return ()
+    nbytes = params * (8 if c.get("dtype") == "float64" else 4)
+    return uniform_buckets(nbytes, int(c["bucket_size"]), int(c.get("first_bucket_size", 64 * 1024)))
 
 
 def reached(metric: str, value: Any, target: float) -> bool:

@@ -23,13 +23,10 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sim.compute import ComputeModel, ModelSpec
@@ -38,18 +35,33 @@ from sim.cpushare import SharedCPU
 from sim.engine import simulate_collective
 from sim.errors import SimError
 from sim.jitter import StepJitter
+from sim.machinefile import (
+    CODE_FILES,
+    LOAD_WARN,
+    MACHINE_SCHEMA,
+    WAIT_FORMS,
+    calibration_code_version,
+    cpu_share,
+    load_source,
+    machine_jitter,
+    machine_level,
+    machine_warnings,
+    network_level,
+    scheduling_wait,
+)
+from sim.overlap import check_buckets, check_overlap_steps
 from sim.run import RunConfig, RunResult, simulate
 from sim.schedule import SyncSchedule
 from sim.stragglers import Stragglers
-from sim.topology import Level, Topology, load_topology
+from sim.topology import Level, Topology
 
+# the machine file's readers moved to sim/machinefile.py; importing them from here still works
 __all__ = ["MACHINE_SCHEMA", "PREDICTION_SCHEMA", "LOAD_WARN", "CODE_FILES", "WAIT_FORMS", "TrainRun",
            "calibration_code_version", "machine_warnings", "machine_jitter", "scheduling_wait", "comm_auto_algorithm",
            "load_source", "cpu_share", "predict_run", "format_prediction"]
 
 log = logging.getLogger(__name__)
 
-MACHINE_SCHEMA = "train.machine/1"
 PREDICTION_SCHEMA = "train.prediction/1"
 #: comm's "auto" rule (comm/allreduce.py): recursive doubling up to this many bytes, Rabenseifner above. Repeated
 #: here because importing comm starts MPI; tests/unit/test_predict_model.py checks both agree.
@@ -57,28 +69,9 @@ COMM_AUTO_THRESHOLD_DEFAULT = 512 * 1024
 #: comm's multi-node rule (comm/nodes.py, multinode_choice): where several nodes hold more than one rank each, the
 #: ring up to this many bytes and the rail all-reduce above (LOCALSGD_AUTO_MULTINODE_RING_MAX_BYTES overrides).
 COMM_MULTINODE_RING_MAX_DEFAULT = 256 * 1024
-#: Shapes g(s) of the scheduling wait per message round once ranks outnumber the cores: lam * (1 - 1/s) * g(s).
-WAIT_FORMS = ("const", "sqrt", "linear")
 #: Besides averaging the model, an evaluation runs small collectives: BN statistics, loss sums, the training
 #: window and the gather of per-rank timings (train/evaluate.py, train/trainer.py).
 EVAL_SMALL_COLLECTIVES = 4
-#: --predict warns when the background load now and the one the prediction assumes differ by more than this many
-#: runnable processes (on a 2-core machine one extra process already slows every rank by up to 1.5x).
-LOAD_WARN = 1.0
-#: The code that measures a machine file and reads it: a machine file written by other versions of these is stale.
-CODE_FILES = ("train/calibrate.py", "train/predict.py", "sim/calibrate.py", "sim/run.py", "sim/trainrun.py")
-
-
-def calibration_code_version() -> str:
-    """A short hash of CODE_FILES as they are now; `train calibrate` stores it in the machine file."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for rel in CODE_FILES:
-        h.update(rel.encode())
-        h.update((root / rel).read_bytes())
-    return h.hexdigest()[:16]
-
-
 @dataclass(kw_only=True, frozen=True)
 class TrainRun:
     """One trainer run as the simulator sees it: the configuration resolved against K and the data (train's
@@ -112,8 +105,14 @@ class TrainRun:
     n_train: int
     n_test: int
     bytes_per_param: int = 4
+    #: hiding communication (docs/README-overlap.md): mini-batch steps' gradient buckets as (bytes, fraction of the
+    #: step's compute by which they are ready), and tau of overlapped local-SGD syncs (0: blocking)
+    buckets: tuple[tuple[float, float], ...] = ()
+    overlap_steps: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "buckets", check_buckets(self.buckets))
+        check_overlap_steps(self.overlap_steps)
         for name in ("K", "H", "Hb", "batch_size", "total_steps", "samples_total", "params", "n_train"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -152,50 +151,6 @@ class TrainRun:
         return [t for t in range(T) if self.crosses(t, self.checkpoint_every) or t == T - 1]
 
 
-def machine_warnings(m: dict[str, Any], spec: str, load_used: float, load_now: float | None,
-                     extra: list[str] | tuple[str, ...] = ()) -> list[str]:
-    """One line per reason to distrust a machine file now: other calibration code, the `extra` lines of the caller
-    (the trainer adds its fit-quality check, train/fitcheck.py), or another background load."""
-    out = []
-    version, now = m.get("code_version"), calibration_code_version()
-    if version != now:
-        was = f"code {version}" if version else "code older than code versions (no code_version)"
-        out.append(f"machine file {spec!r} was written by {was}, this is {now}: its figures may mean something else "
-                   f"now; rerun python -m train calibrate")
-    out += list(extra)
-    if load_now is not None and abs(load_now - load_used) > LOAD_WARN:
-        out.append(f"background load now {load_now:.2f} runnable processes, the prediction assumes {load_used:.2f} "
-                   f"(differs by more than {LOAD_WARN:g}): pass --predict-load {load_now:.1f} or recalibrate")
-    return out
-
-
-def machine_jitter(m: dict[str, Any], notes: list[str]) -> StepJitter:
-    """Step-time jitter from the machine file's measured single-rank steps (none in files that lack them)."""
-    st = m.get("step", {})
-    samples = [v for v in st.get("samples_s") or [] if isinstance(v, (int, float)) and v > 0]
-    if len(samples) >= 2:
-        jit = StepJitter(kind="empirical", samples=tuple(samples))
-        notes.append(f"step times resampled from {len(samples)} measured single-rank steps (CV {jit.cv:.3g}): every "
-                     f"sync waits for the slowest rank")
-        return jit
-    if st.get("cv"):
-        return StepJitter(kind="lognormal", cv=float(st["cv"]))
-    return StepJitter()
-
-
-def scheduling_wait(s: float, lam: float, form: str) -> float:
-    """Extra seconds per message round at CPU share s: lam * (1 - 1/s) * g(s), g = 1, sqrt(s) or s by `form`.
-
-    1 - 1/s is the share of runnable processes that are off a core at any moment (0 while s <= 1): the chance
-    that a message's partner must first be scheduled again.
-    """
-    if form not in WAIT_FORMS:
-        raise SimError(f"scheduling wait form must be one of {', '.join(WAIT_FORMS)}, got {form!r}")
-    if s <= 1.0:
-        return 0.0
-    return lam * (1.0 - 1.0 / s) * (1.0 if form == "const" else math.sqrt(s) if form == "sqrt" else s)
-
-
 def _env_bytes(name: str, default: int) -> int:
     text = os.environ.get(name, "")
     return int(text) if text.isdigit() else default
@@ -212,57 +167,9 @@ def comm_auto_algorithm(nbytes: int, nodes: int = 1, per_node: int = 1) -> str:
     return "recursive_doubling" if nbytes <= limit else "rabenseifner"
 
 
-def load_source(spec: str) -> tuple[str, Any]:
-    """("machine", dict) for a train.machine/1 file, else ("topology", Topology) for a sim file or preset."""
-    path = Path(spec)
-    if path.is_file():
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SimError(f"cannot read topology or machine file {spec!r}: {e}") from None
-        if isinstance(obj, dict) and obj.get("schema") == MACHINE_SCHEMA:
-            for key in ("background_load", "level", "level_share", "step", "cpu_count"):
-                if key not in obj:
-                    raise SimError(f"machine file {spec!r} lacks key {key!r}; "
-                                   f"rewrite it with python -m train calibrate")
-            return "machine", obj
-    return "topology", load_topology(spec)
-
-
-def cpu_share(K: int, cores: int, load: float = 0.0) -> float:
-    """How many times slower each of K busy ranks runs than alone, on `cores` cores with `load` other runnable
-    processes: max(cores, K + load) / cores."""
-    if cores < 1 or load < 0:
-        raise SimError(f"cores must be >= 1 and background load >= 0, got {cores} and {load}")
-    return max(cores, K + load) / cores
-
-
 def _barrier_s(p: int, level: Level) -> float:
     """MPICH's dissemination barrier: ceil(lg p) rounds of one empty message."""
     return 0.0 if p < 2 else math.ceil(math.log2(p)) * (level.latency_s + level.overhead_s)
-
-
-def _machine_level(m: dict[str, Any], s: float) -> Level:
-    """The bench's level at CPU share s: alpha = alpha_bench s / s_2 + the scheduling wait; beta and gamma times
-    s / s_2."""
-    lv, r = m["level"], s / float(m["level_share"])
-    bw = lv.get("bandwidth_GBps")
-    lat = lv["latency_s"] * r + scheduling_wait(s, float(m.get("oversubscribed_latency_s", 0.0)),
-                                                m.get("oversubscribed_form", "const"))
-    return Level(name="intra", latency_s=lat, overhead_s=lv.get("overhead_s", 0.0) * r,
-                 bandwidth_GBps=None if bw is None else bw / r, gamma_s_per_byte=lv.get("gamma_s_per_byte", 0.0) * r)
-
-
-def _network_level(spec: str) -> tuple[Level, float, str]:
-    """The links between nodes: the inter level of the sim topology `spec` (a `sim calibrate --bench` fit of
-    `comm bench --level inter` across the nodes) as it is, and its per-call overhead (the global sync's minus the
-    block's). No scheduling wait is added: TCP moves a message into the receiver's socket buffer whether or not the
-    receiving rank is on a core, unlike shared memory, where both ranks copy through a small buffer together."""
-    try:
-        net = load_topology(spec)
-    except SimError as e:
-        raise SimError(f"network: {e}") from None
-    return net.inter, max(0.0, net.sync_overhead_s[0] - net.sync_overhead_s[1]), net.name
 
 
 def _profile_seconds(cp: dict[str, Any], model: str, batch: int) -> tuple[float, str] | None:
@@ -364,10 +271,10 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
             g = per_node
         else:
             g = (run.gpus_per_node or K) if hier else K
-        level = _machine_level(src, s)
+        level = machine_level(src, s)
         inter, o_inter = Level(name="inter", **level.to_json()), 0.0
         if network is not None:
-            inter, o_inter, net_name = _network_level(network)
+            inter, o_inter, net_name = network_level(network)
             notes.append(f"links between the {n_nodes} nodes: the inter level of {net_name!r}")
             # the barrier's rounds of empty messages, which ranks reach from computing, are all waiting for the
             # partner to be scheduled, across the links as in shared memory
@@ -410,12 +317,15 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
     lvl = small or (topo.inter if g_eff < K else topo.intra)  # the level of rounds of empty messages
     bar_global = _barrier_s(K, lvl)
     bar_block = _barrier_s(g_eff, topo.intra)
+    if run.buckets or run.overlap_steps:  # syncs beside computation have no barrier (the few blocking ones' are
+        bar_global = bar_block = 0.0      # left out too)
     allreduce = "hierarchical" if hier else flat
     # comm's hierarchical all-reduce runs "auto" on the leaders (one rank per node) and inside a node: both are the
     # flat rule (recursive doubling up to 512 KiB), and so are the block syncs
     one_node = comm_auto_algorithm(payload)
     rc = RunConfig(topology=topo, model=spec, K=K, B=run.batch_size, N=run.samples_total,
-                   schedule=run.schedule, allreduce=allreduce,
+                   schedule=run.schedule, allreduce=allreduce, buckets=run.buckets,
+                   overlap_steps=run.overlap_steps,
                    delay_global_s=run.global_sync_delay + bar_global,
                    delay_block_s=run.block_sync_delay + bar_block, stragglers=_stragglers(run, notes),
                    compression=run.compress if run.compress in ("sign", "ef-sign") else "none", epochs=run.epochs,
@@ -449,7 +359,8 @@ def predict_run(run: TrainRun, source: tuple[str, Any, str], *, engine: str = "f
         "step_s": step_s, "wall_s": res.wall_s + eval_s + ckpt_s, "train_s": res.wall_s, "compute_s": res.compute_s,
         "comm_intra_s": res.comm_intra_s, "comm_inter_s": res.comm_inter_s, "wait_s": res.wait_s,
         "barrier_s": barrier_s, "delay_s": max(0.0, res.delay_s - barrier_s), "eval_s": eval_s, "evals": n_eval,
-        "checkpoint_s": ckpt_s, "checkpoints": n_ckpt,
+        "checkpoint_s": ckpt_s, "checkpoints": n_ckpt, "hidden_s": res.hidden_s,
+        "overlap_steps": run.overlap_steps, "buckets": [list(b) for b in run.buckets],
         "syncs_global": res.syncs_global, "syncs_block": res.syncs_block, "notes": notes, "warnings": warnings,
         "compute_source": compute_source, "jitter": out["jitter"],
     }
@@ -477,5 +388,9 @@ def format_prediction(p: dict[str, Any]) -> str:
              row("waiting", p["wait_s"]), row("barriers", p["barrier_s"]), row("delays", p["delay_s"]),
              row(f"evaluation x{p['evals']}", p["eval_s"]),
              row(f"checkpoints x{p.get('checkpoints', 0)}", p.get("checkpoint_s", 0.0))]
+    if p.get("hidden_s"):  # overlapped syncs and gradient buckets: communication beside computation, not in the wall
+        how = [f"overlapped, tau={p['overlap_steps']}"] if p.get("overlap_steps") else []
+        how += [f"{len(p['buckets'])} gradient buckets"] if p.get("buckets") else []
+        lines.append(f"  {'comm hidden':<16}{p['hidden_s']:>12.3f} s  (beside the compute: {', '.join(how)})")
     lines += [f"  note: {n}" for n in p["notes"]]
     return "\n".join(lines)

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LocalSGD", "average_gradients", "MPIBackend", "TorchBackend", "TrainConfig", "TrainError"]
+__all__ = ["LocalSGD", "average_gradients", "GradientBuckets", "MPIBackend", "TorchBackend", "TrainConfig",
+           "TrainError"]
 
-_HOMES = {"LocalSGD": "train.averager", "average_gradients": "train.averager", "MPIBackend": "train.backend",
+_HOMES = {"LocalSGD": "train.averager", "average_gradients": "train.averager", "GradientBuckets": "train.buckets",
+          "MPIBackend": "train.backend",
           "TorchBackend": "train.backend", "TrainConfig": "train.config", "TrainError": "train.errors"}
 
 

@@ -6,9 +6,12 @@ from typing import Any, Protocol
 import torch
 
 from sim.schedule import SyncSchedule
+from train.buckets import DEFAULT_FIRST_BUCKET_BYTES, GradientBuckets
 from train.compress import SCHEMES, SignCompressor
 from train.errors import TrainError
 from train.flat import FlatTensors
+from train.outer import make_outer
+from train.overlap import Overlap, install_polls
 
 __all__ = ["LocalSGD", "SyncHooks", "average_gradients", "VARIANTS", "BUFFER_POLICIES"]
 
@@ -39,16 +42,8 @@ def _params_of(params: Any) -> list[torch.nn.Parameter]:
 
 def _make_backend(backend: Any, hierarchical: bool, block_size: int | None) -> Any:
     """"mpi" (or None): MPIBackend; "torch": TorchBackend; anything else is taken as a backend object."""
-    from train.backend import MPIBackend, TorchBackend
-    if backend is None or backend == "mpi":
-        return MPIBackend(hierarchical=hierarchical or block_size is not None, gpus_per_node=block_size)
-    if backend == "torch":
-        return TorchBackend(block_size=block_size)
-    if isinstance(backend, str):
-        raise TrainError(f"backend must be 'mpi', 'torch' or a backend object, got {backend!r}")
-    if block_size is not None:
-        raise TrainError("block_size applies to backend 'mpi' or 'torch'; a backend object brings its own blocks")
-    return backend
+    from train.backend import make_backend
+    return make_backend(backend, hierarchical=hierarchical, block_size=block_size)
 
 
 def _reduce_grads(params: list[torch.nn.Parameter], buf: torch.Tensor, backend: Any) -> None:
@@ -102,8 +97,21 @@ class LocalSGD:
     Compression ``sign`` / ``ef-sign``: every sync all-gathers the packed signs of each rank's model change
     (train/compress.py) instead of all-reducing the model; mini-batch steps then sync the model too (H = 1).
 
-    No barrier and no timing inside: pass ``hooks`` (``before_sync(level)``, ``after_sync(level, sent, recv)``)
-    to measure. Works with ``zero_grad(set_to_none=True)``. BatchNorm buffers are not averaged.
+    Outer optimizer (DiLoCo): ``outer_optimizer="nesterov"`` (or "sgd", or a factory ``f(params) -> Optimizer``)
+    with ``outer_lr`` and ``outer_momentum`` takes, at every global sync, a step on the pseudo-gradient
+    ``x_anchor - x_bar`` from x_anchor (needs momentum_variant local). SlowMo(alpha, beta) is outer "sgd" with lr
+    alpha and momentum beta for a constant base learning rate.
+
+    Overlap: ``overlap=True`` starts each sync's all-reduce without waiting and applies it ``overlap_steps`` (tau)
+    steps later as ``x <- x + (g - x_t)`` (train/overlap.py has the rule and its sources); the last sync of a run
+    (``total_steps``) blocks. ``bucket_bytes=N`` makes mini-batch steps average their gradients in buckets that are
+    all-reduced while backward runs (train/buckets.py; ``first_bucket_bytes`` the first); ``progress`` is comm's
+    ("thread", "poll") for both.
+
+    No barrier and no timing inside: pass ``hooks`` (``before_sync(level)``, ``after_sync(level, sent, recv)``;
+    ``overlapped_sync(level, sent, recv, exposed_s=, inflight_s=, delay_s=)`` for overlapped ones, and an optional
+    ``delay(level)``: seconds of emulated network delay an overlapped sync completes later) to measure. Works with
+    ``zero_grad(set_to_none=True)``. BatchNorm buffers are not averaged.
     """
 
     def __init__(self, params: Any, *, H: int | None = None, Hb: int | None = None, switch_step: int | None = None,
@@ -113,7 +121,10 @@ class LocalSGD:
                  global_momentum: float = 0.0, slow_lr: float = 1.0, slow_momentum: float = 0.0,
                  buffers: str = "keep", optimizer: torch.optim.Optimizer | None = None, lr: float | None = None,
                  compress: str = "none", sign_scale: float = 1.0, hooks: SyncHooks | None = None,
-                 broadcast: bool = True) -> None:
+                 broadcast: bool = True, outer_optimizer: Any = None, outer_lr: float = 0.7,
+                 outer_momentum: float = 0.9, overlap: bool = False, overlap_steps: int = 1,
+                 bucket_bytes: int | None = None, first_bucket_bytes: int | None = None,
+                 progress: str = "thread") -> None:
         self.params = _params_of(params)
         self.schedule = self._schedule(schedule, H, Hb, switch_step, warmup, warmup_steps)
         if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
@@ -140,11 +151,27 @@ class LocalSGD:
                 any(g.get("momentum", 0.0) for g in optimizer.param_groups):
             raise TrainError("momentum_variant 'global' expects a base optimiser without momentum; "
                              "use 'hybrid' (or 'slowmo') to keep its momentum")
+        if outer_optimizer is not None and (momentum_variant != "local" or compress != "none"):
+            raise TrainError(f"outer_optimizer replaces the momentum variants and needs momentum_variant local and "
+                             f"compress none, got {momentum_variant!r} and {compress!r}")
+        if overlap and compress != "none":
+            raise TrainError(f"overlap cannot go with compress {compress!r}: the compressed sync is an all-gather "
+                             f"that blocks")
+        for name, size in (("overlap_steps", overlap_steps), ("bucket_bytes", bucket_bytes),
+                           ("first_bucket_bytes", first_bucket_bytes)):
+            if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise TrainError(f"{name} must be an integer >= 1{'' if name == 'overlap_steps' else ' or None'}, "
+                                 f"got {size!r}")
         self.variant, self.buffers, self.optimizer, self.lr, self.hooks = \
             momentum_variant, buffers, optimizer, lr, hooks
         self.beta = float(slow_momentum if momentum_variant == "slowmo" else global_momentum)
         self.alpha = float(slow_lr if momentum_variant == "slowmo" else 1.0)
-        self.backend = _make_backend(backend, self.schedule.algorithm == "hierarchical", block_size)
+        if isinstance(backend, str) or backend is None:
+            from train.backend import make_backend
+            self.backend = make_backend(backend, hierarchical=self.schedule.algorithm == "hierarchical",
+                                        block_size=block_size, progress=progress)
+        else:
+            self.backend = _make_backend(backend, False, block_size)
         if self.schedule.algorithm == "hierarchical" and not self.backend.has_blocks:
             raise TrainError("a hierarchical schedule needs a backend with blocks: MPIBackend(hierarchical=True, "
                              "gpus_per_node=G) or TorchBackend(block_size=G)")
@@ -165,9 +192,25 @@ class LocalSGD:
             self.compressor.set_anchor(self.flat.pack().detach().cpu().numpy())
         self.anchor: torch.Tensor | None = None
         self.momentum_buf: torch.Tensor | None = None
+        self.outer: torch.optim.Optimizer | None = None
         if momentum_variant != "local":
             self.anchor = self.flat.pack().clone()
             self.momentum_buf = torch.zeros_like(self.anchor)
+        elif outer_optimizer is not None:
+            self.anchor = self.flat.pack().clone()
+            self.outer = make_outer(outer_optimizer, self.anchor, outer_lr, outer_momentum)
+        self.overlap: Overlap | None = None
+        if overlap:
+            self.overlap = Overlap(self.flat, overlap_steps, self._start_allreduce, self._global_model, self.nbytes,
+                                   hooks)
+            if getattr(self.backend, "progress", "thread") == "poll":  # backward drives a pending sync
+                install_polls(self.poll, params=self.params)
+        self.buckets: GradientBuckets | None = None
+        if bucket_bytes is not None:
+            self.buckets = GradientBuckets(self.params, bucket_bytes=bucket_bytes, first_bucket_bytes=(
+                DEFAULT_FIRST_BUCKET_BYTES if first_bucket_bytes is None else first_bucket_bytes),
+                backend=self.backend, when=lambda: self.grad_phase and self.compressor is None, hooks=hooks,
+                delay_s=self._delay("global"))
 
     @staticmethod
     def _schedule(schedule: SyncSchedule | None, H: int | None, Hb: int | None, switch_step: int | None,
@@ -224,6 +267,8 @@ class LocalSGD:
         """
         if not self.grad_phase or self.compressor is not None:
             return False
+        if self.buckets is not None:
+            return self.buckets.wait()
         if self._grad_buf is None:
             self._grad_buf = self.flat.buffer.new_empty(self.flat.numel)
         if self.hooks is not None:
@@ -241,8 +286,17 @@ class LocalSGD:
         """
         t = self.steps
         level = self.schedule.sync_after(t, self.total_steps)
+        if self.overlap is not None:
+            self.overlap.apply_due(t)
         if level is not None and (self.compressor is not None or not self.grad_phase):
-            self.sync(level, lr)
+            final = self.total_steps is not None and t == self.total_steps - 1
+            if self.overlap is not None and not final:
+                self.overlap.drain()  # a round shorter than tau (warm-up): the earlier sync goes first
+                needs_lr = level == "global" and self.anchor is not None and self.outer is None
+                self.overlap.start(level, t, self._lr(lr) if needs_lr else 0.0)
+            else:
+                self.drain()
+                self.sync(level, lr)
         self.steps = t + 1
         if self.anchor is not None and self.schedule.algorithm == "postlocal" \
                 and self.steps == self.schedule.switch_step:
@@ -250,10 +304,13 @@ class LocalSGD:
         return level
 
     def sync(self, level: str = "global", lr: float | None = None) -> None:
-        """Average the models now at `level`, then apply the momentum variant (collective; the schedule aside)."""
+        """Average the models now at `level`, then apply the momentum variant (collective; the schedule aside). A
+        pending overlapped sync is applied first."""
         if level not in ("block", "global"):
             raise TrainError(f"sync level must be block or global, got {level!r}")
-        needs_lr = self.compressor is not None or (level == "global" and self.anchor is not None)
+        self.drain()
+        needs_lr = self.compressor is not None or (level == "global" and self.anchor is not None
+                                                   and self.outer is None)
         gamma = self._lr(lr) if needs_lr else 0.0
         if self.hooks is not None:
             self.hooks.before_sync(level)
@@ -263,17 +320,60 @@ class LocalSGD:
             sent, recv = self.compressor.sync(level, buf, backend=self.backend, lr=gamma)
         else:
             self.backend.allreduce_mean(buf, level)
-            if level == "global" and self.anchor is not None:
-                assert self.momentum_buf is not None
-                self.momentum_buf.mul_(self.beta).add_(self.anchor - buf, alpha=1.0 / gamma)
-                torch.sub(self.anchor, self.momentum_buf, alpha=self.alpha * gamma, out=buf)
-                self.anchor.copy_(buf)
-                if self.variant == "slowmo" and self.buffers != "keep":
-                    extra = self._base_buffers(level)
-                    sent, recv = sent + extra, recv + extra
+            extra = self._global_model(buf, level, gamma)
+            sent, recv = sent + extra, recv + extra
         self.flat.unpack()
         if self.hooks is not None:
             self.hooks.after_sync(level, sent, recv)
+
+    def _global_model(self, buf: torch.Tensor, level: str, gamma: float) -> int:
+        """Turn the average `buf` into the global model in place: the momentum variant's or the outer optimizer's
+        step from the anchor at global syncs (block syncs are plain averages). Returns extra bytes communicated."""
+        if level != "global" or self.anchor is None:
+            return 0
+        if self.outer is not None:
+            self.anchor.grad = self.anchor - buf  # DiLoCo's pseudo-gradient: anchor - avg(x)
+            self.outer.step()
+            self.anchor.grad = None
+            buf.copy_(self.anchor)
+            return 0
+        assert self.momentum_buf is not None
+        self.momentum_buf.mul_(self.beta).add_(self.anchor - buf, alpha=1.0 / gamma)
+        torch.sub(self.anchor, self.momentum_buf, alpha=self.alpha * gamma, out=buf)
+        self.anchor.copy_(buf)
+        if self.variant == "slowmo" and self.buffers != "keep":
+            return self._base_buffers(level)
+        return 0
+
+    def _delay(self, level: str) -> float:
+        get = getattr(self.hooks, "delay", None)
+        return float(get(level)) if callable(get) else 0.0
+
+    def _start_allreduce(self, buf: torch.Tensor, level: str) -> Any:
+        """The nonblocking average of an overlapped sync, completing after the hooks' emulated delay, if any."""
+        from train.backend import Delayed
+        if not hasattr(self.backend, "iallreduce_mean"):
+            raise TrainError(f"overlap needs a backend with iallreduce_mean(buf, level); "
+                             f"{type(self.backend).__name__} has none")
+        handle = self.backend.iallreduce_mean(buf, level)
+        delay = self._delay(level)
+        return Delayed(handle, delay) if delay > 0 else handle
+
+    def poll(self) -> None:
+        """Let "poll" progress advance a pending overlapped sync (call it now and then inside a step, if you like)."""
+        if self.overlap is not None:
+            self.overlap.poll()
+
+    def poll_in(self, module: torch.nn.Module) -> None:
+        """progress "poll": advance a pending overlapped sync before every forward of `module`'s submodules too (the
+        gradients' hooks already poll during backward). Nothing to do for the helper thread."""
+        if self.overlap is not None and getattr(self.backend, "progress", "thread") == "poll":
+            install_polls(self.poll, module=module)
+
+    def drain(self) -> None:
+        """Apply a pending overlapped sync now (e.g. before reading the model at the end of your own loop)."""
+        if self.overlap is not None:
+            self.overlap.drain()
 
     def _base_buffers(self, level: str) -> int:
         """SlowMo's policy for the base optimiser's momentum buffers; returns the bytes it communicated."""
@@ -292,7 +392,7 @@ class LocalSGD:
         return int(fb.nbytes)
 
     def reset_anchor(self) -> None:
-        """Take the current (synchronised) model as x_anchor of global momentum / SlowMo."""
+        """Take the current (synchronised) model as x_anchor of global momentum / SlowMo / the outer optimizer."""
         if self.anchor is not None:
             self.anchor.copy_(self.flat.pack())
 
@@ -300,7 +400,9 @@ class LocalSGD:
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps, "anchor": None if self.anchor is None else self.anchor.clone(),
                 "momentum_buf": None if self.momentum_buf is None else self.momentum_buf.clone(),
-                "compressor": None if self.compressor is None else self.compressor.state_dict()}
+                "compressor": None if self.compressor is None else self.compressor.state_dict(),
+                "outer": None if self.outer is None else self.outer.state_dict(),
+                "pending": None if self.overlap is None else self.overlap.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.compressor is not None:
@@ -315,4 +417,14 @@ class LocalSGD:
                                  f"momentum; resume with the momentum variant it was written with")
             if mine is not None:
                 mine.copy_(state[name])
+        if self.outer is not None:
+            if state.get("outer") is None:
+                raise TrainError("checkpoint lacks the outer optimizer's state; resume with the outer optimizer "
+                                 "it was written with")
+            self.outer.load_state_dict(state["outer"])
         self.steps = int(state["steps"])
+        pending = state.get("pending")
+        if pending is not None and self.overlap is None:
+            raise TrainError("checkpoint holds an overlapped sync in flight; resume it with overlap")
+        if self.overlap is not None:
+            self.overlap.load_state_dict(pending)  # collective: a pending sync's all-reduce starts again

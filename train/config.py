@@ -10,7 +10,7 @@ from train.errors import TrainError
 from train.models import check_model_name, is_sequence_model
 
 __all__ = ["DATASETS", "ENGINES", "VIRTUAL_STEPS", "MOMENTUM_VARIANTS", "SLOW_BUFFERS", "BN_EVAL", "COMPRESS",
-           "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "TrainConfig", "parse_straggler"]
+           "SAMPLERS", "DTYPES", "LR_SCHEDULES", "LM_STATES", "OUTER", "PROGRESS", "TrainConfig", "parse_straggler"]
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "w8a", "wikitext2")
 MOMENTUM_VARIANTS = ("local", "global", "hybrid", "slowmo")
@@ -25,6 +25,8 @@ SAMPLERS = ("stream", "iid", "shuffle")    # iid / shuffle: sim.convex.sampler.S
 DTYPES = ("float32", "float64")
 LR_SCHEDULES = ("protocol", "decay", "const")
 LM_STATES = ("auto", "carry", "reset")
+OUTER = ("none", "sgd", "nesterov")       # DiLoCo's outer optimizer (train/outer.py)
+PROGRESS = ("thread", "poll")             # comm.PROGRESS, repeated here: importing comm starts MPI
 #: mpi: one worker per MPI rank (mpirun -n K); virtual: K workers in one process (train/virtual.py), no mpirun.
 ENGINES = ("mpi", "virtual")
 #: How engine virtual steps its K workers: loop (K replicas, by worker threads), vmap (one batched call per layer),
@@ -98,6 +100,15 @@ class TrainConfig:
     allreduce: str = "auto"              # comm's algorithm
     compress: str = "none"               # sign / ef-sign: 1-bit model changes through an all-gather (train/compress.py)
     sign_scale: float = 1.0              # sign: the majority vote moves each coordinate by sign_scale * lr
+    # hiding communication behind computation (docs/README-overlap.md)
+    bucket_size: int = 256 * 1024        # bytes; mini-batch steps: gradient buckets all-reduced during backward; 0:
+    first_bucket_size: int = 64 * 1024   #   one blocking all-reduce after backward (the first bucket is smaller)
+    overlap: bool = False                # local-SGD syncs run beside the next overlap_steps local steps
+    overlap_steps: int = 1               # tau: the average of step t's models is applied after step t + tau
+    progress: str = "thread"             # how nonblocking all-reduces advance: comm's helper thread, or polls
+    outer_optimizer: str = "none"        # DiLoCo: sgd / nesterov on the pseudo-gradient anchor - avg(x)
+    outer_lr: float = 0.7
+    outer_momentum: float = 0.9
     # the convex cross-check with the simulator (docs/README-compress.md)
     sampler: str = "stream"              # stream: WorkerStream; iid / shuffle: the simulator's convex Sampler
     dtype: str = "float32"               # parameters and data
@@ -206,6 +217,7 @@ class TrainConfig:
         _num("sign_scale", self.sign_scale, 0.0, strict=True)
         if self.compress != "none" and self.momentum_variant != "local":
             raise TrainError(f"compress {self.compress!r} needs momentum_variant local, got {self.momentum_variant!r}")
+        self._check_overlap()
         _choice("sampler", self.sampler, SAMPLERS)
         if self.sampler != "stream" and self.carries_state:
             raise TrainError(f"sampler {self.sampler!r} draws independent samples; it cannot go with lm_state "
@@ -298,12 +310,51 @@ class TrainConfig:
         if self.allreduce != "auto":
             raise TrainError(f"allreduce {self.allreduce!r} does not apply to engine virtual (its syncs are means "
                              f"in memory, no all-reduce runs); leave it at auto")
+        if self.overlap:
+            raise TrainError("overlap does not apply to engine virtual (its syncs are means in memory that take no "
+                             "time, so there is nothing to hide); run with mpirun, or leave overlap off")
+        for name, got, default in (("bucket_size", self.bucket_size, 256 * 1024),
+                                   ("first_bucket_size", self.first_bucket_size, 64 * 1024),
+                                   ("progress", self.progress, "thread")):
+            if got != default and not (name == "bucket_size" and got == 0):
+                raise TrainError(f"{name} {got!r} does not apply to engine virtual (its gradient averages are means "
+                                 f"in memory, no all-reduce runs); leave it at {default!r}")
         if is_sequence_model(self.model):
             raise TrainError(f"model {self.model!r} is not supported by engine virtual (a carried hidden state per "
                              f"worker, and nn.LSTM under torch.func.vmap, are not implemented); run it with mpirun")
         if self.algorithm == "hierarchical" and self.gpus_per_node is None:
             raise TrainError("algorithm hierarchical with engine virtual needs gpus_per_node G (the workers per "
                              "block: there are no real nodes in one process), got none")
+
+    def _check_overlap(self) -> None:
+        _int("bucket_size", self.bucket_size, 0)
+        _int("first_bucket_size", self.first_bucket_size, 1)
+        if not isinstance(self.overlap, bool):
+            raise TrainError(f"overlap must be true or false, got {self.overlap!r}")
+        _int("overlap_steps", self.overlap_steps, 1)
+        _choice("progress", self.progress, PROGRESS)
+        _choice("outer_optimizer", self.outer_optimizer, OUTER)
+        _num("outer_lr", self.outer_lr, 0.0, strict=True, hi=100.0)
+        _num("outer_momentum", self.outer_momentum, 0.0, hi=0.999)
+        if self.overlap:
+            if self.algorithm == "minibatch":
+                raise TrainError("overlap applies to the model syncs of local SGD; minibatch overlaps its gradient "
+                                 "all-reduces with backward through bucket_size (on by default)")
+            if self.compress != "none":
+                raise TrainError(f"overlap cannot go with compress {self.compress!r} (its all-gather blocks)")
+            if self.overlap_steps > self.H:
+                raise TrainError(f"overlap_steps must be <= H = {self.H}, got {self.overlap_steps} (a sync is "
+                                 f"applied before the next one starts)")
+        elif self.overlap_steps != 1:
+            raise TrainError(f"overlap_steps applies with overlap only, got {self.overlap_steps} without overlap")
+        if self.outer_optimizer != "none":
+            if self.momentum_variant != "local" or self.compress != "none" or self.algorithm == "minibatch":
+                raise TrainError(f"outer_optimizer {self.outer_optimizer!r} replaces the momentum variants: it needs "
+                                 f"momentum_variant local, compress none and a local-SGD algorithm, got "
+                                 f"{self.momentum_variant!r}, {self.compress!r} and {self.algorithm!r}")
+        elif self.outer_lr != 0.7 or self.outer_momentum != 0.9:
+            raise TrainError(f"outer_lr / outer_momentum apply with an outer_optimizer only, got outer_optimizer "
+                             f"{self.outer_optimizer!r}")
 
     @property
     def carries_state(self) -> bool:

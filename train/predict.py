@@ -11,6 +11,7 @@ from typing import Any
 
 from sim.compute import ModelSpec
 from sim.errors import SimError
+from sim.overlap import uniform_buckets
 from sim.run import RunResult
 from sim.topology import load_topology
 from sim.trainrun import (
@@ -96,6 +97,7 @@ class ModelProfile:
     n_train: int
     n_test: int
     bytes_per_param: int
+    grads: tuple[tuple[int, float], ...] = ()   # (bytes, ready fraction) per gradient, train/gradprofile.py
 
     def spec(self, name: str) -> ModelSpec:
         # The sim charges 4 bytes per parameter; float64 runs send twice as many bytes (counted as twice the params).
@@ -146,8 +148,15 @@ def profile_model(cfg: TrainConfig) -> ModelProfile:
     model = build_model(cfg.model, input_shape=shape, num_classes=classes, width=cfg.width, dropout=cfg.dropout)
     params = sum(p.numel() for p in model.parameters())
     dtype = getattr(cfg, "dtype", "float32")
+    import torch
+
+    from train.gradprofile import grad_readiness
+    x = torch.zeros((1, *shape), dtype=torch.long if is_sequence_model(cfg.model) else torch.float32)
+    grads = grad_readiness(model, x)  # when backward produces each gradient, for the gradient buckets
+    if dtype == "float64":
+        grads = tuple((2 * n, f) for n, f in grads)
     return ModelProfile(params=params, gflops_per_sample=model_gflops(model, tuple(shape), cfg.model),
-                        n_train=n_train, n_test=n_test, bytes_per_param=8 if dtype == "float64" else 4)
+                        n_train=n_train, n_test=n_test, bytes_per_param=8 if dtype == "float64" else 4, grads=grads)
 
 
 def count_evals(plan: RunPlan, eval_every: float) -> int:
@@ -175,7 +184,19 @@ def train_run(cfg: TrainConfig, K: int, prof: ModelProfile) -> TrainRun:
                     block_sync_delay=cfg.block_sync_delay, stragglers=tuple(cfg.stragglers), model=cfg.model,
                     width=cfg.width, dataset=cfg.dataset, params=prof.params,
                     gflops_per_sample=prof.gflops_per_sample, n_train=prof.n_train, n_test=prof.n_test,
-                    bytes_per_param=prof.bytes_per_param)
+                    bytes_per_param=prof.bytes_per_param, buckets=_buckets(cfg, prof),
+                    overlap_steps=cfg.overlap_steps if cfg.overlap else 0)
+
+
+def _buckets(cfg: TrainConfig, prof: ModelProfile) -> tuple[tuple[float, float], ...]:
+    """The gradient buckets of mini-batch steps as the trainer cuts them: (bytes, fraction of the step's compute
+    by which backward has produced all of them), from the model's per-layer backward FLOPs (train/gradprofile.py)."""
+    if not cfg.bucket_size or cfg.algorithm not in ("minibatch", "postlocal") or cfg.compress != "none":
+        return ()
+    if not prof.grads:  # a profile made without them: gradients taken as ready evenly over backward
+        return uniform_buckets(prof.params * prof.bytes_per_param, cfg.bucket_size, cfg.first_bucket_size)
+    from train.gradprofile import predicted_buckets
+    return predicted_buckets(prof.grads, cfg.bucket_size, cfg.first_bucket_size)
 
 
 def predict_with_run(cfg: TrainConfig, K: int, source: str, *, profile: ModelProfile | None = None,

@@ -67,6 +67,7 @@ def plan_resume(run_dir: str, given: dict[str, Any], size: int, flag_of: dict[st
     saved, plan = doc["config"], doc["plan"]
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: v for k, v in saved.items() if k in known}
+    saved.setdefault("bucket_size", 0)  # runs from before gradient buckets go on with one all-reduce per step
     differ = [k for k, v in given.items() if k in saved and k not in ("out_dir",) and _norm(v) != _norm(saved[k])]
     refused = [k for k in differ if k not in MAY_CHANGE]
     if refused:

@@ -23,10 +23,12 @@ class SyncTimer:
     ``before_sync(level)``: a barrier on the level's communicator (time spent there is "wait_s": waiting for slower
     workers), then the communication timer starts. ``after_sync(level, sent, recv)``: the emulated network delay
     of the level (``delays``, seconds), then the counters: syncs, bytes sent and received, comm_s (including the
-    delay), delay_s.
+    delay), delay_s. ``overlapped_sync(...)``: a sync that ran beside computation (bucketed gradients, overlapped
+    local SGD): no barrier and no sleep (its delay was part of the request); comm_s counts only the time the caller
+    was blocked waiting for it, inflight_s the time from its start to its completion.
 
     ``timed=False`` (engine virtual: its syncs are means in memory, not communication): no barrier, no delays,
-    and comm_s, wait_s and delay_s stay None (not applicable); syncs and bytes are still counted.
+    and comm_s, wait_s, delay_s and inflight_s stay None (not applicable); syncs and bytes are still counted.
     """
 
     def __init__(self, backend: Any, *, delays: dict[str, float] | None = None, timed: bool = True) -> None:
@@ -37,8 +39,8 @@ class SyncTimer:
         # buffer by the collective from the others (all-gather: (p-1) blocks; all-reduce: the reduced payload)
         zero = 0.0 if timed else None
         self.stats: dict[str, dict[str, Any]] = {
-            lvl: {"syncs": 0, "bytes": 0, "bytes_recv": 0, "comm_s": zero, "wait_s": zero, "delay_s": zero}
-            for lvl in LEVELS}
+            lvl: {"syncs": 0, "bytes": 0, "bytes_recv": 0, "comm_s": zero, "wait_s": zero, "delay_s": zero,
+                  "inflight_s": zero} for lvl in LEVELS}
         self._t0 = 0.0
 
     def before_sync(self, level: str) -> None:
@@ -61,9 +63,24 @@ class SyncTimer:
         st["bytes"] += sent
         st["bytes_recv"] += recv
 
+    def delay(self, level: str) -> float:
+        """The emulated network delay of a sync at `level` (an overlapped sync completes that much later)."""
+        return self.delays[level]
+
+    def overlapped_sync(self, level: str, sent: int, recv: int, *, exposed_s: float, inflight_s: float,
+                        delay_s: float = 0.0) -> None:
+        st = self.stats[level]
+        st["comm_s"] += exposed_s
+        st["inflight_s"] += inflight_s
+        st["delay_s"] += delay_s
+        st["syncs"] += 1
+        st["bytes"] += sent
+        st["bytes_recv"] += recv
+
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"stats": {k: dict(v) for k, v in self.stats.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stats = {k: {"bytes_recv": 0, **v} for k, v in state["stats"].items()}
+        inflight = 0.0 if self.timed else None
+        self.stats = {k: {"bytes_recv": 0, "inflight_s": inflight, **v} for k, v in state["stats"].items()}

@@ -19,7 +19,9 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
     The workers are the ranks' files, or the K rows of the one file of an engine-virtual run.
     Returns {"step", "world_size", "engine", "workers", "identical": bool, "digests": [sha256 of each worker's
-    parameter bytes], "differing": [parameter names that differ from worker 0's on some worker]}.
+    parameter bytes], "differing": [parameter names that differ from worker 0's on some worker], "pending_sync":
+    whether an overlapped sync was in flight (its models differ by the local steps taken since it, by design;
+    docs/README-overlap.md)}.
     """
     root = Path(run_dir)
     if not root.is_dir():
@@ -34,8 +36,10 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     file_digests = meta.get("sha256")  # of each rank's file, checked as it is read
     models: list[dict[str, torch.Tensor]] = []
     engine = "mpi"
+    pending = False
     for r in range(meta["world_size"]):
         st = read_rank_file(rank_file(run_dir, meta["step"], r), file_digests[r] if file_digests else None)
+        pending = pending or (st.get("sync") or {}).get("pending") is not None
         stacked = st.get("virtual")
         if isinstance(stacked, dict):  # engine virtual: worker k is row k of every stacked parameter
             engine = "virtual"
@@ -58,4 +62,4 @@ def verify_checkpoint(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             differing.update(k for k in params if not torch.equal(params[k], ref[k]))
     return {"step": meta["step"], "world_size": meta["world_size"], "engine": engine, "workers": len(models),
             "identical": not differing,
-            "digests": digests, "differing": sorted(differing)}
+            "digests": digests, "differing": sorted(differing), "pending_sync": pending}

@@ -89,7 +89,8 @@ class VirtualWorkers:
         block = cfg.gpus_per_node if cfg.algorithm == "hierarchical" else None
         backend = VirtualBackend([p.shape for p in self.params.values()], workers=K, block=block)
         self.sync = SyncTimer(backend, timed=False)
-        self.averager = make_averager(cfg, plan, list(self.params.values()), backend, self.opt, self.sync)
+        self.averager = make_averager(cfg, plan, list(self.params.values()), backend, self.opt, self.sync,
+                                      buckets=False)
         self.evaluator = Evaluator(self.model, FlatTensors(list(self.model.parameters())), world=MPI.COMM_SELF,
                                    bn_eval=cfg.bn_eval, x_test=data.x_test, y_test=data.y_test, device=device,
                                    objective=objective_args(cfg, data, list(self.model.named_parameters()),

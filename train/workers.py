@@ -81,12 +81,17 @@ def objective_args(cfg: TrainConfig, data: Any, named: Sequence[tuple[str, torch
 
 
 def make_averager(cfg: TrainConfig, plan: RunPlan, params: list[torch.Tensor], backend: Any,
-                  opt: torch.optim.Optimizer, hooks: SyncTimer) -> LocalSGD:
-    """The run's LocalSGD (collective: worker 0's model is broadcast, then the anchors are taken)."""
+                  opt: torch.optim.Optimizer, hooks: SyncTimer, *, buckets: bool = True) -> LocalSGD:
+    """The run's LocalSGD (collective: worker 0's model is broadcast, then the anchors are taken). `buckets`: the
+    mini-batch gradients go through GradientBuckets (engine mpi; engine virtual averages its rows in memory)."""
     return LocalSGD(params, schedule=plan.schedule, total_steps=plan.total_steps, backend=backend,
                     momentum_variant=cfg.momentum_variant, global_momentum=cfg.global_momentum,
                     slow_lr=cfg.slow_lr, slow_momentum=cfg.slow_momentum, buffers=cfg.slow_buffers, optimizer=opt,
-                    compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=hooks)
+                    compress=cfg.compress, sign_scale=cfg.sign_scale, hooks=hooks,
+                    bucket_bytes=(cfg.bucket_size or None) if buckets else None,
+                    first_bucket_bytes=cfg.first_bucket_size, overlap=cfg.overlap, overlap_steps=cfg.overlap_steps,
+                    outer_optimizer=None if cfg.outer_optimizer == "none" else cfg.outer_optimizer,
+                    outer_lr=cfg.outer_lr, outer_momentum=cfg.outer_momentum)
 
 
 class RankWorker:
@@ -104,9 +109,11 @@ class RankWorker:
         named = list(self.model.named_parameters())
         self.opt = make_optimizer(cfg, named, self.no_decay, plan.lr.lr_at(0))
         hier = cfg.algorithm == "hierarchical"
-        backend = MPIBackend(world, hierarchical=hier, topology=topology, algorithm=cfg.allreduce)
+        backend = MPIBackend(world, hierarchical=hier, topology=topology, algorithm=cfg.allreduce,
+                             progress=cfg.progress)
         self.sync = SyncTimer(backend, delays={"global": cfg.global_sync_delay, "block": cfg.block_sync_delay})
         self.averager = make_averager(cfg, plan, [p for _, p in named], backend, self.opt, self.sync)
+        self.averager.poll_in(self.model)  # progress "poll": the forward passes drive an overlapped sync too
         self.evaluator = Evaluator(self.model, self.averager.flat, world=world, bn_eval=cfg.bn_eval,
                                    x_test=data.x_test, y_test=data.y_test, device=device,
                                    contiguous=carry is not None, objective=objective_args(cfg, data, named,
@@ -131,7 +138,9 @@ class RankWorker:
         if self.slow > 1.0:  # straggler emulation: this rank computes `slow` times slower
             straggle = (self.slow - 1.0) * dt
             time.sleep(straggle)
-        self.averager.average_gradients()  # mini-batch steps only (and never under compression)
+        # mini-batch steps only (never under compression): with buckets, their all-reduces started during
+        # backward from the gradients' hooks; this waits for what is left and writes the means into .grad
+        self.averager.average_gradients()
         t1 = time.perf_counter()
         if self.cfg.clip_grad_norm is not None:  # after the gradient sync: mini-batch steps clip the global gradient
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad_norm)

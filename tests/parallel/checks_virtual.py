@@ -54,6 +54,9 @@ def _run(K: int, name: str, over: dict[str, Any], out_dir: Path, engine: str, wo
 
     def record(level: str, sent: int, recv: int) -> None:
         after(level, sent, recv)
+        record_models(level)
+
+    def record_models(level: str) -> None:
         buf = tr.averager.flat.pack().detach().to(torch.float64)  # the models now (also after a gradient sync)
         if virtual:
             rows = tr.averager.backend.per_worker(buf).numpy()
@@ -64,6 +67,14 @@ def _run(K: int, name: str, over: dict[str, Any], out_dir: Path, engine: str, wo
             levels.append(level)
 
     tr.sync.after_sync = record  # type: ignore[method-assign]
+    overlapped = tr.sync.overlapped_sync
+
+    def record_overlapped(level: str, sent: int, recv: int, **times: float) -> None:
+        # engine mpi's mini-batch steps average their gradients in buckets (docs/README-overlap.md)
+        overlapped(level, sent, recv, **times)
+        record_models(level)
+
+    tr.sync.overlapped_sync = record_overlapped  # type: ignore[method-assign]
     tr.run()
     if rank == 0:
         recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -135,7 +135,7 @@ def test_local_prediction_on_a_fixed_topology_equals_closed_form(tmp_path):
 def test_machine_prediction_scales_with_cpu_share(tmp_path):
     t, alpha, lam, K = 0.004, 2e-4, 3e-4, 16
     m = _machine(tmp_path / "m.json", t_alone=t, alpha=alpha, lam=lam, load=0.0)
-    cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
+    cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1, bucket_size=0)  # one all-reduce per step
     p = predict(cfg, K, m, profile=PROFILE)
     s = 8.0                                                 # 16 ranks on 2 cores, no background load
     a = alpha * s + lam * (1 - 1 / s) * math.sqrt(s)       # the bench's alpha at share s + the scheduling wait
@@ -208,7 +208,7 @@ def test_machine_prediction_across_nodes_charges_the_network_level(tmp_path):
     t, alpha, lam, a_net, o_net = 0.004, 2e-4, 3e-4, 5e-3, 1e-3
     m = _machine(tmp_path / "m.json", t_alone=t, alpha=alpha, lam=lam, load=0.0)
     net = _network(tmp_path / "n.json", alpha=a_net, o_global=o_net)
-    cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1)
+    cfg = TrainConfig(algorithm="minibatch", epochs=1, eval_every=1, bucket_size=0)
     p = predict(cfg, 4, m, profile=PROFILE, nodes=4, network=net)
     s = 2.0
     a = a_net
