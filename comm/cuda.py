@@ -8,9 +8,16 @@ import os
 
 from .errors import CommError
 
-__all__ = ["cuda_aware", "ENV_OVERRIDE", "libmpi_path"]
+__all__ = ["cuda_aware", "ENV_OVERRIDE", "libmpi_path", "maps_path"]
 
 ENV_OVERRIDE = "LOCALSGD_CUDA_AWARE"
+
+
+def maps_path(line: str) -> str:
+    """The pathname of a /proc/PID/maps line ("" for an anonymous mapping): the sixth field and everything after
+    it, so that a path with spaces stays whole."""
+    fields = line.rstrip("\n").split(maxsplit=5)
+    return fields[5] if len(fields) == 6 else ""
 
 
 def libmpi_path() -> str | None:
@@ -18,7 +25,7 @@ def libmpi_path() -> str | None:
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
-                path = line.split()[-1]
+                path = maps_path(line)
                 if os.path.basename(path).startswith(("libmpi.so", "libmpi_abi.so")):
                     return path
     except OSError:

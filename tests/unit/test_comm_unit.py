@@ -128,6 +128,15 @@ def test_cuda_aware_override(monkeypatch):
         comm.cuda_aware()
 
 
+def test_maps_path_keeps_a_path_with_spaces_whole():
+    from comm.cuda import maps_path
+
+    line = "7f1c2a000000-7f1c2a200000 r-xp 00000000 fd:01 123 /tmp/sp ace/localsgd/.venv/lib/libmpi.so.12\n"
+    assert maps_path(line) == "/tmp/sp ace/localsgd/.venv/lib/libmpi.so.12"
+    assert maps_path("7f1c2a000000-7f1c2a200000 rw-p 00000000 00:00 0\n") == ""  # anonymous mapping
+    assert maps_path("7ffd1000-7ffd2000 rw-p 00000000 00:00 0   [stack]\n") == "[stack]"
+
+
 def test_cuda_aware_query_of_pip_mpich_is_false(monkeypatch):
     """The pip MPICH build is not CUDA-aware; the ctypes query must say so (not merely default to False)."""
     import ctypes
