@@ -1,6 +1,6 @@
 """The same small runs on both engines, recording every worker's model after every sync (test_virtual_equivalence).
 
-`record_mpi` runs on 8 ranks under mpirun (K = 8, then 4 and 2 on sub-communicators); `record_virtual` in one
+`record_mpi` runs on max($VIRTUAL_KS) ranks under mpirun (the largest K, then the others on sub-communicators); `record_virtual` in one
 process (a world of one rank) for each K of $VIRTUAL_KS, with the loop step and, for some runs, the vmap step. They
 write <engine>-K<K>-<config>.npz (engine: mpi, virtual or vmap) into $VIRTUAL_REF_DIR: `models` [syncs, K, D]
 (float64), `levels` (the level of each sync) and the evaluations' `test_acc` / `test_loss` from metrics.jsonl.
@@ -85,23 +85,22 @@ def _run(K: int, name: str, over: dict[str, Any], out_dir: Path, engine: str, wo
 
 
 def record_mpi() -> None:
-    """On 8 ranks: the K = 8 runs, then K = 4 on ranks 0-3 beside K = 2 on ranks 4-5 and 6-7 (one job: every rank
-    imports torch once, which costs more CPU than the runs)."""
-    if WORLD.Get_size() != 8:
-        raise RuntimeError(f"record_mpi runs on 8 ranks, got {WORLD.Get_size()}")
+    """On max($VIRTUAL_KS) ranks: the runs of the largest K on all of them, then each smaller K on groups of K
+    consecutive ranks side by side, the runs shared out between the groups (one job: every rank imports torch once,
+    which costs more CPU than the runs)."""
+    ks = sorted((int(k) for k in os.environ["VIRTUAL_KS"].split(",")), reverse=True)
+    if WORLD.Get_size() != ks[0]:
+        raise RuntimeError(f"record_mpi runs on {ks[0]} ranks, got {WORLD.Get_size()}")
     out = Path(os.environ["VIRTUAL_REF_DIR"])
-    for name, over in configs(8).items():
-        _run(8, name, over, out, "mpi")
+    for name, over in configs(ks[0]).items():
+        _run(ks[0], name, over, out, "mpi")
     rank = WORLD.Get_rank()
-    color = 0 if rank < 4 else 1 if rank < 6 else 2
-    sub = WORLD.Split(color, rank)
-    K = sub.Get_size()
-    names = list(configs(K))
-    if K == 2:  # two pairs share the K = 2 runs
-        names = names[color - 1::2]
-    for name in names:
-        _run(K, name, configs(K)[name], out, "mpi", world=sub)
-    sub.Free()
+    for K in ks[1:]:
+        groups, color = ks[0] // K, rank // K
+        sub = WORLD.Split(color, rank)
+        for name in list(configs(K))[color::groups]:
+            _run(K, name, configs(K)[name], out, "mpi", world=sub)
+        sub.Free()
 
 
 def record_virtual() -> None:

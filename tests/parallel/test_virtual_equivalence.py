@@ -1,7 +1,7 @@
 """Engine virtual (K workers in one process) against the MPI trainer: the same models after every sync.
 
 The same runs (tests/parallel/checks_virtual.py: logreg-binary on w8a and ResNet-8 on synthetic data, float64,
-50 syncs; local, hierarchical and SlowMo at K = 2, 4, 8; compression, hybrid momentum, post-local with clipping
+50 syncs; local, hierarchical and SlowMo at K = 2 and 4; compression, hybrid momentum, post-local with clipping
 and mini-batch at K = 2) go once through mpirun -n K and once through --engine virtual (its loop step; some also
 with its vmap step), recording every worker's model after every sync. Tolerances (why: docs/README-virtual.md): the engines do the same arithmetic in a
 different order only where sums are taken (the K-way mean of a sync: a tree of pairwise sums in comm against
@@ -26,7 +26,7 @@ from tests.fixtures.shared_data import need_data
 from tests.parallel.harness import REPO, mpi_env, mpirun
 from tests.parallel.virtual_runs import VMAP
 
-KS = (2, 4, 8)
+KS = (2, 4)  # K = 8 left out to keep the suite under 10 minutes (it passed at 2.3e-14 too)
 MAIN = [f"{m}-{a}" for m in ("logreg", "resnet8") for a in ("local", "hier", "slowmo")]
 EXTRA = ["resnet8-efsign", "resnet8-sign", "resnet8-hybrid", "resnet8-postlocal", "logreg-minibatch"]
 CASES = [("virtual", K, name) for K in KS for name in MAIN] + [("virtual", 2, name) for name in EXTRA] + \
@@ -35,8 +35,8 @@ CASES = [("virtual", K, name) for K in KS for name in MAIN] + [("virtual", 2, na
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every run on both engines, side by side: one 8-rank MPI job for K = 8, 4 and 2 (sub-communicators), and one
-    process for all the virtual runs."""
+    """Every run on both engines, side by side: one MPI job for K = 4 and 2 (sub-communicators), and one process
+    for all the virtual runs."""
     out = tmp_path_factory.mktemp("virtual-vs-mpi")
     env = {"VIRTUAL_REF_DIR": str(out), "VIRTUAL_W8A_DIR": str(need_data("w8a").parent),
            "VIRTUAL_KS": ",".join(map(str, KS))}
@@ -45,7 +45,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                cwd=REPO, env=mpi_env(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
     try:
-        mpirun(8, ["-m", "tests.parallel.runner", spec.format("mpi")], env=env, timeout=240)
+        mpirun(max(KS), ["-m", "tests.parallel.runner", spec.format("mpi")], env=env, timeout=240)
         text, _ = virtual.communicate(timeout=240)
     finally:
         if virtual.poll() is None:
